@@ -1,0 +1,102 @@
+# parlua: one plain Makefile.  `make test` and `make run` set everything up
+# on a fresh Debian machine (see README.md).
+
+CC      ?= cc
+BUILD   ?= build
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SANITIZER ?=
+
+LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
+LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null)
+FFI_CFLAGS := $(shell pkg-config --cflags libffi 2>/dev/null)
+FFI_LIBS   := $(shell pkg-config --libs libffi 2>/dev/null)
+LUA_CMOD   := $(shell pkg-config --variable=INSTALL_CMOD lua5.4 2>/dev/null)
+
+ifeq ($(SANITIZER),)
+SAN_FLAGS :=
+else ifeq ($(SANITIZER),address)
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+else ifeq ($(SANITIZER),thread)
+SAN_FLAGS := -fsanitize=thread
+else
+$(error SANITIZER must be empty, address or thread, not '$(SANITIZER)')
+endif
+
+WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  ?= -O2 -g
+XCFLAGS  = $(CFLAGS) $(WARN) -std=c11 -D_GNU_SOURCE -fPIC -pthread \
+           -Iinclude -Iruntime -Ibindings $(LUA_CFLAGS) $(FFI_CFLAGS) $(SAN_FLAGS)
+SYSLIBS  = $(FFI_LIBS) -lm -ldl -pthread
+
+SRC      = $(wildcard runtime/*.c bindings/*.c)
+OBJ      = $(SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC = $(wildcard tests/unit/test_*.c)
+UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+HOST_EXAMPLE = $(BUILD)/embed_example
+
+.PHONY: all deps test run bench sanitize tsan fuzz install clean
+all: $(BUILD)/parlua $(BUILD)/libparlua.a $(BUILD)/libparlua.so $(BUILD)/parlua.so
+
+$(BUILD)/obj/%.o: %.c $(wildcard include/*.h runtime/*.h bindings/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) -c $< -o $@
+
+$(BUILD)/libparlua.a: $(OBJ)
+	@mkdir -p $(BUILD)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libparlua.so: $(OBJ)
+	$(CC) $(SAN_FLAGS) -shared -o $@ $^ $(LUA_LIBS) $(SYSLIBS)
+
+# The Lua module: no -llua, the symbols come from the lua5.4 that loads it.
+$(BUILD)/parlua.so: $(OBJ)
+	$(CC) $(SAN_FLAGS) -shared -o $@ $^ $(SYSLIBS)
+
+$(BUILD)/parlua: src/parlua.c $(BUILD)/libparlua.a
+	$(CC) $(XCFLAGS) -o $@ src/parlua.c $(BUILD)/libparlua.a $(LUA_LIBS) $(SYSLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/runner.h $(BUILD)/libparlua.a
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) -Itests/unit -o $@ $< $(BUILD)/libparlua.a $(LUA_LIBS) $(SYSLIBS)
+
+$(HOST_EXAMPLE): docs/examples/embed.c $(BUILD)/libparlua.a
+	$(CC) $(XCFLAGS) -o $@ $< $(BUILD)/libparlua.a $(LUA_LIBS) $(SYSLIBS)
+
+deps:
+	@bash .ci/deps
+
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(HOST_EXAMPLE)
+	@BUILD=$(BUILD) bash tests/run-all.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(BUILD)/parlua scripts/main.lua
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) bash scripts/bench/run-all.sh
+
+# The sanitizer builds run the unit tests and the busted specs through the
+# instrumented `parlua` program (host mode).
+sanitize: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZER=address all build-asan/parlua $(UNIT_BIN:$(BUILD)/%=build-asan/%) build-asan/embed_example
+	@BUILD=build-asan MODE=host ASAN_OPTIONS=detect_leaks=1 bash tests/run-all.sh
+
+tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build-tsan SANITIZER=thread all $(UNIT_BIN:$(BUILD)/%=build-tsan/%) build-tsan/embed_example
+	@BUILD=build-tsan MODE=host TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" bash tests/run-all.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(LUA_CMOD)
+	install -m 755 $(BUILD)/parlua $(DESTDIR)$(PREFIX)/bin/parlua
+	install -m 644 $(BUILD)/libparlua.a $(DESTDIR)$(PREFIX)/lib/libparlua.a
+	install -m 755 $(BUILD)/libparlua.so $(DESTDIR)$(PREFIX)/lib/libparlua.so
+	install -m 644 include/parlua.h $(DESTDIR)$(PREFIX)/include/parlua.h
+	install -m 755 $(BUILD)/parlua.so $(DESTDIR)$(LUA_CMOD)/parlua.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' parlua.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/parlua.pc
+
+clean:
+	rm -rf build build-asan build-tsan build-fuzz

@@ -1,0 +1,48 @@
+/* Private to the parlua bindings: what every Lua-facing module file shares.
+ *
+ * Each bindings/l*.c file adds its functions to the module table on top of
+ * the stack through one pl_open_<part>(L) function, listed in lparlua.c.
+ *
+ * Runtime objects are "boxes": a userdata holding one pointer to a C object
+ * the runtime refcounts, so several states can hold the same object.  A box
+ * whose pointer is NULL is closed.
+ */
+#ifndef PL_BINDINGS_H
+#define PL_BINDINGS_H
+
+#include "lua.h"
+#include "lauxlib.h"
+#include "errors.h"
+#include "runtime.h"
+
+void pl_open_core(lua_State *L);
+void pl_open_thread(lua_State *L);
+
+/* [-0, +1] a new box of metatable `tname` holding `ptr`. */
+void **pl_box_new(lua_State *L, const char *tname, void *ptr);
+/* The pointer in the box at idx; raises "attempt to use a closed <what>". */
+void *pl_box_check(lua_State *L, int idx, const char *tname, const char *what);
+/* The box itself, for __gc/__close (which tolerate closed boxes). */
+void **pl_box_get(lua_State *L, int idx, const char *tname);
+
+/* Register a metatable: methods in __index, plus __gc/__close/__tostring
+ * when given (NULL to skip). */
+void pl_new_class(lua_State *L, const char *tname, const luaL_Reg *methods,
+                  lua_CFunction gc, lua_CFunction tostring);
+
+/* A timeout argument: nil/none is "forever" (-1); a negative number is an
+ * argument error. */
+double pl_opt_timeout(lua_State *L, int idx);
+
+/* Raise Cancelled if the calling thread was force-cancelled. */
+void pl_check_cancel(lua_State *L, pl_tstate *ts);
+
+/* In a stock lua state, keep the shutdown sentinel the newest finalizable
+ * object so it runs before any object a still-running thread may use. */
+void pl_adopted_touch(lua_State *L);
+
+/* [-1, +(1|2)] lua_pcall with a traceback handler that leaves the error
+ * value untouched: on error the stack gets [error, traceback]. */
+int pl_pcall_traced(lua_State *L, int nargs, int nresults);
+
+#endif

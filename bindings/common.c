@@ -1,0 +1,81 @@
+/* Helpers every binding shares: boxes, classes, timeouts, cancellation,
+ * and calls that keep the traceback of an error. */
+#include <math.h>
+
+#include "bindings.h"
+
+void **pl_box_new(lua_State *L, const char *tname, void *ptr) {
+  void **box = lua_newuserdatauv(L, sizeof *box, 1);
+  *box = ptr;
+  luaL_setmetatable(L, tname);
+  pl_adopted_touch(L);
+  return box;
+}
+
+void **pl_box_get(lua_State *L, int idx, const char *tname) {
+  return luaL_checkudata(L, idx, tname);
+}
+
+void *pl_box_check(lua_State *L, int idx, const char *tname, const char *what) {
+  void **box = luaL_checkudata(L, idx, tname);
+  if (*box == NULL) luaL_error(L, "attempt to use a closed %s", what);
+  return *box;
+}
+
+void pl_new_class(lua_State *L, const char *tname, const luaL_Reg *methods,
+                  lua_CFunction gc, lua_CFunction tostring) {
+  luaL_newmetatable(L, tname);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  if (gc != NULL) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__close");
+  }
+  if (tostring != NULL) {
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+}
+
+double pl_opt_timeout(lua_State *L, int idx) {
+  if (lua_isnoneornil(L, idx)) return -1;
+  double t = luaL_checknumber(L, idx);
+  luaL_argcheck(L, t >= 0 && !isnan(t), idx, "timeout must be a non-negative number");
+  return t;
+}
+
+void pl_check_cancel(lua_State *L, pl_tstate *ts) {
+  if (ts != NULL && pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED) {
+    atomic_store(&ts->cancel_delivered, 1);
+    pl_error_raise_cancelled(L, ts);
+  }
+}
+
+/* Keeps the error value as it is and records the traceback in the table
+ * that is its upvalue. */
+static int traceback_recorder(lua_State *L) {
+  pl_msghandler(L);
+  lua_setfield(L, lua_upvalueindex(1), "traceback");
+  lua_settop(L, 1);
+  return 1;
+}
+
+int pl_pcall_traced(lua_State *L, int nargs, int nresults) {
+  int fn = lua_gettop(L) - nargs;
+  lua_createtable(L, 0, 1);           /* the recorder's slot */
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, traceback_recorder, 1);
+  lua_insert(L, fn);                  /* [recorder, fn, args..., slot] */
+  lua_insert(L, fn);                  /* [slot, recorder, fn, args...] */
+  int status = lua_pcall(L, nargs, nresults, fn + 1);
+  if (status != LUA_OK) {
+    lua_getfield(L, fn, "traceback");  /* [slot, recorder, err, tb] */
+  }
+  lua_remove(L, fn);
+  lua_remove(L, fn);
+  return status;
+}

@@ -1,0 +1,87 @@
+/* parlua: an embeddable Lua 5.4 runtime with real parallel primitives.
+ *
+ * The one public header.  A runtime owns a main lua_State guarded by one
+ * global lock, plus every thread, pool and child process made from it.
+ *
+ *   parlua *rt = parlua_new(NULL);
+ *   parlua_preload(rt, "hostmod", luaopen_hostmod);
+ *   if (parlua_dostring(rt, "print(require'parlua'.cpu_count())", "=host") != LUA_OK)
+ *     fprintf(stderr, "%s\n", parlua_error(rt));
+ *   parlua_close(rt);
+ *
+ * Locking: the main state's lock is held only inside parlua_dostring and
+ * parlua_dofile and between parlua_enter and parlua_leave.  Any host thread
+ * may call parlua_enter; nobody holds the lock between calls.  A host C
+ * function that blocks wraps the blocking part in PARLUA_UNLOCK(L) and
+ * PARLUA_LOCK(L) so that other threads run Lua meanwhile.  See
+ * docs/embedding.md.
+ */
+#ifndef PARLUA_H
+#define PARLUA_H
+
+#include <lua.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PARLUA_VERSION "parlua 0.1"
+
+typedef struct parlua parlua;
+
+typedef struct parlua_config {
+  double switch_interval;  /* seconds a waiter lets the holder run; default 0.005 */
+} parlua_config;
+
+/* Fill `cfg` with the defaults. */
+void parlua_config_init(parlua_config *cfg);
+
+/* A new runtime with a fresh main state (standard libraries open, `parlua`
+ * and `parlua.ffi` requirable); NULL when out of memory.  `cfg` may be NULL. */
+parlua *parlua_new(const parlua_config *cfg);
+
+/* Make `name` requirable in every state this runtime has or will make (the
+ * main state, `states` workers, `processes` workers).  0, or -1 when out
+ * of memory. */
+int parlua_preload(parlua *rt, const char *name, lua_CFunction open);
+
+/* Run a chunk in the main state, taking and giving back the lock.  Returns
+ * LUA_OK or a Lua error code; then parlua_error() is the message with a
+ * traceback (valid until the next call that runs code). */
+int parlua_dostring(parlua *rt, const char *code, const char *chunkname);
+/* As parlua_dostring for a file; NULL reads standard input. */
+int parlua_dofile(parlua *rt, const char *path);
+const char *parlua_error(parlua *rt);
+
+/* Take the main state's lock for direct use of parlua_state(); nestable
+ * on one thread.  parlua_leave gives it back. */
+void parlua_enter(parlua *rt);
+void parlua_leave(parlua *rt);
+lua_State *parlua_state(parlua *rt);
+
+/* Interrupt everything running in the runtime: running Lua code of every
+ * thread gets an error at its next instruction or blocking call.  Callable
+ * from any thread (not from a signal handler: use a thread that sigwaits).
+ * Returns 1 when some Lua code was running, 0 when the runtime was idle. */
+int parlua_interrupt(parlua *rt);
+/* 1 when the last parlua_dostring/dofile failed because of an interrupt. */
+int parlua_interrupted(parlua *rt);
+
+/* Join threads, shut pools down, reap children, close the state, free. */
+void parlua_close(parlua *rt);
+
+/* For a host C function that blocks: give the calling state's lock away
+ * and take it back.  No-ops in a state without parlua. */
+void parlua_unlock(lua_State *L);
+void parlua_lock(lua_State *L);
+#define PARLUA_UNLOCK(L) parlua_unlock(L)
+#define PARLUA_LOCK(L) parlua_lock(L)
+
+/* The Lua modules, for hosts that build their own states. */
+int luaopen_parlua(lua_State *L);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,98 @@
+/* Private to the parlua runtime: what the runtime knows about one OS thread
+ * running Lua code of one state family.
+ *
+ * A tstate records which coroutine the thread is running (so another thread
+ * can arm the count hook on exactly that coroutine), the thread's cancel
+ * flags, and the one condition variable it is blocked on, if any (so a
+ * forced cancel or an interrupt can wake it).
+ *
+ * Arming the hook of another thread's coroutine is not safe in Lua 5.4
+ * (lua_sethook walks that coroutine's call chain while it changes), so a
+ * poke from another thread is a signal (PL_POKE_SIGNAL) whose handler arms
+ * the hook on its own thread, the way lua.c handles SIGINT.
+ *
+ * Lock order: ts->wait_guard before the mutex of the object waited on.
+ */
+#ifndef PL_TSTATE_H
+#define PL_TSTATE_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include "lua.h"
+
+typedef struct pl_family pl_family;
+typedef struct pl_tstate pl_tstate;
+
+/* SIGURG, as Go's preemption uses: ignored by default and rarely used. */
+#define PL_POKE_SIGNAL SIGURG
+
+enum { PL_CANCEL_NONE = 0, PL_CANCEL_SOFT = 1, PL_CANCEL_FORCED = 2 };
+enum { PL_WAIT_WOKEN = 0, PL_WAIT_TIMEOUT = 1, PL_WAIT_CANCELLED = 2 };
+
+struct pl_tstate {
+  pl_family *fam;
+  pl_tstate *outer;            /* this OS thread's previous tstate (nesting) */
+  pl_tstate *next, *prevp;     /* the family's list; guarded by fam->mu */
+  int depth;                   /* parlua_enter nesting, owner thread only */
+  void *thread;                /* the pl_thread run by this OS thread, or NULL */
+  char name[64];               /* par.current_thread(); "" is the main thread */
+
+  pthread_t owner;             /* the OS thread this tstate belongs to */
+  _Atomic(lua_State *) running;/* written by the owner only */
+
+  atomic_int cancel;           /* PL_CANCEL_*: raised by anyone, reset by the owner */
+  atomic_int interrupted;      /* a forced cancel that came from an interrupt */
+  atomic_int cancel_delivered; /* the hook has raised it once already */
+
+  pthread_mutex_t wait_guard;
+  pthread_mutex_t *wait_mu;    /* guarded by wait_guard */
+  pthread_cond_t *wait_cv;     /* guarded by wait_guard */
+
+  pthread_mutex_t sleep_mu;    /* a private condition for par.sleep */
+  pthread_cond_t sleep_cv;
+};
+
+pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running);
+void pl_tstate_free(pl_tstate *ts);
+
+/* The calling OS thread's tstates form a stack (a host thread may enter
+ * one runtime from inside another). */
+void pl_tstate_push(pl_tstate *ts);
+void pl_tstate_pop(pl_tstate *ts);
+pl_tstate *pl_tstate_current(pl_family *fam);
+
+/* Switch the coroutine this thread is running; re-arms the hook on it when
+ * a request is pending so nothing is lost across resume/yield. */
+void pl_tstate_set_running(pl_tstate *ts, lua_State *L);
+/* Arm the hook on the coroutine ts is running, from any thread.  The
+ * caller must ensure ts's thread has not exited (it holds the lock that
+ * thread needs to go, or the mutex guarding ts). */
+void pl_tstate_poke(pl_tstate *ts);
+/* Clear the hook on L (the owner thread, from inside the hook). */
+void pl_tstate_unpoke(pl_tstate *ts, lua_State *L);
+
+/* Raise the cancel level and, when forced, wake the thread wherever it is. */
+void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt);
+/* The owner clears its cancel state between two tasks. */
+void pl_tstate_reset_cancel(pl_tstate *ts);
+static inline int pl_tstate_cancel_level(pl_tstate *ts) {
+  return atomic_load(&ts->cancel);
+}
+
+/* An interruptible wait on (mu, cv), the way every blocking call waits:
+ *   pl_wait_begin(ts, mu, cv);          -- mu NOT held
+ *   lock(mu); while (!ready) { rc = pl_wait(ts, mu, cv, deadline); if (rc) break; }
+ *   unlock(mu);
+ *   pl_wait_end(ts);
+ * pl_wait returns PL_WAIT_CANCELLED at once when a forced cancel is pending.
+ * `ts` may be NULL (a thread unknown to the runtime): then nothing cancels. */
+void pl_wait_begin(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv);
+int pl_wait(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv, int64_t deadline_ns);
+void pl_wait_end(pl_tstate *ts);
+
+/* Condition variables of the runtime all use the monotonic clock. */
+int pl_cond_init(pthread_cond_t *cv);
+
+#endif

@@ -96,6 +96,9 @@ int luaopen_parlua(lua_State *L) {
   open_errors(L);
   pl_open_core(L);
   pl_open_thread(L);
+  pl_open_sync(L);
+  pl_open_queue(L);
+  pl_open_subprocess(L);
   lua_pushliteral(L, PARLUA_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

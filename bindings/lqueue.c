@@ -1,0 +1,272 @@
+/* par.queue([maxsize]): Python's queue.Queue over the C queue of
+ * runtime/queue.c, plus close().
+ *
+ * A value put is anchored in the registry of the putting state and the
+ * queue carries the reference, so values of one state pass by reference
+ * (nil included).  Where API.md is silent, Python decides:
+ *   - maxsize 0 (the default) is unbounded; a negative maxsize is an error.
+ *   - put(v [, timeout]) and get([timeout]) also take Python's block flag
+ *     first: put(v, false) and get(false) never wait, put(v, true, t) and
+ *     get(true, t) wait up to t seconds.  put_nowait(v) and get_nowait()
+ *     are the same as the false forms.
+ *   - A get that finds the queue empty after its time (at once for the
+ *     non-waiting forms) raises an error object of kind "Timeout" with the
+ *     message "queue is empty"; a put on a full queue likewise raises
+ *     "Timeout" with "queue is full" (Python's Empty and Full).
+ *   - close() (Python 3.13's shutdown): put afterwards raises a "Shutdown"
+ *     error "put on a closed queue"; get still returns what the queue
+ *     holds, then raises "Shutdown" "get on a closed and empty queue";
+ *     blocked getters and putters wake up with those errors.
+ *   - task_done() more often than items were put raises "task_done()
+ *     called too many times".  join([timeout]) returns true once every
+ *     item is done, false when the timeout (an extension) ran out.
+ *   - Fields: maxsize.  Extra method: is_closed().
+ * The box has no __close: close() is the queue's own operation.
+ */
+#include <string.h>
+
+#include "bindings.h"
+#include "clock.h"
+#include "queue.h"
+
+static const char QUEUE_MT[] = "parlua.Queue";
+
+static pl_queue *check_queue(lua_State *L) {
+  return pl_box_check(L, 1, QUEUE_MT, "queue");
+}
+
+static pl_tstate *block_begin(lua_State *L, pl_sync *obj) {
+  pl_sync_incref(obj);  /* the queue outlives its box while we wait */
+  return pl_unlock(L);
+}
+
+static void block_end(lua_State *L, pl_tstate *ts, pl_sync *obj) {
+  pl_lock(L, ts);
+  pl_sync_decref(obj);
+}
+
+static int raise_cancelled(lua_State *L, pl_tstate *ts) {
+  pl_check_cancel(L, ts);
+  return pl_error_raise_cancelled(L, ts);
+}
+
+/* [block,] [timeout] at idx: the seconds to wait, -1 forever, 0 not at all. */
+static double opt_wait(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TBOOLEAN) {
+    if (!lua_toboolean(L, idx)) {
+      luaL_argcheck(L, lua_isnoneornil(L, idx + 1), idx + 1,
+                    "can't specify a timeout for a non-blocking call");
+      return 0;
+    }
+    return pl_opt_timeout(L, idx + 1);
+  }
+  return pl_opt_timeout(L, idx);
+}
+
+/* [-0, +1] the value an item stands for; the item is used up. */
+static int push_item(lua_State *L, const pl_qitem *it) {
+  if (it->kind != PL_QITEM_REF || it->owner != pl_family_of(L))
+    return luaL_error(L, "cannot receive a value put by another state");
+  if (it->ref == LUA_REFNIL) {
+    lua_pushnil(L);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, it->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, it->ref);
+  }
+  return 1;
+}
+
+static int raise_waited(lua_State *L, const char *what, double timeout) {
+  if (timeout <= 0) return pl_error_raise(L, PL_TIMEOUT, "queue is %s", what);
+  return pl_error_raise(L, PL_TIMEOUT, "queue is %s (waited %f seconds)", what, (lua_Number)timeout);
+}
+
+/* par.queue([maxsize]) */
+static int queue_new(lua_State *L) {
+  lua_Integer maxsize = luaL_optinteger(L, 1, 0);
+  luaL_argcheck(L, maxsize >= 0, 1, "maxsize must be a non-negative integer");
+  void **box = pl_box_new(L, QUEUE_MT, NULL);  /* closed until the queue exists */
+  pl_queue *q = pl_queue_new((long long)maxsize);
+  if (q == NULL) return luaL_error(L, "not enough memory");
+  *box = q;
+  return 1;
+}
+
+static int put_for(lua_State *L, pl_queue *q, double timeout) {
+  luaL_checkany(L, 2);
+  lua_pushvalue(L, 2);
+  pl_qitem it;
+  it.kind = PL_QITEM_REF;
+  it.owner = pl_family_of(L);
+  it.ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  pl_tstate *ts = NULL;
+  int rc = pl_queue_try_put(q, &it);
+  if (rc == PL_SYNC_AGAIN && timeout != 0) {
+    int64_t deadline = pl_deadline_after(timeout);
+    ts = block_begin(L, &q->head);
+    rc = pl_queue_put(q, ts, deadline, &it);
+    block_end(L, ts, &q->head);
+  }
+  if (rc == 0) return 0;
+  luaL_unref(L, LUA_REGISTRYINDEX, it.ref);  /* not stored: let go of the value */
+  switch (rc) {
+  case PL_SYNC_AGAIN:
+  case PL_WAIT_TIMEOUT:
+    return raise_waited(L, "full", timeout);
+  case PL_SYNC_CLOSED:
+    return pl_error_raise(L, PL_SHUTDOWN, "put on a closed queue");
+  case PL_WAIT_CANCELLED:
+    return raise_cancelled(L, ts);
+  default:
+    return luaL_error(L, "not enough memory");
+  }
+}
+
+static int get_for(lua_State *L, pl_queue *q, double timeout) {
+  pl_qitem it;
+  pl_tstate *ts = NULL;
+  int rc = pl_queue_try_get(q, &it);
+  if (rc == PL_SYNC_AGAIN && timeout != 0) {
+    int64_t deadline = pl_deadline_after(timeout);
+    ts = block_begin(L, &q->head);
+    rc = pl_queue_get(q, ts, deadline, &it);
+    block_end(L, ts, &q->head);
+  }
+  switch (rc) {
+  case 0:
+    return push_item(L, &it);
+  case PL_SYNC_AGAIN:
+  case PL_WAIT_TIMEOUT:
+    return raise_waited(L, "empty", timeout);
+  case PL_SYNC_CLOSED:
+    return pl_error_raise(L, PL_SHUTDOWN, "get on a closed and empty queue");
+  default:
+    return raise_cancelled(L, ts);
+  }
+}
+
+static int queue_put(lua_State *L) {
+  pl_queue *q = check_queue(L);
+  return put_for(L, q, opt_wait(L, 3));
+}
+
+static int queue_put_nowait(lua_State *L) {
+  return put_for(L, check_queue(L), 0);
+}
+
+static int queue_get(lua_State *L) {
+  pl_queue *q = check_queue(L);
+  return get_for(L, q, opt_wait(L, 2));
+}
+
+static int queue_get_nowait(lua_State *L) {
+  return get_for(L, check_queue(L), 0);
+}
+
+static int queue_qsize(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)pl_queue_size(check_queue(L)));
+  return 1;
+}
+
+static int queue_empty(lua_State *L) {
+  lua_pushboolean(L, pl_queue_size(check_queue(L)) == 0);
+  return 1;
+}
+
+static int queue_full(lua_State *L) {
+  pl_queue *q = check_queue(L);
+  lua_pushboolean(L, q->maxsize > 0 && pl_queue_size(q) >= (size_t)q->maxsize);
+  return 1;
+}
+
+static int queue_task_done(lua_State *L) {
+  if (pl_queue_task_done(check_queue(L)) != 0) return luaL_error(L, "task_done() called too many times");
+  return 0;
+}
+
+static int queue_join(lua_State *L) {
+  pl_queue *q = check_queue(L);
+  double timeout = pl_opt_timeout(L, 2);
+  int done = pl_queue_unfinished(q) == 0;
+  if (!done && timeout != 0) {
+    int64_t deadline = pl_deadline_after(timeout);
+    pl_tstate *ts = block_begin(L, &q->head);
+    int rc = pl_queue_join(q, ts, deadline);
+    block_end(L, ts, &q->head);
+    if (rc == PL_WAIT_CANCELLED) raise_cancelled(L, ts);
+    done = rc == PL_WAIT_WOKEN;
+  }
+  lua_pushboolean(L, done);
+  return 1;
+}
+
+static int queue_close(lua_State *L) {
+  pl_queue_close(check_queue(L));
+  return 0;
+}
+
+static int queue_is_closed(lua_State *L) {
+  lua_pushboolean(L, pl_queue_closed(check_queue(L)));
+  return 1;
+}
+
+/* Methods first, then the field maxsize. */
+static int queue_index(lua_State *L) {
+  pl_queue *q = check_queue(L);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "maxsize") == 0)
+    lua_pushinteger(L, (lua_Integer)q->maxsize);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+/* The last reference drops what the queue still holds from this state;
+ * with one reference left nobody else can reach the queue, so this
+ * cannot race with a put. */
+static int queue_gc(lua_State *L) {
+  void **box = pl_box_get(L, 1, QUEUE_MT);
+  pl_queue *q = *box;
+  if (q == NULL) return 0;
+  *box = NULL;
+  if (pl_sync_refs(&q->head) == 1) {
+    pl_family *fam = pl_family_of(L);
+    pl_qitem it;
+    while (pl_queue_try_get(q, &it) == 0)
+      if (it.kind == PL_QITEM_REF && it.owner == fam) luaL_unref(L, LUA_REGISTRYINDEX, it.ref);
+  }
+  pl_sync_decref(&q->head);
+  return 0;
+}
+
+static int queue_tostring(lua_State *L) {
+  void **box = pl_box_get(L, 1, QUEUE_MT);
+  pl_queue *q = *box;
+  if (q == NULL) return lua_pushliteral(L, "Queue (closed box)"), 1;
+  lua_pushfstring(L, "Queue(size=%I, maxsize=%I%s)", (lua_Integer)pl_queue_size(q),
+                  (lua_Integer)q->maxsize, pl_queue_closed(q) ? ", closed" : "");
+  return 1;
+}
+
+void pl_open_queue(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"put", queue_put},           {"put_nowait", queue_put_nowait},
+      {"get", queue_get},           {"get_nowait", queue_get_nowait},
+      {"qsize", queue_qsize},       {"empty", queue_empty},
+      {"full", queue_full},         {"task_done", queue_task_done},
+      {"join", queue_join},         {"close", queue_close},
+      {"is_closed", queue_is_closed}, {NULL, NULL}};
+  luaL_newmetatable(L, QUEUE_MT);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_pushcclosure(L, queue_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, queue_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, queue_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, queue_new);
+  lua_setfield(L, -2, "queue");
+}

@@ -81,8 +81,8 @@ static void adopt(lua_State *L) {
 static void open_errors(lua_State *L) {
   static const char *const kinds[] = {
       PL_TIMEOUT, PL_CANCELLED, PL_BROKEN_POOL, PL_SHUTDOWN, PL_TRANSFER,
-      PL_CALLED_PROCESS_ERROR, PL_TIMEOUT_EXPIRED, PL_OS_ERROR, NULL};
-  lua_createtable(L, 0, 8);
+      PL_CALLED_PROCESS_ERROR, PL_TIMEOUT_EXPIRED, PL_OS_ERROR, PL_BROKEN_BARRIER, NULL};
+  lua_createtable(L, 0, 9);
   for (int i = 0; kinds[i] != NULL; i++) {
     lua_pushstring(L, kinds[i]);
     lua_setfield(L, -2, kinds[i]);

@@ -39,7 +39,7 @@ static const char CONDITION_MT[] = "parlua.Condition";
 static const char SEMAPHORE_MT[] = "parlua.Semaphore";
 static const char BARRIER_MT[] = "parlua.Barrier";
 
-static const char BROKEN_BARRIER[] = "BrokenBarrier";
+static const char BROKEN_BARRIER[] = PL_BROKEN_BARRIER;
 
 /* --- shared helpers --------------------------------------------------- */
 

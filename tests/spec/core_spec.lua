@@ -44,7 +44,7 @@ describe("parlua core", function()
 
   it("lists the error kinds", function()
     for _, k in ipairs{"Timeout", "Cancelled", "BrokenPool", "Shutdown", "Transfer",
-                       "CalledProcessError", "TimeoutExpired", "OSError"} do
+                       "CalledProcessError", "TimeoutExpired", "OSError", "BrokenBarrier"} do
       assert.equal(k, par.errors[k])
     end
   end)

@@ -84,6 +84,10 @@ if y_ms then
 else
   print("  python3: not installed")
 end
+local function verdict(name, value, target, pass)
+  print(("  %-52s %10.3f x      target %-8s %s"):format(name, value, target, pass and "ok" or "MISSED"))
+end
+verdict("par.run spawn / C posix_spawn loop", p_ms / c_ms, "<= 1.15", p_ms / c_ms <= 1.15)
 
 local p_mbs = best(par_comm)
 local y_mbs = python and best(py_comm) or nil
@@ -91,5 +95,6 @@ print(("communicate of %d MiB through cat (best of %d), MB/s:"):format(MIB, ROUN
 print(("  p:communicate              %7.1f"):format(p_mbs))
 if y_mbs then
   print(("  python3 Popen.communicate  %7.1f   parlua / python  = %.2fx"):format(y_mbs, p_mbs / y_mbs))
+  verdict("communicate throughput / python3's", p_mbs / y_mbs, ">= 2", p_mbs / y_mbs >= 2)
 end
 os.remove(baseline)

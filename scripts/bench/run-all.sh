@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark in one run, each printing its numbers beside
+# a baseline measured in the same run, then a summary of targets met.
+set -u
+BUILD=${BUILD:-build}
+export PARLUA_BUILD=$BUILD
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
+echo "lua: $(lua5.4 -v 2>&1)   python: $(python3 --version 2>&1 || echo none)"
+for b in scripts/bench/*.lua; do
+  echo
+  echo "######## $b"
+  timeout 900 "$BUILD/parlua" "$b" 2>&1 | tee -a "$log"
+done
+echo
+echo "######## summary"
+met=$(grep -cE ' ok$' "$log")
+missed=$(grep -cE 'MISSED' "$log")
+grep -E 'MISSED' "$log" | sed 's/^/missed: /'
+echo "targets met: $met, missed: $missed"

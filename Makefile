@@ -88,6 +88,14 @@ tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build-tsan SANITIZER=thread all $(UNIT_BIN:$(BUILD)/%=build-tsan/%) build-tsan/embed_example
 	@BUILD=build-tsan MODE=host TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" bash tests/run-all.sh
 
+# libFuzzer targets (clang from Debian: apt-get install clang).
+FUZZ_SECONDS ?= 600
+fuzz:
+	@command -v clang >/dev/null || { echo "make fuzz needs clang: apt-get install clang" >&2; exit 1; }
+	@mkdir -p build-fuzz/cdecl_corpus
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime tests/fuzz/fuzz_cdecl.c runtime/cdecl.c -o build-fuzz/fuzz_cdecl
+	build-fuzz/fuzz_cdecl -max_total_time=$(FUZZ_SECONDS) -max_len=512 build-fuzz/cdecl_corpus tests/fuzz/cdecl_corpus
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(LUA_CMOD)

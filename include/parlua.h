@@ -79,6 +79,7 @@ void parlua_lock(lua_State *L);
 
 /* The Lua modules, for hosts that build their own states. */
 int luaopen_parlua(lua_State *L);
+int luaopen_parlua_ffi(lua_State *L);
 
 #ifdef __cplusplus
 }

@@ -15,6 +15,8 @@ lua_State *pl_state_new(parlua *rt, pl_family *fam) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_parlua);
   lua_setfield(L, -2, "parlua");
+  lua_pushcfunction(L, luaopen_parlua_ffi);
+  lua_setfield(L, -2, "parlua.ffi");
   lua_pop(L, 1);
   pl_runtime_apply_preloads(rt, L);
   return L;

@@ -1,6 +1,7 @@
 /* Per-OS-thread runtime state: the coroutine being run, cancel flags, and
  * the interruptible wait every blocking call goes through (see tstate.h). */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,8 @@ pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running) {
   atomic_init(&ts->cancel, PL_CANCEL_NONE);
   atomic_init(&ts->interrupted, 0);
   atomic_init(&ts->cancel_delivered, 0);
+  atomic_init(&ts->pokers, 0);
+  atomic_init(&ts->pokes_sent, 0);
   pthread_mutex_init(&ts->wait_guard, NULL);
   pthread_mutex_init(&ts->sleep_mu, NULL);
   pl_cond_init(&ts->sleep_cv);
@@ -99,9 +102,23 @@ static int needs_hook(pl_tstate *ts) {
          pl_gil_drop_requested(&ts->fam->gil);
 }
 
+/* running is NULL now, so no new poke is sent (pl_tstate_poke checks it
+ * after counting itself in pokers: one of the two sees the other).  Wait
+ * out the pokers that decided before, and take any signal they sent: a
+ * pending signal is delivered when a system call returns. */
+static void settle_pokes(pl_tstate *ts) {
+  while (atomic_load(&ts->pokers) > 0) sched_yield();
+  unsigned sent = atomic_load(&ts->pokes_sent);
+  if (sent != ts->pokes_settled) {
+    sched_yield();
+    ts->pokes_settled = sent;
+  }
+}
+
 void pl_tstate_set_running(pl_tstate *ts, lua_State *L) {
   atomic_store(&ts->running, L);
-  if (L != NULL && needs_hook(ts)) lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, 1);
+  if (L == NULL) settle_pokes(ts);
+  else if (needs_hook(ts)) lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, 1);
 }
 
 void pl_tstate_poke(pl_tstate *ts) {
@@ -109,7 +126,12 @@ void pl_tstate_poke(pl_tstate *ts) {
     lua_State *L = atomic_load(&ts->running);
     if (L != NULL) lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, 1);
   } else {
-    pthread_kill(ts->owner, PL_POKE_SIGNAL);
+    atomic_fetch_add(&ts->pokers, 1);
+    if (atomic_load(&ts->running) != NULL) {
+      atomic_fetch_add(&ts->pokes_sent, 1);
+      pthread_kill(ts->owner, PL_POKE_SIGNAL);
+    }
+    atomic_fetch_sub(&ts->pokers, 1);
   }
 }
 

@@ -52,6 +52,11 @@ struct pl_tstate {
 
   pthread_mutex_t sleep_mu;    /* a private condition for par.sleep */
   pthread_cond_t sleep_cv;
+
+  /* Pokes and foreign code (see pl_tstate_set_running). */
+  atomic_int pokers;           /* other threads inside pl_tstate_poke */
+  atomic_uint pokes_sent;      /* signals sent to this thread */
+  unsigned pokes_settled;      /* owner only: pokes_sent when none was last pending */
 };
 
 pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running);
@@ -64,7 +69,13 @@ void pl_tstate_pop(pl_tstate *ts);
 pl_tstate *pl_tstate_current(pl_family *fam);
 
 /* Switch the coroutine this thread is running; re-arms the hook on it when
- * a request is pending so nothing is lost across resume/yield. */
+ * a request is pending so nothing is lost across resume/yield.
+ * NULL means the thread runs no Lua code (it is in a foreign call, or done):
+ * no poke signal is sent to it then, and when set_running(NULL) returns none
+ * is still on its way -- so a foreign call's sleeping system calls (usleep,
+ * poll, read on a pipe...) are never cut short with EINTR by a thread that
+ * wants the lock.  A request made meanwhile arms the hook when the thread
+ * sets a coroutine again. */
 void pl_tstate_set_running(pl_tstate *ts, lua_State *L);
 /* Arm the hook on the coroutine ts is running, from any thread.  The
  * caller must ensure ts's thread has not exited (it holds the lock that

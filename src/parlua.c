@@ -1,1 +1,616 @@
-/* placeholder replaced by the real program below */
+/* parlua: the command-line program.  A `lua`-compatible front end, modelled
+ * on Lua 5.4's lua.c, written on the public embedding API (parlua.h) and the
+ * plain Lua C API alone.
+ *
+ * Running code.  parlua_dostring and parlua_dofile are the way to run code
+ * with the runtime's error handler (message, traceback, and a failed task's
+ * worker traceback) and its interrupt bookkeeping, but they pass no
+ * arguments and keep no results.  So a function compiled here is "parked"
+ * with its arguments in a hidden global (a name no identifier can spell),
+ * and a fixed trampoline chunk run by parlua_dostring takes it out and calls
+ * it: a script by a tail call, so that no frame of ours shows in its
+ * traceback; a REPL line through a C function that prints its results.
+ *
+ * Ctrl-C.  A SIGINT handler posts a semaphore; a watcher thread waits on
+ * it and calls parlua_interrupt(), which is not async-signal-safe.  Running
+ * Lua code then fails with an "interrupted" error: a script exits 130, the
+ * REPL reports it and reads on.  When nothing was running (the REPL waiting
+ * for input, startup, shutdown) the program dies of SIGINT, as lua does.
+ * SIGINT is not blocked (see watch_sigint for why).
+ *
+ * The lock.  The main state's lock is taken (parlua_enter) only for short
+ * direct uses of the state (compiling, parking, reading _PROMPT), never while
+ * reading input, so par.thread threads run while the REPL waits.  Each such
+ * section leaves the state's stack as it found it: other host threads use
+ * the same stack between our sections.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+#include "lualib.h"
+#include "parlua.h"
+
+#define PROMPT "> "
+#define PROMPT2 ">> "
+#define EOFMARK "<eof>"
+#define INIT_VAR "LUA_INIT"
+#define INIT_VAR_VERSION INIT_VAR "_" LUA_VERSION_MAJOR "_" LUA_VERSION_MINOR
+
+/* The status a program killed by Ctrl-C reports, as shells do. */
+#define EXIT_INTERRUPTED 130
+
+/* Where a compiled function waits for the trampoline. */
+#define PARK "(parlua call)"
+
+/* t[1] is the function, t[2..t.n] its arguments; t.repl runs a REPL line
+ * and prints its results, t.global names the global that takes the result
+ * (-l g=mod). */
+static const char TRAMPOLINE[] =
+    "local t = _ENV['" PARK "']\n"
+    "_ENV['" PARK "'] = nil\n"
+    "if t.repl then return t.repl(t)\n"
+    "elseif t.global then _ENV[t.global] = t[1](t.unpack(t))\n"
+    "else return t[1](t.unpack(t)) end\n";
+
+static const char *progname = "parlua";  /* NULL inside the REPL, as in lua.c */
+
+static void message(const char *pname, const char *msg) {
+  if (pname != NULL) fprintf(stderr, "%s: ", pname);
+  fprintf(stderr, "%s\n", msg);
+  fflush(stderr);
+}
+
+static void print_usage(const char *badoption) {
+  fprintf(stderr, "%s: ", progname);
+  if (badoption[1] == 'e' || badoption[1] == 'l')
+    fprintf(stderr, "'%s' needs argument\n", badoption);
+  else
+    fprintf(stderr, "unrecognized option '%s'\n", badoption);
+  fprintf(stderr,
+          "usage: %s [options] [script [args]]\n"
+          "Available options are:\n"
+          "  -e stat   execute string 'stat'\n"
+          "  -i        enter interactive mode after executing 'script'\n"
+          "  -l mod    require library 'mod' into global 'mod'\n"
+          "  -l g=mod  require library 'mod' into global 'g'\n"
+          "  -v        show version information\n"
+          "  -E        ignore environment variables\n"
+          "  -W        turn warnings on\n"
+          "  --        stop handling options\n"
+          "  -         stop handling options and execute stdin\n",
+          progname);
+  fflush(stderr);
+}
+
+static void print_version(void) {
+  printf("%s (%s)\n", PARLUA_VERSION, LUA_COPYRIGHT);
+  fflush(stdout);
+}
+
+/* ---- Ctrl-C ---------------------------------------------------------- */
+
+static sem_t sigint_sem;  /* posted once per SIGINT */
+static pthread_mutex_t sigint_mu = PTHREAD_MUTEX_INITIALIZER;
+/* The runtime Ctrl-C interrupts; NULL before it exists and once it starts
+ * closing, because parlua_close frees it.  Guarded by sigint_mu, which is
+ * held across parlua_interrupt for that reason. */
+static parlua *sigint_rt;
+
+/* sem_post is async-signal-safe; parlua_interrupt is not, so the work is
+ * done by the watcher thread. */
+static void on_sigint(int sig) {
+  int saved = errno;
+  (void)sig;
+  sem_post(&sigint_sem);
+  errno = saved;
+}
+
+static void die_of_sigint(void) {
+  sigset_t set;
+  signal(SIGINT, SIG_DFL);
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  raise(SIGINT);
+  _exit(EXIT_INTERRUPTED);  /* not reached */
+}
+
+static void *sigint_main(void *ud) {
+  (void)ud;
+  for (;;) {
+    if (sem_wait(&sigint_sem) != 0) continue;  /* EINTR */
+    pthread_mutex_lock(&sigint_mu);
+    int running = sigint_rt != NULL && parlua_interrupt(sigint_rt);
+    pthread_mutex_unlock(&sigint_mu);
+    if (!running) die_of_sigint();
+  }
+  return NULL;
+}
+
+/* Take SIGINT over: a handler that wakes the watcher thread.  SIGINT stays
+ * unblocked in every thread (a parent's block is lifted), so that what a
+ * script runs with os.execute or io.popen starts with SIGINT unblocked and
+ * at its default, and a Ctrl-C stops it as it would under lua: a mask is
+ * inherited by a child, a handler is not. */
+static int watch_sigint(void) {
+  pthread_t th;
+  sigset_t set;
+  struct sigaction sa;
+  if (sem_init(&sigint_sem, 0, 0) != 0) return -1;
+  if (pthread_create(&th, NULL, sigint_main, NULL) != 0) return -1;
+  pthread_detach(th);
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigint;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGINT, &sa, NULL) != 0) return -1;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  return 0;
+}
+
+static void set_interruptible(parlua *rt) {
+  pthread_mutex_lock(&sigint_mu);
+  sigint_rt = rt;
+  pthread_mutex_unlock(&sigint_mu);
+}
+
+/* ---- direct use of the main state ------------------------------------ */
+
+/* Run f(ud) under the lock, protected so that a memory error is reported
+ * rather than fatal.  Returns a Lua status. */
+static int run_locked(parlua *rt, lua_CFunction f, void *ud) {
+  parlua_enter(rt);
+  lua_State *L = parlua_state(rt);
+  lua_pushcfunction(L, f);
+  lua_pushlightuserdata(L, ud);
+  int status = lua_pcall(L, 1, 0, 0);
+  if (status != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    message(progname, msg != NULL ? msg : "(error object is not a string)");
+    lua_pop(L, 1);
+  }
+  parlua_leave(rt);
+  return status;
+}
+
+/* t.unpack(t): the arguments t[2..t.n]. */
+static int unpack_args(lua_State *L) {
+  lua_getfield(L, 1, "n");
+  lua_Integer n = lua_tointeger(L, -1);
+  luaL_checkstack(L, (int)n, "too many arguments");
+  for (lua_Integer i = 2; i <= n; i++) lua_rawgeti(L, 1, i);
+  return (int)(n - 1);
+}
+
+/* t.repl(t): call a REPL line and print its results with the global
+ * `print`, as lua.c does.  The line is called from C so that its traceback
+ * names it "main chunk", as lua's does. */
+static int repl_line(lua_State *L) {
+  lua_rawgeti(L, 1, 1);
+  lua_call(L, 0, LUA_MULTRET);
+  int n = lua_gettop(L) - 1;
+  if (n > 0) {
+    luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+    lua_getglobal(L, "print");
+    lua_insert(L, 2);
+    if (lua_pcall(L, n, 0, 0) != LUA_OK) {
+      const char *msg = luaL_tolstring(L, -1, NULL);
+      message(progname, lua_pushfstring(L, "error calling 'print' (%s)", msg));
+    }
+  }
+  return 0;
+}
+
+/* [-(n+1), +0] Park the function under its n arguments for the trampoline. */
+static void park(lua_State *L, int n, int repl, const char *global) {
+  lua_createtable(L, n + 1, 4);
+  lua_insert(L, -(n + 2));
+  int t = lua_absindex(L, -(n + 2));
+  for (int i = n + 1; i >= 1; i--) lua_rawseti(L, t, i);
+  lua_pushinteger(L, n + 1);
+  lua_setfield(L, t, "n");
+  lua_pushcfunction(L, unpack_args);
+  lua_setfield(L, t, "unpack");
+  if (repl) {
+    lua_pushcfunction(L, repl_line);
+    lua_setfield(L, t, "repl");
+  }
+  if (global != NULL) {
+    lua_pushstring(L, global);
+    lua_setfield(L, t, "global");
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  lua_pushliteral(L, PARK);
+  lua_pushvalue(L, t);
+  lua_rawset(L, -3);  /* raw: a strict-mode __newindex must not see it */
+  lua_pop(L, 2);      /* globals, t */
+}
+
+static int run_parked(parlua *rt) {
+  return parlua_dostring(rt, TRAMPOLINE, "=(parlua)");
+}
+
+/* ---- reporting ------------------------------------------------------- */
+
+/* The exit status a parlua_dostring/dofile status calls for, with the
+ * error reported. */
+static int report(parlua *rt, int status) {
+  if (status == LUA_OK) return EXIT_SUCCESS;
+  if (parlua_interrupted(rt)) {
+    message(progname, "interrupted");
+    return EXIT_INTERRUPTED;
+  }
+  message(progname, parlua_error(rt));
+  return EXIT_FAILURE;
+}
+
+/* ---- options --------------------------------------------------------- */
+
+enum { has_error = 1, has_i = 2, has_v = 4, has_e = 8, has_E = 16 };
+
+/* As lua.c: the options present; *first is the index of the script name
+ * (argc when there is none) or of the bad option. */
+static int collect_args(char **argv, int *first) {
+  int args = 0;
+  int i;
+  if (argv[0] == NULL) {
+    *first = 0;
+    return 0;
+  }
+  for (i = 1; argv[i] != NULL; i++) {
+    *first = i;
+    if (argv[i][0] != '-') return args;  /* not an option: the script */
+    switch (argv[i][1]) {
+      case '-':  /* '--' */
+        if (argv[i][2] != '\0') return has_error;
+        *first = i + 1;
+        return args;
+      case '\0':  /* '-': the script is stdin */
+        return args;
+      case 'E':
+        if (argv[i][2] != '\0') return has_error;
+        args |= has_E;
+        break;
+      case 'W':
+        if (argv[i][2] != '\0') return has_error;
+        break;
+      case 'i':
+        args |= has_i;  /* -i implies -v */
+        /* FALLTHROUGH */
+      case 'v':
+        if (argv[i][2] != '\0') return has_error;
+        args |= has_v;
+        break;
+      case 'e':
+        args |= has_e;
+        /* FALLTHROUGH */
+      case 'l':
+        if (argv[i][2] == '\0') {  /* the argument is the next word */
+          i++;
+          if (argv[i] == NULL || argv[i][0] == '-') return has_error;
+        }
+        break;
+      default:
+        return has_error;
+    }
+  }
+  *first = i;
+  return args;
+}
+
+typedef struct ArgTable {
+  char **argv;
+  int argc, script;
+} ArgTable;
+
+/* The global `arg`: the script name at 0, its arguments at 1.., the
+ * interpreter and its options at negative indices. */
+static int create_arg_table(lua_State *L) {
+  ArgTable *a = lua_touserdata(L, 1);
+  int script = a->script == a->argc ? 0 : a->script;
+  lua_createtable(L, a->argc - (script + 1), script + 1);
+  for (int i = 0; i < a->argc; i++) {
+    lua_pushstring(L, a->argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+  return 0;
+}
+
+/* -E: what lua.c gets by setting LUA_NOENV before opening the libraries. */
+static int ignore_env(lua_State *L) {
+  lua_pushboolean(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, LUA_LOADLIBNAME) == LUA_TTABLE) {
+    lua_pushliteral(L, LUA_PATH_DEFAULT);
+    lua_setfield(L, -2, "path");
+    lua_pushliteral(L, LUA_CPATH_DEFAULT);
+    lua_setfield(L, -2, "cpath");
+  }
+  lua_pop(L, 2);
+  return 0;
+}
+
+static int warnings_on(lua_State *L) {
+  lua_warning(L, "@on", 0);
+  return 0;
+}
+
+static int handle_luainit(parlua *rt) {
+  const char *name = "=" INIT_VAR_VERSION;
+  const char *init = getenv(name + 1);
+  if (init == NULL) {
+    name = "=" INIT_VAR;
+    init = getenv(name + 1);
+  }
+  if (init == NULL) return EXIT_SUCCESS;
+  if (init[0] == '@') return report(rt, parlua_dofile(rt, init + 1));
+  return report(rt, parlua_dostring(rt, init, name));
+}
+
+typedef struct Library {
+  const char *global, *module;
+} Library;
+
+static int park_library(lua_State *L) {
+  Library *lib = lua_touserdata(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushstring(L, lib->module);
+  park(L, 1, 0, lib->global);
+  return 0;
+}
+
+/* -l g=mod or -l mod: g = require(mod). */
+static int do_library(parlua *rt, char *spec) {
+  Library lib = {spec, spec};
+  char *eq = strchr(spec, '=');
+  if (eq != NULL) {
+    *eq = '\0';
+    lib.module = eq + 1;
+  }
+  if (run_locked(rt, park_library, &lib) != LUA_OK) return EXIT_FAILURE;
+  return report(rt, run_parked(rt));
+}
+
+/* Run -e and -l (and apply -W) in order. */
+static int run_args(parlua *rt, char **argv, int n) {
+  for (int i = 1; i < n; i++) {
+    int option = argv[i][1];
+    switch (option) {
+      case 'e':
+      case 'l': {
+        char *extra = argv[i] + 2;
+        if (*extra == '\0') extra = argv[++i];
+        int code = option == 'e' ? report(rt, parlua_dostring(rt, extra, "=(command line)"))
+                                 : do_library(rt, extra);
+        if (code != EXIT_SUCCESS) return code;
+        break;
+      }
+      case 'W':
+        if (run_locked(rt, warnings_on, NULL) != LUA_OK) return EXIT_FAILURE;
+        break;
+    }
+  }
+  return EXIT_SUCCESS;
+}
+
+typedef struct Script {
+  const char *fname;  /* NULL: standard input */
+  int load_failed;
+} Script;
+
+/* Load the script and park it with arg[1..#arg] as its arguments. */
+static int park_script(lua_State *L) {
+  Script *s = lua_touserdata(L, 1);
+  if (luaL_loadfile(L, s->fname) != LUA_OK) {
+    s->load_failed = 1;
+    return lua_error(L);
+  }
+  if (lua_getglobal(L, "arg") != LUA_TTABLE) return luaL_error(L, "'arg' is not a table");
+  int n = (int)luaL_len(L, -1);
+  luaL_checkstack(L, n + 3, "too many arguments to script");
+  for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+  lua_remove(L, -(n + 1));  /* the arg table */
+  park(L, n, 0, NULL);
+  return 0;
+}
+
+static int handle_script(parlua *rt, char **argv) {
+  Script s = {argv[0], 0};
+  if (strcmp(s.fname, "-") == 0 && strcmp(argv[-1], "--") != 0) s.fname = NULL;
+  if (run_locked(rt, park_script, &s) != LUA_OK) return EXIT_FAILURE;
+  return report(rt, run_parked(rt));
+}
+
+/* ---- the REPL -------------------------------------------------------- */
+
+typedef struct Prompt {
+  int first;
+  char *text;  /* malloc'd */
+} Prompt;
+
+static int get_prompt(lua_State *L) {
+  Prompt *p = lua_touserdata(L, 1);
+  const char *text = p->first ? PROMPT : PROMPT2;
+  if (lua_getglobal(L, p->first ? "_PROMPT" : "_PROMPT2") != LUA_TNIL)
+    text = luaL_tolstring(L, -1, NULL);
+  p->text = strdup(text);
+  return 0;
+}
+
+/* Prompt and read one line, without the lock; NULL at end of input. */
+static char *read_line(parlua *rt, int first) {
+  Prompt p = {first, NULL};
+  run_locked(rt, get_prompt, &p);
+  fputs(p.text != NULL ? p.text : (first ? PROMPT : PROMPT2), stdout);
+  fflush(stdout);
+  free(p.text);
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t len = getline(&line, &cap, stdin);
+  if (len < 0) {
+    free(line);
+    return NULL;
+  }
+  if (len > 0 && line[len - 1] == '\n') line[len - 1] = '\0';
+  return line;
+}
+
+enum { LINE_PARKED, LINE_INCOMPLETE, LINE_FAILED };
+
+typedef struct Line {
+  char *code;    /* what was read so far, lines joined by "\n" */
+  int first;     /* only one line yet: try it as an expression first */
+  int last;      /* no more input: report an incomplete statement */
+  int result;
+} Line;
+
+/* An error that only says the input ended too early (lua.c's incomplete). */
+static int incomplete(lua_State *L, int status) {
+  if (status != LUA_ERRSYNTAX) return 0;
+  size_t len;
+  const char *msg = lua_tolstring(L, -1, &len);
+  size_t marklen = sizeof EOFMARK - 1;
+  return len >= marklen && strcmp(msg + len - marklen, EOFMARK) == 0;
+}
+
+static int compile_line(lua_State *L) {
+  Line *ln = lua_touserdata(L, 1);
+  int status;
+  if (ln->first) {  /* "return <line>;" first, to print an expression's value */
+    const char *ret = lua_pushfstring(L, "return %s;", ln->code);
+    status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+    lua_remove(L, -2);
+    if (status == LUA_OK) {
+      park(L, 0, 1, NULL);
+      ln->result = LINE_PARKED;
+      return 0;
+    }
+    lua_pop(L, 1);
+  }
+  status = luaL_loadbuffer(L, ln->code, strlen(ln->code), "=stdin");
+  if (status == LUA_OK) {
+    park(L, 0, 1, NULL);
+    ln->result = LINE_PARKED;
+  } else if (!ln->last && incomplete(L, status)) {
+    lua_pop(L, 1);
+    ln->result = LINE_INCOMPLETE;
+  } else {
+    message(progname, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    ln->result = LINE_FAILED;
+  }
+  return 0;
+}
+
+/* Read and compile one statement, asking for more lines while it is
+ * incomplete.  0 at end of input. */
+static int read_statement(parlua *rt, Line *ln) {
+  char *line = read_line(rt, 1);
+  if (line == NULL) return 0;
+  if (line[0] == '=') {  /* "=expr", as in Lua 5.2 */
+    ln->code = malloc(strlen(line) + 7);
+    if (ln->code != NULL) sprintf(ln->code, "return %s", line + 1);
+    free(line);
+  } else {
+    ln->code = line;
+  }
+  if (ln->code == NULL) {
+    message(progname, "not enough memory");
+    return 0;
+  }
+  ln->first = 1;
+  ln->last = 0;
+  for (;;) {
+    if (run_locked(rt, compile_line, ln) != LUA_OK) ln->result = LINE_FAILED;
+    if (ln->result != LINE_INCOMPLETE) return 1;
+    ln->first = 0;
+    char *more = read_line(rt, 0);
+    if (more == NULL) {  /* compile once more to report what is missing */
+      ln->last = 1;
+      continue;
+    }
+    char *joined = malloc(strlen(ln->code) + strlen(more) + 2);
+    if (joined == NULL) {
+      free(more);
+      message(progname, "not enough memory");
+      ln->result = LINE_FAILED;
+      return 1;
+    }
+    sprintf(joined, "%s\n%s", ln->code, more);
+    free(ln->code);
+    free(more);
+    ln->code = joined;
+  }
+}
+
+static void do_repl(parlua *rt) {
+  const char *oldprogname = progname;
+  progname = NULL;
+  Line ln;
+  while (read_statement(rt, &ln)) {
+    free(ln.code);
+    if (ln.result != LINE_PARKED) continue;
+    if (run_parked(rt) != LUA_OK) message(progname, parlua_error(rt));
+  }
+  fputs("\n", stdout);
+  fflush(stdout);
+  progname = oldprogname;
+}
+
+/* ---- main ------------------------------------------------------------ */
+
+static int pmain(parlua *rt, int argc, char **argv, int args, int script) {
+  int code;
+  if (args & has_v) print_version();
+  if ((args & has_E) && run_locked(rt, ignore_env, NULL) != LUA_OK) return EXIT_FAILURE;
+  ArgTable at = {argv, argc, script};
+  if (run_locked(rt, create_arg_table, &at) != LUA_OK) return EXIT_FAILURE;
+  if (!(args & has_E) && (code = handle_luainit(rt)) != EXIT_SUCCESS) return code;
+  if ((code = run_args(rt, argv, script)) != EXIT_SUCCESS) return code;
+  if (script < argc && (code = handle_script(rt, argv + script)) != EXIT_SUCCESS) return code;
+  if (args & has_i) {
+    do_repl(rt);
+  } else if (script == argc && !(args & (has_e | has_v))) {  /* no active option */
+    if (isatty(STDIN_FILENO)) {
+      print_version();
+      do_repl(rt);
+    } else {
+      return report(rt, parlua_dofile(rt, NULL));
+    }
+  }
+  return EXIT_SUCCESS;
+}
+
+int main(int argc, char **argv) {
+  if (watch_sigint() != 0) message(progname, "cannot watch for Ctrl-C; it will kill at once");
+  int script = 0;
+  int args = collect_args(argv, &script);
+  if (args == has_error) {
+    print_usage(argv[script]);
+    return EXIT_FAILURE;
+  }
+  parlua *rt = parlua_new(NULL);
+  if (rt == NULL) {
+    message(progname, "cannot create state: not enough memory");
+    return EXIT_FAILURE;
+  }
+  set_interruptible(rt);
+  int code = pmain(rt, argc, argv, args, script);
+  /* From here a Ctrl-C kills at once: parlua_close frees the runtime. */
+  set_interruptible(NULL);
+  parlua_close(rt);
+  return code;
+}

@@ -42,6 +42,7 @@ done
 echo "== busted specs ($MODE mode)"
 if [ "$MODE" = host ]; then
   runner=("$BUILD/parlua" /usr/bin/busted)
+  export PARLUA_LUA="$BUILD/parlua"
 else
   runner=(lua5.4 /usr/bin/busted)
 fi

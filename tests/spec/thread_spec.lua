@@ -2,9 +2,12 @@
 local par = require "parlua"
 
 local function lua_cmd(code)
-  -- Run a separate interpreter with parlua loadable, capture stderr+stdout.
+  -- Run a separate interpreter with parlua loadable, capture stderr+stdout:
+  -- stock lua5.4 with the module, or (PARLUA_LUA, set by the sanitizer
+  -- runs whose module cannot load into lua5.4) the parlua program.
   local build = os.getenv("PARLUA_BUILD") or "build"
-  local cmd = string.format("LUA_CPATH='%s/?.so;;' lua5.4 -e %q 2>&1", build, code)
+  local lua = os.getenv("PARLUA_LUA") or "lua5.4"
+  local cmd = string.format("LUA_CPATH='%s/?.so;;' %s -e %q 2>&1", build, lua, code)
   local p = io.popen(cmd)
   local out = p:read("a")
   local ok, _, status = p:close()

@@ -20,6 +20,8 @@ void pl_open_thread(lua_State *L);
 void pl_open_sync(lua_State *L);
 void pl_open_queue(lua_State *L);
 void pl_open_subprocess(lua_State *L);
+void pl_open_future(lua_State *L);
+void pl_open_pool(lua_State *L);
 
 /* [-0, +1] a new box of metatable `tname` holding `ptr`. */
 void **pl_box_new(lua_State *L, const char *tname, void *ptr);

@@ -110,6 +110,8 @@ int luaopen_parlua(lua_State *L) {
   pl_open_sync(L);
   pl_open_queue(L);
   pl_open_subprocess(L);
+  pl_open_future(L);
+  pl_open_pool(L);
   lua_pushliteral(L, PARLUA_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

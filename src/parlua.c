@@ -11,12 +11,13 @@
  * it: a script by a tail call, so that no frame of ours shows in its
  * traceback; a REPL line through a C function that prints its results.
  *
- * Ctrl-C.  A SIGINT handler posts a semaphore; a watcher thread waits on
- * it and calls parlua_interrupt(), which is not async-signal-safe.  Running
- * Lua code then fails with an "interrupted" error: a script exits 130, the
- * REPL reports it and reads on.  When nothing was running (the REPL waiting
- * for input, startup, shutdown) the program dies of SIGINT, as lua does.
- * SIGINT is not blocked (see watch_sigint for why).
+ * Ctrl-C.  A watcher thread takes SIGINT with sigwait() and calls
+ * parlua_interrupt(); a SIGINT that lands on another thread is passed on to
+ * it (see watch_sigint for why it is not simply blocked everywhere).
+ * Running Lua code then fails with an "interrupted" error: a script exits
+ * 130, the REPL reports it and reads on.  When nothing was running (the
+ * REPL waiting for input, startup, shutdown) the program dies of SIGINT,
+ * as lua does.
  *
  * The lock.  The main state's lock is taken (parlua_enter) only for short
  * direct uses of the state (compiling, parking, reading _PROMPT), never while
@@ -26,7 +27,6 @@
  */
 #include <errno.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,36 +98,36 @@ static void print_version(void) {
 
 /* ---- Ctrl-C ---------------------------------------------------------- */
 
-static sem_t sigint_sem;  /* posted once per SIGINT */
+static sigset_t sigint_set;   /* just SIGINT */
+static pthread_t watcher;     /* the thread that sigwait()s for SIGINT */
+static pid_t watcher_pid;     /* our process: a forked child has no watcher */
 static pthread_mutex_t sigint_mu = PTHREAD_MUTEX_INITIALIZER;
 /* The runtime Ctrl-C interrupts; NULL before it exists and once it starts
  * closing, because parlua_close frees it.  Guarded by sigint_mu, which is
  * held across parlua_interrupt for that reason. */
 static parlua *sigint_rt;
 
-/* sem_post is async-signal-safe; parlua_interrupt is not, so the work is
- * done by the watcher thread. */
+/* A SIGINT that reached another thread goes on to the watcher, where it is
+ * blocked until sigwait() takes it.  In a forked child (a process worker)
+ * there is no watcher: Ctrl-C is left to the parent there. */
 static void on_sigint(int sig) {
   int saved = errno;
-  (void)sig;
-  sem_post(&sigint_sem);
+  if (getpid() == watcher_pid) pthread_kill(watcher, sig);
   errno = saved;
 }
 
 static void die_of_sigint(void) {
-  sigset_t set;
   signal(SIGINT, SIG_DFL);
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+  pthread_sigmask(SIG_UNBLOCK, &sigint_set, NULL);
   raise(SIGINT);
   _exit(EXIT_INTERRUPTED);  /* not reached */
 }
 
-static void *sigint_main(void *ud) {
+static void *watcher_main(void *ud) {
   (void)ud;
   for (;;) {
-    if (sem_wait(&sigint_sem) != 0) continue;  /* EINTR */
+    int sig;
+    if (sigwait(&sigint_set, &sig) != 0) continue;
     pthread_mutex_lock(&sigint_mu);
     int running = sigint_rt != NULL && parlua_interrupt(sigint_rt);
     pthread_mutex_unlock(&sigint_mu);
@@ -136,27 +136,43 @@ static void *sigint_main(void *ud) {
   return NULL;
 }
 
-/* Take SIGINT over: a handler that wakes the watcher thread.  SIGINT stays
- * unblocked in every thread (a parent's block is lifted), so that what a
- * script runs with os.execute or io.popen starts with SIGINT unblocked and
- * at its default, and a Ctrl-C stops it as it would under lua: a mask is
- * inherited by a child, a handler is not. */
+/* Take SIGINT over, before any other thread exists.  The watcher is
+ * started with SIGINT blocked and takes it with sigwait(); every other
+ * thread keeps SIGINT unblocked (a parent's block is lifted), with a
+ * handler that passes it on.  Unblocked, because a signal mask is
+ * inherited by what a script runs with os.execute or io.popen, and a
+ * child with SIGINT blocked would not stop at Ctrl-C as it does under lua;
+ * a handler is reset to the default by exec. */
 static int watch_sigint(void) {
-  pthread_t th;
-  sigset_t set;
   struct sigaction sa;
-  if (sem_init(&sigint_sem, 0, 0) != 0) return -1;
-  if (pthread_create(&th, NULL, sigint_main, NULL) != 0) return -1;
-  pthread_detach(th);
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = on_sigint;
-  sa.sa_flags = SA_RESTART;
-  sigemptyset(&sa.sa_mask);
-  if (sigaction(SIGINT, &sa, NULL) != 0) return -1;
-  sigemptyset(&set);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-  return 0;
+  sigemptyset(&sigint_set);
+  sigaddset(&sigint_set, SIGINT);
+  watcher_pid = getpid();
+  pthread_sigmask(SIG_BLOCK, &sigint_set, NULL);
+  int err = pthread_create(&watcher, NULL, watcher_main, NULL);
+  if (err == 0) {
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    err = sigaction(SIGINT, &sa, NULL);
+  }
+  pthread_sigmask(SIG_UNBLOCK, &sigint_set, NULL);
+  return err == 0 ? 0 : -1;
+}
+
+/* Give SIGINT back to the default and stop the watcher, so that nothing
+ * of ours is left running at exit. */
+static void unwatch_sigint(void) {
+  signal(SIGINT, SIG_DFL);
+  pthread_cancel(watcher);  /* sigwait is a cancellation point */
+  pthread_join(watcher, NULL);
+}
+
+/* While the main thread waits for input, SIGINT goes straight to the
+ * watcher (no handler has to run in a thread stuck in read()). */
+static void hold_sigint(int hold) {
+  pthread_sigmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &sigint_set, NULL);
 }
 
 static void set_interruptible(parlua *rt) {
@@ -319,7 +335,8 @@ typedef struct ArgTable {
 static int create_arg_table(lua_State *L) {
   ArgTable *a = lua_touserdata(L, 1);
   int script = a->script == a->argc ? 0 : a->script;
-  lua_createtable(L, a->argc - (script + 1), script + 1);
+  int narg = a->argc - (script + 1);
+  lua_createtable(L, narg > 0 ? narg : 0, script + 1);
   for (int i = 0; i < a->argc; i++) {
     lua_pushstring(L, a->argv[i]);
     lua_rawseti(L, -2, i - script);
@@ -459,7 +476,9 @@ static char *read_line(parlua *rt, int first) {
   free(p.text);
   char *line = NULL;
   size_t cap = 0;
+  hold_sigint(1);
   ssize_t len = getline(&line, &cap, stdin);
+  hold_sigint(0);
   if (len < 0) {
     free(line);
     return NULL;
@@ -595,22 +614,25 @@ static int pmain(parlua *rt, int argc, char **argv, int args, int script) {
 }
 
 int main(int argc, char **argv) {
-  if (watch_sigint() != 0) message(progname, "cannot watch for Ctrl-C; it will kill at once");
+  int watching = watch_sigint() == 0;
+  if (!watching) message(progname, "cannot watch for Ctrl-C; it will kill at once");
+  int code = EXIT_FAILURE;
   int script = 0;
   int args = collect_args(argv, &script);
   if (args == has_error) {
     print_usage(argv[script]);
-    return EXIT_FAILURE;
+  } else {
+    parlua *rt = parlua_new(NULL);
+    if (rt == NULL) {
+      message(progname, "cannot create state: not enough memory");
+    } else {
+      set_interruptible(rt);
+      code = pmain(rt, argc, argv, args, script);
+      /* From here a Ctrl-C kills at once: parlua_close frees the runtime. */
+      set_interruptible(NULL);
+      parlua_close(rt);
+    }
   }
-  parlua *rt = parlua_new(NULL);
-  if (rt == NULL) {
-    message(progname, "cannot create state: not enough memory");
-    return EXIT_FAILURE;
-  }
-  set_interruptible(rt);
-  int code = pmain(rt, argc, argv, args, script);
-  /* From here a Ctrl-C kills at once: parlua_close frees the runtime. */
-  set_interruptible(NULL);
-  parlua_close(rt);
+  if (watching) unwatch_sigint();
   return code;
 }

@@ -1,0 +1,763 @@
+/* par.pool: Python's concurrent.futures executors over the pool core of
+ * runtime/executor.c.  The kind of worker is chosen here and is the only
+ * thing that differs between kinds.
+ *
+ * Where API.md is silent, Python decides, and these choices hold:
+ *   - par.pool{workers=, kind=, init=, max_tasks_per_worker=}: `workers` a
+ *     positive integer (default par.cpu_count()); workers start lazily, one
+ *     per submit that finds none idle.  Unknown option names are errors.
+ *     `max_tasks_per_worker` recycles a worker's state, which kind threads
+ *     does not have: it is refused there rather than silently ignored.
+ *   - submit(fn, ...) takes a function or a value with __call.  After
+ *     shutdown it raises a Shutdown error ("cannot submit after shutdown");
+ *     on a pool whose init failed, the BrokenPool error.
+ *   - map/starmap return a table of the first value fn returned for each
+ *     item, in input order (a nil result leaves a hole).  They submit every
+ *     item at once, as Python's map does (an iterator is read to its end
+ *     first); the first task error is raised when it is reached and every
+ *     task not yet started is cancelled; `timeout` bounds the whole call
+ *     (Timeout, the same cancelling).  `chunksize` items go to a worker as
+ *     one task (fewer hand-offs).  `progress = true` draws a one-line bar
+ *     (count, rate, ETA) on stderr when stderr is a terminal.
+ *   - imap/imap_unordered(fn, items [, {buffersize=, chunksize=,
+ *     timeout=}]) iterate `for i, result in ...` where i is the item's
+ *     position; they read `items` only as tasks finish, keeping at most
+ *     `buffersize` items in flight (default 4 per worker, times chunksize),
+ *     so an endless iterator works in bounded memory.  They are
+ *     to-be-closed values of the generic for: leaving the loop cancels
+ *     what has not started.
+ *   - `items`: a sequence (its length is taken at the call), or a function
+ *     called with no arguments that returns the next item, nil at the end
+ *     (io.lines(), string.gmatch(...), coroutine.wrap(...)).
+ *   - shutdown([{wait=true, cancel_futures=false, interrupt=false}]),
+ *     also shutdown(false) as Python's positional wait; idempotent.
+ *     shutdown with wait from a task of the same pool would wait for
+ *     itself: it raises instead.  `local pool <close>` shuts down with
+ *     wait=true.
+ *   - A pool that is collected without shutdown shuts down without waiting
+ *     and without cancelling: its queued tasks still run, and the runtime
+ *     waits for them when it closes, as Python does at exit.  Waiting in a
+ *     finalizer would stall whatever code happened to trigger the
+ *     collection -- possibly a task of this very pool, which would then
+ *     wait for itself.
+ *   - stats(): workers (the maximum), alive, idle, submitted, completed
+ *     (returned normally), failed (raised), cancelled, queued (waiting,
+ *     including futures cancelled but not yet dropped), running, kind.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "executor.h"
+#include "lfuture.h"
+
+static const char POOL_MT[] = "parlua.Pool";
+static const char MAPPER_MT[] = "parlua.PoolMap";
+static const char POOL_COUNTER[] = "parlua.pool_counter";
+
+static pl_executor *check_pool(lua_State *L) {
+  return pl_box_check(L, 1, POOL_MT, "pool");
+}
+
+static int is_callable(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TFUNCTION) return 1;
+  int has = luaL_getmetafield(L, idx, "__call") != LUA_TNIL;
+  if (has) lua_pop(L, 1);
+  return has;
+}
+
+/* Raise the error an executor call reported. */
+static int raise_exec(lua_State *L, pl_executor *e, int err) {
+  switch (err) {
+  case PL_EXEC_SHUTDOWN:
+    return pl_error_raise(L, PL_SHUTDOWN, "cannot submit after shutdown");
+  case PL_EXEC_BROKEN: {
+    char *msg = pl_executor_broken(e);
+    lua_pushstring(L, msg != NULL ? msg : "the pool is broken");
+    free(msg);
+    return pl_error_raise(L, PL_BROKEN_POOL, "the pool is broken: %s", lua_tostring(L, -1));
+  }
+  case PL_EXEC_NOTHREAD:
+    return pl_error_raise(L, PL_OS_ERROR, "cannot start a pool worker");
+  case PL_EXEC_SELF:
+    return luaL_error(L, "cannot wait for a pool to shut down from one of its own tasks "
+                         "(use shutdown{wait = false})");
+  default:
+    return luaL_error(L, "not enough memory");
+  }
+}
+
+/* Raise an error about field `name` of the options table at idx. */
+static int field_error(lua_State *L, int idx, const char *name, const char *what) {
+  return luaL_argerror(L, idx, lua_pushfstring(L, "field '%s' %s", name, what));
+}
+
+/* Every key of the table at idx must be one of `names`. */
+static void check_options(lua_State *L, int idx, const char *const names[]) {
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    int ok = 0;
+    if (lua_type(L, -2) == LUA_TSTRING)
+      for (int i = 0; names[i] != NULL && !ok; i++) ok = strcmp(names[i], lua_tostring(L, -2)) == 0;
+    if (!ok) {
+      lua_pop(L, 1);
+      luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s'", luaL_tolstring(L, -1, NULL)));
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* A positive integer field (default `dflt` when absent). */
+static lua_Integer opt_count(lua_State *L, int idx, const char *name, lua_Integer dflt) {
+  lua_Integer v = dflt;
+  if (lua_getfield(L, idx, name) != LUA_TNIL) {
+    int isint;
+    v = lua_tointegerx(L, -1, &isint);
+    if (!isint || v < 1) field_error(L, idx, name, "must be a positive integer");
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* A timeout field: -1 when absent. */
+static double opt_timeout_field(lua_State *L, int idx, const char *name) {
+  double t = -1;
+  if (lua_getfield(L, idx, name) != LUA_TNIL) {
+    if (!lua_isnumber(L, -1) || !(lua_tonumber(L, -1) >= 0))
+      field_error(L, idx, name, "must be a non-negative number");
+    t = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return t;
+}
+
+static int opt_flag(lua_State *L, int idx, const char *name, int dflt) {
+  int v = dflt;
+  int t = lua_getfield(L, idx, name);
+  if (t != LUA_TNIL) {
+    if (t != LUA_TBOOLEAN) field_error(L, idx, name, "must be a boolean");
+    v = lua_toboolean(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* ---- the pool object ------------------------------------------------- */
+
+/* par.pool([opts]) */
+static int pool_new(lua_State *L) {
+  static const char *const names[] = {"workers", "kind", "init", "max_tasks_per_worker", NULL};
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  const char *kind = "threads";
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    check_options(L, 1, names);
+  } else {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  }
+  lua_settop(L, 1);
+  if (lua_getfield(L, 1, "kind") != LUA_TNIL) {
+    if (lua_type(L, -1) != LUA_TSTRING) field_error(L, 1, "kind", "must be a string");
+    kind = lua_tostring(L, -1);
+  }
+  if (strcmp(kind, "states") == 0 || strcmp(kind, "processes") == 0)
+    return luaL_error(L, "kind '%s' is not available yet (only kind 'threads' is implemented)", kind);
+  if (strcmp(kind, "threads") != 0)
+    return luaL_error(L, "unknown kind '%s' (expected threads, states or processes)", kind);
+  lua_Integer workers = opt_count(L, 1, "workers", ncpu > 0 ? ncpu : 1);
+  luaL_argcheck(L, workers <= 100000, 1, "field 'workers' is too large");
+  opt_count(L, 1, "max_tasks_per_worker", 1);
+  lua_getfield(L, 1, "max_tasks_per_worker");
+  if (!lua_isnil(L, -1)) return luaL_error(L, "max_tasks_per_worker applies to kinds states and processes");
+  lua_pop(L, 1);
+  int init = lua_getfield(L, 1, "init");        /* [3] */
+  if (init != LUA_TNIL && !is_callable(L, 3)) field_error(L, 1, "init", "must be a function");
+
+  lua_Integer id = 1;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, POOL_COUNTER) == LUA_TNUMBER) id = lua_tointeger(L, -1) + 1;
+  lua_pop(L, 1);
+  lua_pushinteger(L, id);
+  lua_setfield(L, LUA_REGISTRYINDEX, POOL_COUNTER);
+  char name[32];
+  snprintf(name, sizeof name, "Pool-%lld", (long long)id);
+
+  void **box = pl_box_new(L, POOL_MT, NULL);    /* [4] closed until made */
+  pl_executor *e = pl_executor_new(&pl_kind_threads, pl_family_of(L), (int)workers, name);
+  if (e == NULL) return luaL_error(L, "not enough memory");
+  *box = e;  /* the reference pl_executor_new gives the caller */
+  if (init != LUA_TNIL) {
+    lua_pushvalue(L, 3);
+    pl_executor_set_init(e, L);
+  }
+  return 1;
+}
+
+static int pool_submit(lua_State *L) {
+  pl_executor *e = check_pool(L);
+  if (!is_callable(L, 2)) return luaL_typeerror(L, 2, "function");
+  int n = lua_gettop(L) - 2;
+  pl_future *f;
+  int err = pl_executor_submit(e, L, PL_TASK_CALL, n, &f);
+  if (err != 0) return raise_exec(L, e, err);
+  pl_future_box(L, f);
+  return 1;
+}
+
+static int pool_shutdown(lua_State *L) {
+  static const char *const names[] = {"wait", "cancel_futures", "interrupt", NULL};
+  pl_executor *e = check_pool(L);
+  int wait = 1, cancel = 0, interrupt = 0;
+  if (lua_type(L, 2) == LUA_TBOOLEAN) {
+    wait = lua_toboolean(L, 2);
+  } else if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    check_options(L, 2, names);
+    wait = opt_flag(L, 2, "wait", 1);
+    cancel = opt_flag(L, 2, "cancel_futures", 0);
+    interrupt = opt_flag(L, 2, "interrupt", 0);
+  }
+  int rc = pl_executor_shutdown(e, L, wait, cancel, interrupt);
+  if (rc == PL_EXEC_SELF) return raise_exec(L, e, rc);
+  if (rc == PL_WAIT_CANCELLED) {
+    pl_tstate *ts = pl_tstate_of(L);
+    pl_check_cancel(L, ts);
+    return pl_error_raise_cancelled(L, ts);
+  }
+  return 0;
+}
+
+/* __close: shutdown{wait=true}; the box stays usable (stats). */
+static int pool_close(lua_State *L) {
+  void **box = pl_box_get(L, 1, POOL_MT);
+  if (*box == NULL) return 0;
+  lua_settop(L, 1);
+  return pool_shutdown(L);
+}
+
+static int pool_gc(lua_State *L) {
+  void **box = pl_box_get(L, 1, POOL_MT);
+  pl_executor *e = *box;
+  if (e == NULL) return 0;
+  *box = NULL;
+  pl_executor_abandon(e, L);
+  pl_executor_decref(e);
+  return 0;
+}
+
+static void set_int(lua_State *L, const char *k, long long v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, k);
+}
+
+static int pool_stats(lua_State *L) {
+  pl_executor *e = check_pool(L);
+  pl_executor_stats st;
+  pl_executor_stats_get(e, &st);
+  lua_createtable(L, 0, 11);
+  set_int(L, "workers", st.workers);
+  set_int(L, "alive", st.alive);
+  set_int(L, "idle", st.idle);
+  set_int(L, "submitted", st.submitted);
+  set_int(L, "completed", st.completed);
+  set_int(L, "failed", st.failed);
+  set_int(L, "cancelled", st.cancelled);
+  set_int(L, "queued", st.queued);
+  set_int(L, "running", st.running);
+  lua_pushstring(L, e->kind->name);
+  lua_setfield(L, -2, "kind");
+  return 1;
+}
+
+static int pool_tostring(lua_State *L) {
+  void **box = pl_box_get(L, 1, POOL_MT);
+  pl_executor *e = *box;
+  if (e == NULL) return lua_pushliteral(L, "Pool (closed)"), 1;
+  pthread_mutex_lock(&e->mu);
+  int down = e->shutdown;
+  pthread_mutex_unlock(&e->mu);
+  lua_pushfstring(L, "Pool(%s, kind=%s, workers=%d%s)", e->name, e->kind->name, e->max_workers,
+                  down ? ", shut down" : "");
+  return 1;
+}
+
+/* ---- map, starmap, imap, imap_unordered ------------------------------ */
+
+/* A chunk of consecutive items sent as one task. */
+typedef struct chunk {
+  pl_future *f;          /* NULL: the slot is free */
+  lua_Integer first;     /* position of its first item */
+  int count;
+  pl_waitlink link;      /* fixed in memory while armed */
+} chunk;
+
+enum { UV_FN = 1, UV_ITEMS, UV_BUFFER, NUV = UV_BUFFER };
+
+typedef struct mapper {
+  pl_executor *e;        /* referenced; NULL once closed */
+  int mode;              /* PL_TASK_MAP or PL_TASK_STARMAP */
+  int ordered;
+  lua_Integer chunksize;
+  lua_Integer buffersize;
+  lua_Integer length;    /* items in the sequence, or -1 for an iterator */
+  lua_Integer next_pos;  /* position of the next item to read */
+  lua_Integer in_flight; /* items submitted and not yet delivered */
+  int exhausted;
+  const char *fname;     /* for messages */
+  int64_t deadline;
+  double timeout;
+  pl_waiter *w;          /* imap_unordered, progress */
+  size_t cap;            /* slots */
+  size_t *order;         /* ordered: ring of slot ids, in submission order */
+  size_t head, len;      /* of order (also the count of busy slots) */
+  size_t *free_ids;
+  size_t nfree;
+  /* The chunk being delivered (values in the UV_BUFFER table). */
+  lua_Integer out_first;
+  int out_count, out_next;
+  chunk slots[];
+} mapper;
+
+static void mapper_release(mapper *m, lua_State *L) {
+  if (m->e == NULL) return;
+  for (size_t i = 0; i < m->cap; i++) {
+    chunk *c = &m->slots[i];
+    if (c->f == NULL) continue;
+    int cancelled;
+    pl_future_cancel(c->f, &cancelled);  /* futures of a mapper have no callbacks */
+    if (m->w != NULL) pl_waiter_unwatch(m->w, c->f, &c->link);
+    pl_future_orphan(c->f, L);
+    pl_future_decref(c->f);
+    c->f = NULL;
+  }
+  pl_waiter_free(m->w);
+  m->w = NULL;
+  free(m->order);
+  free(m->free_ids);
+  m->order = m->free_ids = NULL;
+  pl_executor_decref(m->e);
+  m->e = NULL;
+}
+
+static int mapper_gc(lua_State *L) {
+  mapper_release(luaL_checkudata(L, 1, MAPPER_MT), L);
+  return 0;
+}
+
+/* [-0, +1] a mapper with room for `slots` chunks; fn at 2, items at 3. */
+static mapper *mapper_new(lua_State *L, pl_executor *e, int mode, int ordered, size_t slots,
+                          const char *fname) {
+  if (slots == 0) slots = 1;
+  mapper *m = lua_newuserdatauv(L, sizeof *m + slots * sizeof(chunk), NUV);
+  memset(m, 0, sizeof *m + slots * sizeof(chunk));
+  luaL_setmetatable(L, MAPPER_MT);
+  m->mode = mode;
+  m->ordered = ordered;
+  m->fname = fname;
+  m->cap = slots;
+  m->next_pos = 1;
+  m->timeout = -1;
+  m->deadline = INT64_MAX;
+  m->order = malloc(slots * sizeof *m->order);
+  m->free_ids = malloc(slots * sizeof *m->free_ids);
+  if (m->order == NULL || m->free_ids == NULL) {
+    free(m->order);
+    free(m->free_ids);
+    m->order = m->free_ids = NULL;
+    luaL_error(L, "not enough memory");
+  }
+  for (size_t i = 0; i < slots; i++) m->free_ids[i] = slots - 1 - i;
+  m->nfree = slots;
+  pl_executor_incref(e);
+  m->e = e;
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, -2, UV_FN);
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, -2, UV_ITEMS);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, UV_BUFFER);
+  return m;
+}
+
+/* [-0, +(0|1)] the next item: 1 and the item pushed, or 0 at the end. */
+static int read_item(lua_State *L, mapper *m, int uv) {
+  if (m->exhausted) return 0;
+  if (m->length >= 0) {
+    if (m->next_pos > m->length) {
+      m->exhausted = 1;
+      return 0;
+    }
+    lua_geti(L, uv, m->next_pos);
+  } else {
+    lua_pushvalue(L, uv);
+    lua_call(L, 0, 1);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      m->exhausted = 1;
+      return 0;
+    }
+  }
+  if (m->mode == PL_TASK_STARMAP && lua_type(L, -1) != LUA_TTABLE)
+    luaL_error(L, "bad argument #2 to '%s' (item %I is not a table of arguments)", m->fname,
+               m->next_pos);
+  m->next_pos++;
+  return 1;
+}
+
+/* Read up to chunksize items and submit them as one task; 0 when there
+ * was nothing left to read. */
+static int submit_chunk(lua_State *L, mapper *m, int idx) {
+  int top = lua_gettop(L);
+  lua_getiuservalue(L, idx, UV_ITEMS);
+  int uv = lua_gettop(L);
+  lua_getiuservalue(L, idx, UV_FN);
+  lua_Integer first = m->next_pos;
+  int count = 0;
+  luaL_checkstack(L, (int)m->chunksize + 4, "chunksize too large");
+  while (count < m->chunksize && read_item(L, m, uv)) count++;
+  if (count == 0) {
+    lua_settop(L, top);
+    return 0;
+  }
+  size_t id = m->free_ids[--m->nfree];
+  pl_future *f;
+  int err = pl_executor_submit(m->e, L, m->mode, count, &f);
+  if (err != 0) {
+    m->nfree++;
+    lua_settop(L, top);
+    return raise_exec(L, m->e, err);
+  }
+  chunk *c = &m->slots[id];
+  c->f = f;
+  c->first = first;
+  c->count = count;
+  m->in_flight += count;
+  if (m->ordered) m->order[(m->head + m->len) % m->cap] = id;
+  m->len++;
+  if (m->w != NULL && pl_waiter_watch(m->w, f, &c->link, id) != 0) {
+    lua_settop(L, top);
+    return luaL_error(L, "not enough memory");
+  }
+  lua_settop(L, top);
+  return 1;
+}
+
+/* Keep at most buffersize items (and cap chunks) in flight. */
+static void refill(lua_State *L, mapper *m, int idx) {
+  while (!m->exhausted && m->nfree > 0 &&
+         (m->len == 0 || m->in_flight + m->chunksize <= m->buffersize))
+    if (!submit_chunk(L, m, idx)) break;
+}
+
+static void free_slot(lua_State *L, mapper *m, size_t id) {
+  chunk *c = &m->slots[id];
+  pl_future_orphan(c->f, L);
+  pl_future_decref(c->f);
+  c->f = NULL;
+  m->in_flight -= c->count;
+  m->free_ids[m->nfree++] = id;
+  m->len--;
+}
+
+static int raise_timeout(lua_State *L, mapper *m) {
+  mapper_release(m, L);
+  return pl_error_raise(L, PL_TIMEOUT, "%s did not finish within %f seconds", m->fname,
+                        (lua_Number)m->timeout);
+}
+
+/* The next ready chunk id of an unordered mapper (waiting for one). */
+static size_t next_unordered(lua_State *L, mapper *m) {
+  size_t id;
+  while (!pl_waiter_pop(m->w, &id)) {
+    pl_tstate *ts = pl_tstate_of(L);
+    size_t finished;
+    pl_waiter_counts(m->w, &finished, NULL);
+    pl_check_cancel(L, ts);
+    pl_unlock(L);
+    int rc = pl_waiter_wait(m->w, ts, m->deadline, finished + 1, 0);
+    pl_lock(L, ts);
+    if (rc == PL_WAIT_CANCELLED) {
+      mapper_release(m, L);
+      pl_check_cancel(L, ts);
+      pl_error_raise_cancelled(L, ts);
+    }
+    if (rc == PL_WAIT_TIMEOUT && !pl_waiter_pop(m->w, &id)) raise_timeout(L, m);
+    if (rc == PL_WAIT_TIMEOUT) return id;
+  }
+  return id;
+}
+
+/* [-0, +count] the values of the finished chunk id, or raise its error
+ * (releasing the mapper first: every task not started is cancelled). */
+static int push_chunk(lua_State *L, mapper *m, size_t id) {
+  chunk *c = &m->slots[id];
+  pl_future *f = c->f;
+  if (pl_future_state(f) == PL_FUTURE_FINISHED && pl_future_outcome(f) == PL_OUTCOME_OK) {
+    luaL_checkstack(L, c->count + 2, "chunksize too large");
+    return pl_future_push(L, f);
+  }
+  pl_future_incref(f);
+  int cancelled = pl_future_state(f) == PL_FUTURE_CANCELLED;
+  if (!cancelled) {
+    pl_future_push(L, f);  /* the error value, before release lets go of it */
+    const char *tb = pl_future_traceback(f);
+    if (tb != NULL) lua_pushstring(L, tb);
+    else lua_pushnil(L);
+  }
+  mapper_release(m, L);
+  if (cancelled) {
+    pl_future_decref(f);
+    return pl_error_raise(L, PL_CANCELLED, "a task of %s was cancelled", m->fname);
+  }
+  if (!lua_isnil(L, -1)) pl_error_note_origin(L, -2, -1);
+  lua_pop(L, 1);
+  pl_future_decref(f);
+  return lua_error(L);
+}
+
+/* ---- the progress bar ------------------------------------------------ */
+
+typedef struct progress {
+  int on;
+  int64_t start, last;
+  lua_Integer done, total;
+} progress;
+
+static void progress_draw(progress *p, int final) {
+  if (!p->on) return;
+  int64_t now = pl_now_ns();
+  if (!final && now - p->last < 100000000) return;  /* at most 10 frames a second */
+  p->last = now;
+  double elapsed = (double)(now - p->start) / 1e9;
+  double rate = elapsed > 0 ? (double)p->done / elapsed : 0;
+  char bar[25];
+  int filled = p->total > 0 ? (int)(24 * p->done / p->total) : 24;
+  for (int i = 0; i < 24; i++) bar[i] = i < filled ? '#' : '.';
+  bar[24] = '\0';
+  char eta[32];
+  if (p->done >= p->total) snprintf(eta, sizeof eta, "done in %.1fs", elapsed);
+  else if (rate > 0) snprintf(eta, sizeof eta, "ETA %.1fs", (double)(p->total - p->done) / rate);
+  else snprintf(eta, sizeof eta, "ETA ?");
+  fprintf(stderr, "\r[%s] %lld/%lld  %.1f/s  %s\033[K%s", bar, (long long)p->done,
+          (long long)p->total, rate, eta, final ? "\n" : "");
+  fflush(stderr);
+}
+
+/* Count the items of chunks finished so far (the waiter's ready ids). */
+static void progress_update(progress *p, mapper *m) {
+  size_t id;
+  if (!p->on) return;
+  while (pl_waiter_pop(m->w, &id)) p->done += m->slots[id].count;
+  progress_draw(p, 0);
+}
+
+/* ---- map and starmap ------------------------------------------------- */
+
+static void parse_map_options(lua_State *L, int idx, int lazy, lua_Integer *chunksize,
+                              lua_Integer *buffersize, double *timeout, int *progress_on) {
+  static const char *const eager[] = {"timeout", "chunksize", "progress", NULL};
+  static const char *const lazy_names[] = {"timeout", "chunksize", "buffersize", NULL};
+  *chunksize = 1;
+  *timeout = -1;
+  *progress_on = 0;
+  if (lua_isnoneornil(L, idx)) return;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  check_options(L, idx, lazy ? lazy_names : eager);
+  *chunksize = opt_count(L, idx, "chunksize", 1);
+  luaL_argcheck(L, *chunksize <= 100000, idx, "field 'chunksize' is too large");
+  *timeout = opt_timeout_field(L, idx, "timeout");
+  if (lazy) *buffersize = opt_count(L, idx, "buffersize", *buffersize);
+  else *progress_on = opt_flag(L, idx, "progress", 0);
+}
+
+static void check_items(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  if (t != LUA_TTABLE && t != LUA_TFUNCTION)
+    luaL_typeerror(L, idx, "table or function");
+}
+
+/* map and starmap: [pool, fn, items, opts] -> results table. */
+static int map_all(lua_State *L, int mode, const char *fname) {
+  pl_executor *e = check_pool(L);
+  if (!is_callable(L, 2)) return luaL_typeerror(L, 2, "function");
+  check_items(L, 3);
+  lua_Integer chunksize, buffersize = 0;
+  double timeout;
+  int progress_on;
+  parse_map_options(L, 4, 0, &chunksize, &buffersize, &timeout, &progress_on);
+  int64_t deadline = pl_deadline_after(timeout);
+  lua_settop(L, 3);
+  if (lua_type(L, 3) == LUA_TFUNCTION) {  /* read the iterator to its end first */
+    lua_newtable(L);
+    for (lua_Integer i = 1;; i++) {
+      lua_pushvalue(L, 3);
+      lua_call(L, 0, 1);
+      if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        break;
+      }
+      lua_rawseti(L, 4, i);
+    }
+    lua_replace(L, 3);
+  }
+  lua_Integer n = luaL_len(L, 3);
+  lua_Integer nchunks = (n + chunksize - 1) / chunksize;
+  if ((uint64_t)nchunks > SIZE_MAX / sizeof(chunk) / 2) return luaL_error(L, "too many items");
+  mapper *m = mapper_new(L, e, mode, 1, (size_t)nchunks, fname);  /* [4] */
+  lua_toclose(L, 4);  /* an error anywhere below cancels what is in flight */
+  m->chunksize = chunksize;
+  m->buffersize = n > 0 ? n : 1;
+  m->length = n;
+  m->deadline = deadline;
+  m->timeout = timeout;
+  progress p;
+  memset(&p, 0, sizeof p);
+  p.on = progress_on && isatty(2);
+  p.total = n;
+  p.start = p.last = pl_now_ns();
+  if (p.on && (m->w = pl_waiter_new()) == NULL) return luaL_error(L, "not enough memory");
+  while (submit_chunk(L, m, 4)) {
+  }
+  lua_createtable(L, (int)(n < 1000000 ? n : 1000000), 0);  /* [5] results */
+  while (m->len > 0) {
+    size_t id = m->order[m->head];
+    chunk *c = &m->slots[id];
+    if (p.on) {  /* wait in slices, to keep the bar moving */
+      int64_t until = m->deadline;
+      while (!pl_future_done(c->f)) {
+        int64_t slice = pl_now_ns() + 200000000;
+        m->deadline = slice < until ? slice : until;
+        int done = pl_future_block(L, c->f, m->deadline, 0);
+        m->deadline = until;
+        if (!done && pl_now_ns() >= until) raise_timeout(L, m);
+        progress_update(&p, m);
+      }
+    } else if (!pl_future_block(L, c->f, m->deadline, 0)) {
+      raise_timeout(L, m);
+    }
+    int k = push_chunk(L, m, id);
+    for (int j = k; j >= 1; j--) lua_rawseti(L, 5, c->first + j - 1);
+    m->head = (m->head + 1) % m->cap;
+    free_slot(L, m, id);
+    progress_update(&p, m);
+  }
+  p.done = p.total;
+  progress_draw(&p, 1);
+  lua_closeslot(L, 4);
+  return 1;
+}
+
+static int pool_map(lua_State *L) { return map_all(L, PL_TASK_MAP, "map"); }
+static int pool_starmap(lua_State *L) { return map_all(L, PL_TASK_STARMAP, "starmap"); }
+
+/* ---- imap and imap_unordered ----------------------------------------- */
+
+static int imap_step(lua_State *L) {
+  int idx = lua_upvalueindex(1);
+  mapper *m = luaL_checkudata(L, idx, MAPPER_MT);
+  lua_settop(L, 0);
+  if (m->out_next < m->out_count) {  /* the rest of a chunk */
+    lua_getiuservalue(L, idx, UV_BUFFER);
+    int j = ++m->out_next;
+    lua_pushinteger(L, m->out_first + j - 1);
+    lua_rawgeti(L, 1, j);
+    lua_pushnil(L);
+    lua_rawseti(L, 1, j);
+    return 2;
+  }
+  if (m->e == NULL) return 0;
+  refill(L, m, idx);
+  if (m->len == 0) {
+    mapper_release(m, L);
+    return 0;
+  }
+  size_t id;
+  if (m->ordered) {
+    id = m->order[m->head];
+    if (!pl_future_block(L, m->slots[id].f, m->deadline, 1)) raise_timeout(L, m);
+  } else {
+    id = next_unordered(L, m);
+  }
+  chunk *c = &m->slots[id];
+  lua_Integer first = c->first;
+  int k = push_chunk(L, m, id);
+  if (m->ordered) m->head = (m->head + 1) % m->cap;
+  free_slot(L, m, id);
+  refill(L, m, idx);  /* workers go on while the loop body runs */
+  if (k > 1) {  /* keep the rest for the next steps */
+    lua_getiuservalue(L, idx, UV_BUFFER);
+    lua_insert(L, 1);
+    for (int j = k; j >= 2; j--) lua_rawseti(L, 1, j);
+    lua_settop(L, 2);
+    m->out_first = first;
+    m->out_count = k;
+    m->out_next = 1;
+  } else {
+    m->out_count = m->out_next = 0;
+  }
+  if (k == 0) lua_pushnil(L);
+  lua_pushinteger(L, first);
+  lua_insert(L, -2);
+  return 2;
+}
+
+static int imap_new(lua_State *L, int ordered, const char *fname) {
+  pl_executor *e = check_pool(L);
+  if (!is_callable(L, 2)) return luaL_typeerror(L, 2, "function");
+  check_items(L, 3);
+  lua_Integer chunksize, buffersize = -1;
+  double timeout;
+  int progress_on;
+  lua_Integer requested = -1;
+  parse_map_options(L, 4, 1, &chunksize, &requested, &timeout, &progress_on);
+  buffersize = requested > 0 ? requested : 4 * (lua_Integer)e->max_workers * chunksize;
+  lua_settop(L, 3);
+  lua_Integer slots = buffersize / chunksize + 1;
+  if (slots > 1000000) slots = 1000000;
+  mapper *m = mapper_new(L, e, PL_TASK_MAP, ordered, (size_t)slots, fname);  /* [4] */
+  m->chunksize = chunksize;
+  m->buffersize = buffersize;
+  m->length = lua_type(L, 3) == LUA_TTABLE ? luaL_len(L, 3) : -1;
+  m->timeout = timeout;
+  m->deadline = pl_deadline_after(timeout);
+  if (!ordered && (m->w = pl_waiter_new()) == NULL) return luaL_error(L, "not enough memory");
+  lua_pushvalue(L, 4);
+  lua_pushcclosure(L, imap_step, 1);
+  lua_pushnil(L);
+  lua_pushnil(L);
+  lua_pushvalue(L, 4);
+  return 4;
+}
+
+static int pool_imap(lua_State *L) { return imap_new(L, 1, "imap"); }
+static int pool_imap_unordered(lua_State *L) { return imap_new(L, 0, "imap_unordered"); }
+
+void pl_open_pool(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"submit", pool_submit},   {"map", pool_map},
+      {"starmap", pool_starmap}, {"imap", pool_imap},
+      {"imap_unordered", pool_imap_unordered},
+      {"shutdown", pool_shutdown}, {"stats", pool_stats},
+      {NULL, NULL}};
+  luaL_newmetatable(L, POOL_MT);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, pool_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, pool_close);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, pool_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, MAPPER_MT);
+  lua_pushcfunction(L, mapper_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, mapper_gc);
+  lua_setfield(L, -2, "__close");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, pool_new);
+  lua_setfield(L, -2, "pool");
+}

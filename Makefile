@@ -11,7 +11,8 @@ LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
 LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null)
 FFI_CFLAGS := $(shell pkg-config --cflags libffi 2>/dev/null)
 FFI_LIBS   := $(shell pkg-config --libs libffi 2>/dev/null)
-LUA_CMOD   := $(shell pkg-config --variable=INSTALL_CMOD lua5.4 2>/dev/null)
+# $(PREFIX)/lib/lua/5.4 is on Debian lua5.4's cpath for both /usr and /usr/local.
+LUA_CMOD   ?= $(PREFIX)/lib/lua/5.4
 
 ifeq ($(SANITIZER),)
 SAN_FLAGS :=

@@ -20,7 +20,8 @@
  *   - par.wait(futures [, {timeout=, return_when=}]) -> done, not_done:
  *     arrays in input order (a future listed twice is listed twice);
  *     return_when is "ALL_COMPLETED" (default), "FIRST_COMPLETED" or
- *     "FIRST_EXCEPTION" (a cancelled future is not an exception).
+ *     "FIRST_EXCEPTION" (a cancelled future is not an exception), also
+ *     as par.ALL_COMPLETED, par.FIRST_COMPLETED, par.FIRST_EXCEPTION.
  *   - par.as_completed(futures [, timeout]): an iterator that yields the
  *     futures already done first (in input order), then the others as they
  *     finish; once `timeout` seconds have passed since the call it raises
@@ -307,9 +308,11 @@ static void check_wait_options(lua_State *L, int idx) {
   }
 }
 
+static const char *const wait_modes[] = {"ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", NULL};
+
 /* par.wait(futures [, {timeout=, return_when=}]) -> done, not_done */
 static int l_wait(lua_State *L) {
-  static const char *const modes[] = {"ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION", NULL};
+  const char *const *modes = wait_modes;
   double timeout = -1;
   int mode = 0;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -414,4 +417,9 @@ void pl_open_future(lua_State *L) {
   lua_setfield(L, -2, "wait");
   lua_pushcfunction(L, l_as_completed);
   lua_setfield(L, -2, "as_completed");
+  /* As Python's module constants: par.wait(fs, {return_when = par.FIRST_COMPLETED}). */
+  for (int i = 0; wait_modes[i] != NULL; i++) {
+    lua_pushstring(L, wait_modes[i]);
+    lua_setfield(L, -2, wait_modes[i]);
+  }
 }

@@ -3,10 +3,14 @@
  *
  * Hand-off.  A task is a small record recycled through a free list, so a
  * submit allocates only its future.  A submit wakes a sleeping worker only
- * when the spinning ones cannot take every queued task; a worker that
- * finds the queue empty spins on the `queued` word before it sleeps.  In a
- * loop of submit and result the worker thus never sleeps and the submitter
- * never signals a condition variable.
+ * when the looking ones cannot take every queued task; a worker that finds
+ * the queue empty spins on the `queued` word before it sleeps.  In a loop
+ * of submit and result one worker thus does all the work, never sleeps,
+ * and the submitter never signals a condition variable.  The count of
+ * looking workers may be stale in either direction for an instant; that
+ * only costs a spurious wake-up or a sleeper left asleep while a looking
+ * worker takes the task, never a lost task: a worker looks at the queue
+ * under mu before it sleeps, after any submit that could have missed it.
  *
  * Interrupts.  shutdown{interrupt=true} bumps `interrupts` under mu, then
  * interrupts every busy worker under its cancel_mu.  A worker that took
@@ -44,7 +48,7 @@ pl_executor *pl_executor_new(const pl_kind_ops *kind, pl_family *fam, int max_wo
   e->init.n = -1;
   atomic_init(&e->refs, 2);  /* the caller's and the closer's */
   atomic_init(&e->queued, 0);
-  atomic_init(&e->spinning, 0);
+  atomic_init(&e->looking, 0);
   atomic_init(&e->closed, 0);
   atomic_init(&e->interrupts, 0);
   atomic_init(&e->submitted, 0);
@@ -129,24 +133,16 @@ static void recycle(pl_executor *e, pl_task *t) {
 
 /* ---- workers --------------------------------------------------------- */
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 /* Spin briefly, without mu, until a task is queued or the pool shuts down. */
 static void spin_for_work(pl_executor *e) {
   if (!pl_spin_allowed()) return;
-  atomic_fetch_add(&e->spinning, 1);
   int64_t until = pl_now_ns() + SPIN_NS;
   unsigned n = 0;
   while (atomic_load_explicit(&e->queued, memory_order_acquire) == 0 &&
          !atomic_load_explicit(&e->closed, memory_order_relaxed)) {
-    cpu_relax();
-    if ((++n & 63) == 0 && pl_now_ns() > until) break;
+    pl_spin_pause();
+    if ((++n & 3) == 0 && pl_now_ns() > until) break;
   }
-  atomic_fetch_sub(&e->spinning, 1);
 }
 
 static int start_worker(pl_executor *e, lua_State *L, int index) {
@@ -200,8 +196,8 @@ void pl_executor_set_tstate(pl_worker *w, pl_tstate *ts) {
 }
 
 /* Wait for a task; NULL once the pool is shut down and the queue empty.
- * `done` (may be NULL) is the previous task's record, recycled here under
- * the same lock. */
+ * The caller is counted in `looking`.  `done` (may be NULL) is the
+ * previous task's record, recycled here under the same lock. */
 static pl_task *take(pl_worker *w, pl_task *done) {
   pl_executor *e = w->e;
   pl_task *to_free = NULL, *t;
@@ -211,7 +207,6 @@ static pl_task *take(pl_worker *w, pl_task *done) {
   t = pop_locked(e);
   seen = atomic_load(&e->interrupts);
   if (t == NULL && !e->shutdown) {
-    e->idle++;
     pthread_mutex_unlock(&e->mu);
     free(to_free);
     to_free = NULL;
@@ -220,9 +215,11 @@ static pl_task *take(pl_worker *w, pl_task *done) {
     pl_wait_begin(w->ts, &e->mu, &e->work);
     pthread_mutex_lock(&e->mu);
     while ((t = pop_locked(e)) == NULL && !e->shutdown) {
+      atomic_fetch_sub(&e->looking, 1);
       e->sleeping++;
       int rc = pl_wait(w->ts, &e->mu, &e->work, INT64_MAX);
       e->sleeping--;
+      atomic_fetch_add(&e->looking, 1);
       if (rc == PL_WAIT_CANCELLED) {
         /* An interrupt of the whole runtime found this worker idle: it
          * meant nothing to it. */
@@ -233,11 +230,12 @@ static pl_task *take(pl_worker *w, pl_task *done) {
         pthread_mutex_lock(&e->mu);
       }
     }
-    e->idle--;
     seen = atomic_load(&e->interrupts);
+    atomic_fetch_sub(&e->looking, 1);
     pthread_mutex_unlock(&e->mu);
     pl_wait_end(w->ts);
   } else {
+    atomic_fetch_sub(&e->looking, 1);
     pthread_mutex_unlock(&e->mu);
   }
   free(to_free);
@@ -245,7 +243,6 @@ static pl_task *take(pl_worker *w, pl_task *done) {
   atomic_fetch_add(&e->running, 1);
   pthread_mutex_lock(&w->cancel_mu);
   w->busy = 1;
-  w->interrupts_seen = seen;
   /* A shutdown{interrupt=true} between taking the task and now may have
    * scanned the workers before this one was busy. */
   if (atomic_load(&e->interrupts) != seen) e->kind->interrupt(w);
@@ -253,7 +250,7 @@ static pl_task *take(pl_worker *w, pl_task *done) {
   return t;
 }
 
-void pl_executor_task_done(pl_worker *w, int outcome) {
+void pl_executor_task_done(pl_worker *w, int outcome, int looking) {
   pl_executor *e = w->e;
   switch (outcome) {
   case PL_TASK_OK: atomic_fetch_add(&e->completed, 1); break;
@@ -261,11 +258,14 @@ void pl_executor_task_done(pl_worker *w, int outcome) {
   default: atomic_fetch_add(&e->cancelled, 1); break;
   }
   atomic_fetch_sub(&e->running, 1);
+  if (looking) atomic_fetch_add(&e->looking, 1);
   pthread_mutex_lock(&w->cancel_mu);
   w->busy = 0;
   e->kind->reset(w);
   pthread_mutex_unlock(&w->cancel_mu);
 }
+
+void pl_executor_looking(pl_worker *w) { atomic_fetch_add(&w->e->looking, 1); }
 
 static void *worker_main(void *arg) {
   pl_worker *w = arg;
@@ -357,10 +357,12 @@ int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future 
   e->tail = t;
   long queued = atomic_load(&e->queued) + 1;
   atomic_store_explicit(&e->queued, queued, memory_order_release);
-  if (e->sleeping > 0 && queued > atomic_load(&e->spinning)) pthread_cond_signal(&e->work);
-  int spawn = queued > e->idle && e->looping < e->max_workers;
+  int looking = atomic_load(&e->looking);
+  if (e->sleeping > 0 && queued > looking) pthread_cond_signal(&e->work);
+  int spawn = queued > looking + e->sleeping && e->looping < e->max_workers;
   int index = 0;
   if (spawn) {
+    atomic_fetch_add(&e->looking, 1);  /* the new worker looks first thing */
     e->looping++;
     e->alive++;
     index = ++e->started;
@@ -370,6 +372,7 @@ int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future 
 
   if (spawn && (err = start_worker(e, L, index)) != 0) {
     pthread_mutex_lock(&e->mu);
+    atomic_fetch_sub(&e->looking, 1);
     e->looping--;
     e->alive--;
     e->started--;
@@ -520,7 +523,7 @@ void pl_executor_stats_get(pl_executor *e, pl_executor_stats *out) {
   out->queued = atomic_load(&e->queued);
   out->workers = e->max_workers;
   out->alive = e->alive;
-  out->idle = e->idle;
+  out->idle = e->sleeping + atomic_load(&e->looking);
   pthread_mutex_unlock(&e->mu);
   out->submitted = atomic_load(&e->submitted);
   out->completed = atomic_load(&e->completed);

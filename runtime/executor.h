@@ -23,7 +23,11 @@
  * before its first task.  A worker that finds the queue empty lets go of
  * any lock (kind->idle), spins briefly on the queue length (more than one
  * core only: a trivial submit/result loop then never sleeps), and then
- * sleeps on `work` through pl_wait.
+ * sleeps on `work` through pl_wait.  A worker counts as `looking` from the
+ * moment its task has ended -- before the task's future is finished, so
+ * before whoever waits on it can submit again -- until it has a new task
+ * or sleeps: a submit wakes a sleeper, or starts a worker, only for tasks
+ * that the looking workers cannot take.
  *
  * Ordering: tasks start in submission order; with several workers they
  * finish in any order.  Results go back through the future only.
@@ -126,7 +130,6 @@ struct pl_worker {
   pl_tstate *ts;                /* set by kind->worker_start; may be NULL */
   pthread_mutex_t cancel_mu;
   int busy;                     /* guarded by cancel_mu: has a task */
-  unsigned interrupts_seen;     /* e->interrupts when it took its task */
   void *kind;                   /* kind-private */
 };
 
@@ -150,11 +153,11 @@ struct pl_executor {
   pl_task *spare;               /* guarded by mu: recycled tasks */
   int nspare;                   /* guarded by mu */
   atomic_long queued;           /* written under mu; read by spinning workers */
-  atomic_int spinning;          /* workers spinning for work */
+  atomic_int looking;           /* workers about to look for work, or spinning
+                                   for it: they will see a task queued now */
   atomic_int closed;            /* shutdown, readable without mu */
   atomic_uint interrupts;       /* bumped by every shutdown{interrupt=true} */
-  int idle;                     /* guarded by mu: workers waiting for work */
-  int sleeping;                 /* guarded by mu: of those, asleep on work */
+  int sleeping;                 /* guarded by mu: workers asleep on work */
   int looping;                  /* guarded by mu: workers not out of their loop */
   int alive;                    /* guarded by mu: worker threads not yet gone */
   int started;                  /* guarded by mu: workers ever started */
@@ -203,9 +206,14 @@ char *pl_executor_broken(pl_executor *e);
 void pl_executor_break(pl_executor *e, const char *msg);
 int pl_executor_is_broken(pl_executor *e);
 /* A task has ended with `outcome` (PL_TASK_*): count it and make w
- * interruptible no more.  Call before finishing the future. */
-void pl_executor_task_done(pl_worker *w, int outcome);
-/* Worker thread, from kind->worker_start: the worker's tstate. */
+ * interruptible no more.  Call before finishing the future.  `looking`:
+ * w goes straight back for work (0 when it still has callbacks to run:
+ * then call pl_executor_looking after them, so that a task submitted
+ * meanwhile wakes or starts another worker instead of waiting for them). */
+void pl_executor_task_done(pl_worker *w, int outcome, int looking);
+void pl_executor_looking(pl_worker *w);
+/* Worker thread: the worker's tstate, from kind->worker_start; NULL again
+ * before kind->worker_stop frees it. */
 void pl_executor_set_tstate(pl_worker *w, pl_tstate *ts);
 /* Lock held, L a thread of e's state: kind->release, drop init, and let
  * the runtime forget the pool; for kind->worker_stop when `release`. */

@@ -1,4 +1,5 @@
 /* Futures and waiters (see future.h for the design). */
+#include <sched.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -10,12 +11,6 @@
  * worker that is spinning for work comes back in a few. */
 #define SPIN_NS 50000
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 static int multicore;
 static void probe_cores(void) { multicore = sysconf(_SC_NPROCESSORS_ONLN) > 1; }
 
@@ -25,13 +20,15 @@ int pl_spin_allowed(void) {
   return multicore;
 }
 
+void pl_spin_pause(void) { sched_yield(); }
+
 void pl_spin_while(atomic_int *word, int value) {
   if (!pl_spin_allowed()) return;
   int64_t until = pl_now_ns() + SPIN_NS;
   unsigned n = 0;
   while (atomic_load_explicit(word, memory_order_acquire) == value) {
-    cpu_relax();
-    if ((++n & 63) == 0 && pl_now_ns() > until) return;
+    pl_spin_pause();
+    if ((++n & 3) == 0 && pl_now_ns() > until) return;
   }
 }
 
@@ -143,6 +140,13 @@ int pl_future_add_callback(pl_future *f, pl_future_cb *cb) {
   }
   pthread_mutex_unlock(&f->mu);
   return done;
+}
+
+int pl_future_has_callbacks(pl_future *f) {
+  pthread_mutex_lock(&f->mu);
+  int has = f->callbacks != NULL;
+  pthread_mutex_unlock(&f->mu);
+  return has;
 }
 
 void pl_future_run_callbacks(lua_State *L, pl_future *f, pl_future_cb *list) {

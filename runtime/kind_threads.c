@@ -257,7 +257,7 @@ static void threads_run(pl_worker *w, pl_task *t) {
   else if (pl_gil_drop_requested(&fam->gil)) pl_gil_yield(&fam->gil, tw->ts);
   if (!pl_future_set_running_or_notify_cancel(f)) {
     threads_drop(e, tw->co, t);
-    pl_executor_task_done(w, PL_TASK_CANCELLED);
+    pl_executor_task_done(w, PL_TASK_CANCELLED, 1);
     return;
   }
   pl_value v;
@@ -273,7 +273,8 @@ static void threads_run(pl_worker *w, pl_task *t) {
     value_free(tw->co, &v);  /* nobody holds the future any more */
     free(tb);
   }
-  pl_executor_task_done(w, outcome);
+  int has_callbacks = pl_future_has_callbacks(f);
+  pl_executor_task_done(w, outcome, !has_callbacks);
   if (!pl_executor_has_work(e)) drop_lock(tw, fam);
   pl_future_cb *cbs = pl_future_finish(f);
   if (cbs != NULL) {
@@ -281,11 +282,27 @@ static void threads_run(pl_worker *w, pl_task *t) {
     pl_future_run_callbacks(tw->co, f, cbs);
     lua_settop(tw->co, SLOT_TRACEBACK);
   }
+  if (has_callbacks) pl_executor_looking(w);
 }
 
 /* ---- workers --------------------------------------------------------- */
 
-/* Run init; on error break the pool (see the top of the file). */
+/* [-2, +1] (protected) the BrokenPool error for init error `cause` (1)
+ * whose traceback is the string (2): its first line is the message, made
+ * by the handler with the error's __tostring without running code here. */
+static int make_broken(lua_State *L) {
+  const char *tb = lua_tostring(L, 2);
+  if (tb == NULL) tb = "(no message)";
+  lua_pushlstring(L, tb, strcspn(tb, "\n"));
+  pl_error_push(L, PL_BROKEN_POOL, "pool init failed: %s", lua_tostring(L, -1));
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "cause");
+  return 1;
+}
+
+/* Run init; on error break the pool (see the top of the file).  Nothing
+ * here may raise outside a protected call: a worker has no handler of its
+ * own, and Lua would rethrow into the main thread's. */
 static void run_init(tworker *tw, pl_executor *e) {
   lua_State *co = tw->co;
   texec *te = e->kind_data;
@@ -293,17 +310,17 @@ static void run_init(tworker *tw, pl_executor *e) {
   push_payload(co, e->init.n, (int)e->init.b);
   if (lua_pcall(co, e->init.n, 0, SLOT_HANDLER) == LUA_OK) return;
   char *tb = take_traceback(co);
-  if (te->broken_ref == LUA_NOREF) {
-    /* The message is the first line of the traceback: the handler made it
-     * with the error's __tostring, without running code here. */
-    const char *first = tb != NULL ? tb : "(no message)";
-    size_t len = strcspn(first, "\n");
-    pl_error_push(co, PL_BROKEN_POOL, "pool init failed: %.*s", (int)len, first);
-    lua_pushvalue(co, -2);
-    lua_setfield(co, -2, "cause");
-    lua_getfield(co, -1, "message");
-    pl_executor_break(e, lua_tostring(co, -1));
-    lua_pop(co, 1);
+  if (te->broken_ref == LUA_NOREF) {       /* the first init error breaks the pool */
+    lua_pushcfunction(co, make_broken);
+    lua_insert(co, -2);                    /* [make_broken, cause] */
+    lua_pushstring(co, tb != NULL ? tb : "(no message)");
+    if (lua_pcall(co, 2, 1, 0) == LUA_OK) {
+      lua_getfield(co, -1, "message");
+      pl_executor_break(e, lua_tostring(co, -1));
+      lua_pop(co, 1);
+    } else {
+      pl_executor_break(e, "pool init failed");
+    }
     te->broken_ref = luaL_ref(co, LUA_REGISTRYINDEX);
     te->broken_tb = tb;
     tb = NULL;
@@ -369,6 +386,7 @@ static void threads_worker_stop(pl_worker *w, int release) {
    * while this call still uses its stack; it is not touched afterwards. */
   luaL_unref(tw->co, LUA_REGISTRYINDEX, tw->co_ref);
   drop_lock(tw, e->fam);
+  pl_executor_set_tstate(w, NULL);
   pl_tstate_pop(tw->ts);
   pl_tstate_free(tw->ts);
   free(tw);

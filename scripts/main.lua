@@ -1,8 +1,22 @@
--- `make run`: the demonstration.  For now the thread examples of the
--- Russian tutorial and its GIL experiment; later the full comparison of
--- locked and isolated interpreters.
+-- `make run`: the demonstration, for now the two tutorials' experiments
+-- that work today (the Russian thread examples and GIL experiment, the
+-- Portuguese prices with a 0.1 s sleep and the first-completed example);
+-- the full comparison of locked and isolated interpreters comes with kinds
+-- states and processes.
 local here = (arg and arg[0] or "scripts/main.lua"):match("^(.*)/[^/]*$") or "."
-for _, name in ipairs{"threads.lua", "gil_experiment.lua"} do
-  print(("\n######## %s"):format(name))
-  assert(loadfile(here .. "/" .. name))()
+local quick = os.getenv("PARLUA_SMOKE") and "0.02" or "0.1"
+local parts = {
+  {"threads.lua", {}},
+  {"gil_experiment.lua", {}},
+  {"prices.lua", {"--sleep", quick}},
+  {"first_completed.lua", {"--sleep", quick}},
+}
+for _, part in ipairs(parts) do
+  local name, args = part[1], part[2]
+  print(("\n######## %s %s"):format(name, table.concat(args, " ")))
+  local chunk = assert(loadfile(here .. "/" .. name))
+  local saved = arg
+  arg = table.move(args, 1, #args, 1, {[0] = here .. "/" .. name})
+  chunk(table.unpack(args))
+  arg = saved
 end

@@ -30,11 +30,6 @@ void *pl_box_check(lua_State *L, int idx, const char *tname, const char *what);
 /* The box itself, for __gc/__close (which tolerate closed boxes). */
 void **pl_box_get(lua_State *L, int idx, const char *tname);
 
-/* Register a metatable: methods in __index, plus __gc/__close/__tostring
- * when given (NULL to skip). */
-void pl_new_class(lua_State *L, const char *tname, const luaL_Reg *methods,
-                  lua_CFunction gc, lua_CFunction tostring);
-
 /* A timeout argument: nil/none is "forever" (-1); a negative number is an
  * argument error. */
 double pl_opt_timeout(lua_State *L, int idx);

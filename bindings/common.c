@@ -22,25 +22,6 @@ void *pl_box_check(lua_State *L, int idx, const char *tname, const char *what) {
   return *box;
 }
 
-void pl_new_class(lua_State *L, const char *tname, const luaL_Reg *methods,
-                  lua_CFunction gc, lua_CFunction tostring) {
-  luaL_newmetatable(L, tname);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  if (gc != NULL) {
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__close");
-  }
-  if (tostring != NULL) {
-    lua_pushcfunction(L, tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-}
-
 double pl_opt_timeout(lua_State *L, int idx) {
   if (lua_isnoneornil(L, idx)) return -1;
   double t = luaL_checknumber(L, idx);

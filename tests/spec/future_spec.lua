@@ -1,32 +1,8 @@
 -- Futures, par.wait and par.as_completed (kind threads).
 local par = require "parlua"
 
--- The build directory this run uses: PARLUA_BUILD, else the first entry
--- of LUA_CPATH ("build-x/?.so;;"), else "build".
-local function build_dir()
-  local b = os.getenv("PARLUA_BUILD")
-  if b then return b end
-  local cpath = os.getenv("LUA_CPATH") or ""
-  return cpath:match("^([^;]+)/%?%.so") or "build"
-end
-
--- Run a separate interpreter (stock lua5.4 with the module, or PARLUA_LUA)
--- and capture stdout+stderr.
-local function lua_cmd(code)
-  local build = build_dir()
-  local lua = os.getenv("PARLUA_LUA") or "lua5.4"
-  local cmd = string.format("LUA_CPATH='%s/?.so;;' %s -e %q 2>&1", build, lua, code)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  local ok, _, status = p:close()
-  return out, ok and 0 or status
-end
-
-local function errof(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  return err
-end
+local support = dofile("tests/spec/support.lua")
+local lua_cmd, errof = support.lua_cmd, support.errof
 
 -- A pool with one worker kept busy until `release` is set, so that tasks
 -- submitted meanwhile stay queued.

@@ -2,30 +2,8 @@
 -- shutdown, stats, and no future ever lost.
 local par = require "parlua"
 
-local function build_dir()
-  local b = os.getenv("PARLUA_BUILD")
-  if b then return b end
-  local cpath = os.getenv("LUA_CPATH") or ""
-  return cpath:match("^([^;]+)/%?%.so") or "build"
-end
-
--- A separate interpreter: stock lua5.4 with the module, or PARLUA_LUA.
--- (The code is passed on one line: no comments in it.)
-local function lua_cmd(code, lua)
-  local build = build_dir()
-  lua = lua or os.getenv("PARLUA_LUA") or "lua5.4"
-  local cmd = string.format("LUA_CPATH='%s/?.so;;' %s -e %q 2>&1", build, lua, code)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  local ok, _, status = p:close()
-  return out, ok and 0 or status
-end
-
-local function errof(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert(not ok, "expected an error")
-  return err
-end
+local support = dofile("tests/spec/support.lua")
+local lua_cmd, errof = support.lua_cmd, support.errof
 
 local function range(n)
   local t = {}
@@ -290,7 +268,7 @@ describe("pool:map", function()
     local code = [[local par = require "parlua" local pool = par.pool{workers = 2} ]]
       .. [[pool:map(function(x) par.sleep(0.05) return x end, {1,2,3,4,5,6,7,8,9,10}, {progress = true}) ]]
       .. [[pool:shutdown()]]
-    local inner = string.format("LUA_CPATH='%s/?.so;;' %s -e '%s'", build_dir(), lua, code)
+    local inner = string.format("LUA_CPATH='%s/?.so;;' %s -e '%s'", support.build_dir(), lua, code)
     local p = io.popen(string.format("script -qec %q /dev/null 2>&1", inner))
     local out = p:read("a")
     p:close()
@@ -587,7 +565,7 @@ end)
 
 describe("the parlua program", function()
   it("shows both tracebacks when a script dies of a task error", function()
-    local program = os.getenv("PARLUA_LUA") or (build_dir() .. "/parlua")
+    local program = os.getenv("PARLUA_LUA") or (support.build_dir() .. "/parlua")
     local out, status = lua_cmd([[
       local par = require "parlua"
       local pool = par.pool{workers = 1}

@@ -2,11 +2,8 @@
 -- reference), plus close().
 local par = require "parlua"
 
-local function go(fn, ...)
-  local t = par.thread(fn, ...)
-  t:start()
-  return t
-end
+local support = dofile("tests/spec/support.lua")
+local go = support.go
 
 local function error_of(fn, ...)
   local ok, e = pcall(fn, ...)

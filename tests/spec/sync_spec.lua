@@ -2,11 +2,8 @@
 -- Python's threading primitives, blocking without the global lock.
 local par = require "parlua"
 
-local function go(fn, ...)
-  local t = par.thread(fn, ...)
-  t:start()
-  return t
-end
+local support = dofile("tests/spec/support.lua")
+local go = support.go
 
 -- Wait (politely) until pred() is true; fails the test after 5 s.
 local function eventually(pred, what)

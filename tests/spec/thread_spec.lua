@@ -1,18 +1,8 @@
 -- par.thread: threads of the shared state under the global lock.
 local par = require "parlua"
 
-local function lua_cmd(code)
-  -- Run a separate interpreter with parlua loadable, capture stderr+stdout:
-  -- stock lua5.4 with the module, or (PARLUA_LUA, set by the sanitizer
-  -- runs whose module cannot load into lua5.4) the parlua program.
-  local build = os.getenv("PARLUA_BUILD") or "build"
-  local lua = os.getenv("PARLUA_LUA") or "lua5.4"
-  local cmd = string.format("LUA_CPATH='%s/?.so;;' %s -e %q 2>&1", build, lua, code)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  local ok, _, status = p:close()
-  return out, ok and 0 or status
-end
+local support = dofile("tests/spec/support.lua")
+local lua_cmd = support.lua_cmd
 
 describe("par.thread", function()
   it("runs a function with arguments and keeps every return value", function()

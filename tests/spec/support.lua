@@ -1,0 +1,42 @@
+-- Helpers shared by the specs: `local support = dofile("tests/spec/support.lua")`.
+local par = require "parlua"
+
+local support = {}
+
+-- The build directory this run uses: PARLUA_BUILD, else the first entry of
+-- LUA_CPATH ("build-x/?.so;;"), else "build".
+function support.build_dir()
+  local b = os.getenv("PARLUA_BUILD")
+  if b then return b end
+  local cpath = os.getenv("LUA_CPATH") or ""
+  return cpath:match("^([^;]+)/%?%.so") or "build"
+end
+
+-- Run `code` in a separate interpreter and capture stdout+stderr: stock
+-- lua5.4 with the module, or PARLUA_LUA (the parlua program, for the
+-- sanitizer builds whose module cannot load into lua5.4), or `lua`.
+-- Returns the output and the exit status.
+function support.lua_cmd(code, lua)
+  lua = lua or os.getenv("PARLUA_LUA") or "lua5.4"
+  local cmd = string.format("LUA_CPATH='%s/?.so;;' %s -e %q 2>&1", support.build_dir(), lua, code)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  local ok, _, status = p:close()
+  return out, ok and 0 or status
+end
+
+-- The error fn(...) raises; fails the test when it raises none.
+function support.errof(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert(not ok, "expected an error")
+  return err
+end
+
+-- A started par.thread running fn(...).
+function support.go(fn, ...)
+  local t = par.thread(fn, ...)
+  t:start()
+  return t
+end
+
+return support

@@ -1,8 +1,7 @@
--- `make run`: the demonstration, for now the two tutorials' experiments
--- that work today (the Russian thread examples and GIL experiment, the
--- Portuguese prices with a 0.1 s sleep and the first-completed example);
--- the full comparison of locked and isolated interpreters comes with kinds
--- states and processes.
+-- `make run`: the demonstration: the two tutorials' examples (the Russian
+-- thread examples and GIL experiment, the Portuguese prices with a 0.1 s
+-- sleep and the first-completed example), then the comparison of locked and
+-- isolated interpreters on every kind this build offers, beside Python.
 local here = (arg and arg[0] or "scripts/main.lua"):match("^(.*)/[^/]*$") or "."
 local quick = os.getenv("PARLUA_SMOKE") and "0.02" or "0.1"
 local parts = {
@@ -10,6 +9,7 @@ local parts = {
   {"gil_experiment.lua", {}},
   {"prices.lua", {"--sleep", quick}},
   {"first_completed.lua", {"--sleep", quick}},
+  {"compare.lua", os.getenv("PARLUA_SMOKE") and {} or {"--python"}},
 }
 for _, part in ipairs(parts) do
   local name, args = part[1], part[2]

@@ -89,13 +89,18 @@ tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build-tsan SANITIZER=thread all $(UNIT_BIN:$(BUILD)/%=build-tsan/%) build-tsan/embed_example
 	@BUILD=build-tsan MODE=host TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" bash tests/run-all.sh
 
-# libFuzzer targets (clang from Debian: apt-get install clang).
+# libFuzzer targets (clang from Debian: apt-get install clang), each run for
+# FUZZ_SECONDS; new inputs go to build-fuzz/, the seeds stay untouched.
 FUZZ_SECONDS ?= 600
+FUZZ_CC = clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -pthread \
+          -Iinclude -Iruntime -Ibindings $(LUA_CFLAGS) $(FFI_CFLAGS)
 fuzz:
 	@command -v clang >/dev/null || { echo "make fuzz needs clang: apt-get install clang" >&2; exit 1; }
-	@mkdir -p build-fuzz/cdecl_corpus
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime tests/fuzz/fuzz_cdecl.c runtime/cdecl.c -o build-fuzz/fuzz_cdecl
+	@mkdir -p build-fuzz/cdecl_corpus build-fuzz/ffi_args_corpus
+	$(FUZZ_CC) tests/fuzz/fuzz_cdecl.c runtime/cdecl.c -o build-fuzz/fuzz_cdecl
+	$(FUZZ_CC) tests/fuzz/fuzz_ffi_args.c $(SRC) -o build-fuzz/fuzz_ffi_args $(LUA_LIBS) $(SYSLIBS)
 	build-fuzz/fuzz_cdecl -max_total_time=$(FUZZ_SECONDS) -max_len=512 build-fuzz/cdecl_corpus tests/fuzz/cdecl_corpus
+	build-fuzz/fuzz_ffi_args -max_total_time=$(FUZZ_SECONDS) -max_len=64 build-fuzz/ffi_args_corpus
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \

@@ -1,12 +1,8 @@
 /* libFuzzer target for the C declaration parser of parlua.ffi (runtime/cdecl.c).
  *
- * Build and run (there is no `make fuzz` target yet):
- *   mkdir -p build-fuzz && clang -g -O1 -fsanitize=fuzzer,address,undefined \
- *     -Iruntime tests/fuzz/fuzz_cdecl.c runtime/cdecl.c -o build-fuzz/fuzz_cdecl
- *   mkdir -p build-fuzz/cdecl_corpus
- *   build-fuzz/fuzz_cdecl -max_total_time=120 -max_len=512 \
- *     build-fuzz/cdecl_corpus tests/fuzz/cdecl_corpus
- * (new inputs go to build-fuzz/cdecl_corpus; the seeds stay untouched).
+ * Built and run by `make fuzz` (FUZZ_SECONDS each, default 600); new inputs
+ * go to build-fuzz/cdecl_corpus, the seeds in tests/fuzz/cdecl_corpus stay
+ * untouched.
  *
  * Each input is parsed as a declaration and as a type name.  Besides the
  * sanitizers' checks, the target asserts what callers rely on: an error

@@ -98,7 +98,7 @@ static pl_future *wait_arg(lua_State *L) {
 static int future_result(lua_State *L) {
   pl_future *f = wait_arg(L);
   if (pl_future_state(f) == PL_FUTURE_FINISHED && pl_future_outcome(f) == PL_OUTCOME_OK) {
-    lua_settop(L, 0);
+    lua_settop(L, 1);  /* keep the box: pushing may collect garbage */
     return pl_future_push(L, f);
   }
   return pl_future_raise(L, f);

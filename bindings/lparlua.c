@@ -40,16 +40,22 @@ void pl_adopted_touch(lua_State *L) {
 }
 
 /* Runs last of all finalizers (the runtime was the first of them made). */
+/* Runs after every finalizer of an object made after parlua was loaded, but
+ * objects made before it are finalized later still, and may call parlua:
+ * so the runtime stays usable (closed: nothing new starts) and its mutexes
+ * are not destroyed -- they hold no resources, and lua_close frees this
+ * userdata only after the last finalizer has run. */
 static int runtime_gc(lua_State *L) {
   parlua *rt = luaL_checkudata(L, 1, RUNTIME_MT);
   pl_tstate *ts = pl_tstate_current(&rt->main);
+  pl_runtime_shutdown(rt, L);  /* done already, unless no sentinel ran */
   if (ts != NULL) {
+    pl_tstate_set_running(ts, NULL);
     pl_gil_release(&rt->main.gil, ts);
     pl_tstate_pop(ts);
     pl_tstate_free(ts);
   }
-  pl_family_detach(L);
-  pl_runtime_destroy(rt);
+  pl_runtime_free_lists(rt);
   return 0;
 }
 

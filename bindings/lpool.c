@@ -186,6 +186,8 @@ static int pool_new(lua_State *L) {
 
   void **box = pl_box_new(L, POOL_MT, NULL);    /* [4] closed until made */
   pl_executor *e = pl_executor_new(&pl_kind_threads, pl_family_of(L), (int)workers, name);
+  if (e == NULL && pl_runtime_is_closed(pl_runtime_of(L)))
+    return pl_error_raise(L, PL_SHUTDOWN, "cannot make a pool: the runtime is closing");
   if (e == NULL) return luaL_error(L, "not enough memory");
   *box = e;  /* the reference pl_executor_new gives the caller */
   if (init != LUA_TNIL) {
@@ -293,7 +295,9 @@ typedef struct chunk {
   pl_waitlink link;      /* fixed in memory while armed */
 } chunk;
 
-enum { UV_FN = 1, UV_ITEMS, UV_BUFFER, NUV = UV_BUFFER };
+/* UV_POOL keeps the pool's box alive while the mapper runs, or collecting
+ * it would shut the pool down under the loop. */
+enum { UV_FN = 1, UV_ITEMS, UV_BUFFER, UV_POOL, NUV = UV_POOL };
 
 typedef struct mapper {
   pl_executor *e;        /* referenced; NULL once closed */
@@ -346,7 +350,8 @@ static int mapper_gc(lua_State *L) {
   return 0;
 }
 
-/* [-0, +1] a mapper with room for `slots` chunks; fn at 2, items at 3. */
+/* [-0, +1] a mapper with room for `slots` chunks; the pool at 1, fn at 2,
+ * items at 3. */
 static mapper *mapper_new(lua_State *L, pl_executor *e, int mode, int ordered, size_t slots,
                           const char *fname) {
   if (slots == 0) slots = 1;
@@ -378,6 +383,8 @@ static mapper *mapper_new(lua_State *L, pl_executor *e, int mode, int ordered, s
   lua_setiuservalue(L, -2, UV_ITEMS);
   lua_newtable(L);
   lua_setiuservalue(L, -2, UV_BUFFER);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, UV_POOL);
   return m;
 }
 

@@ -181,7 +181,9 @@ static int thread_new(lua_State *L) {
       name = lua_tostring(L, -1);
     }
     daemon = lua_getfield(L, 1, "daemon") != LUA_TNIL && lua_toboolean(L, -1);
-    nargs = t_args == LUA_TTABLE ? (int)luaL_len(L, 3) : 0;
+    size_t len = t_args == LUA_TTABLE ? lua_rawlen(L, 3) : 0;
+    luaL_argcheck(L, len < 1000000, 1, "field 'args' is too long");
+    nargs = (int)len;
     luaL_checkstack(L, nargs + 4, "too many thread arguments");
     lua_pushvalue(L, 2);
     for (int i = 1; i <= nargs; i++) lua_geti(L, 3, i);
@@ -207,6 +209,8 @@ static int thread_new(lua_State *L) {
   pl_box_new(L, THREAD_MT, t);
   lua_insert(L, -(nargs + 2));           /* [box, fn, args...] */
   co = lua_newthread(L);
+  /* room for fn, args and what pl_pcall_traced adds */
+  if (!lua_checkstack(co, nargs + 4)) return luaL_error(L, "too many thread arguments");
   lua_insert(L, -(nargs + 2));           /* [box, co, fn, args...] */
   lua_xmove(L, co, nargs + 1);
   t->co = co;
@@ -226,10 +230,15 @@ static int thread_start(lua_State *L) {
   t->state = T_RUNNING;
   pthread_mutex_unlock(&t->mu);
   atomic_fetch_add(&t->refs, 2);  /* the OS thread's and the closer's */
-  if (pl_runtime_add_closer(rt, &t->closer, t->daemon ? PL_CLOSE_DAEMONS : PL_CLOSE_THREADS,
-                            thread_close, t) != 0) {
+  int rc = pl_runtime_add_closer(rt, &t->closer, t->daemon ? PL_CLOSE_DAEMONS : PL_CLOSE_THREADS,
+                                 thread_close, t);
+  if (rc != 0) {
     atomic_fetch_sub(&t->refs, 2);
+    pthread_mutex_lock(&t->mu);
     t->state = T_NEW;
+    pthread_mutex_unlock(&t->mu);
+    if (rc == PL_ECLOSED)
+      return pl_error_raise(L, PL_SHUTDOWN, "cannot start a thread: the runtime is closing");
     return luaL_error(L, "not enough memory");
   }
   pl_runtime_thread_enter(rt);
@@ -261,9 +270,10 @@ static int thread_start(lua_State *L) {
 static int thread_join(lua_State *L) {
   pl_thread *t = check_thread(L);
   double timeout = pl_opt_timeout(L, 2);
+  pl_tstate *me = pl_tstate_of(L);
   pthread_mutex_lock(&t->mu);
   int state = t->state;
-  int is_self = t->ts != NULL && t->ts == pl_tstate_of(L);
+  int is_self = t->ts != NULL && t->ts == me;
   pthread_mutex_unlock(&t->mu);
   if (state == T_NEW) return luaL_error(L, "cannot join thread before it is started");
   if (is_self) return luaL_error(L, "cannot join current thread");
@@ -280,13 +290,17 @@ static int thread_is_alive(lua_State *L) {
 static int thread_result(lua_State *L) {
   pl_thread *t = check_thread(L);
   if (thread_state(t) == T_NEW) return luaL_error(L, "cannot get the result of a thread before it is started");
-  if (t->ts != NULL && t->ts == pl_tstate_of(L))
-    return luaL_error(L, "cannot get the result of the current thread");
+  pl_tstate *me = pl_tstate_of(L);
+  pthread_mutex_lock(&t->mu);
+  int is_self = t->ts != NULL && t->ts == me;
+  pthread_mutex_unlock(&t->mu);
+  if (is_self) return luaL_error(L, "cannot get the result of the current thread");
   wait_done(L, t, INT64_MAX);
   lua_State *co = t->co;
   int n = lua_gettop(co);
   if (!t->ok) {
     t->collected = 1;
+    if (!lua_checkstack(co, 2)) return luaL_error(L, "not enough memory");
     lua_pushvalue(co, 1);
     lua_pushvalue(co, 2);
     lua_xmove(co, L, 2);
@@ -295,8 +309,12 @@ static int thread_result(lua_State *L) {
     return lua_error(L);
   }
   luaL_checkstack(L, n, "too many results");
-  for (int i = 1; i <= n; i++) lua_pushvalue(co, i);
-  lua_xmove(co, L, n);
+  /* co may have no free slot after a multiple return: copy one at a time */
+  if (!lua_checkstack(co, 1)) return luaL_error(L, "not enough memory");
+  for (int i = 1; i <= n; i++) {
+    lua_pushvalue(co, i);
+    lua_xmove(co, L, 1);
+  }
   return n;
 }
 

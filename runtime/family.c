@@ -53,11 +53,6 @@ pl_family *pl_family_of(lua_State *L) {
   return fam;
 }
 
-void pl_family_detach(lua_State *L) {
-  lua_pushnil(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, FAMILY_KEY);
-}
-
 void pl_family_add_tstate(pl_family *fam, pl_tstate *ts) {
   pthread_mutex_lock(&fam->mu);
   ts->next = fam->tstates;

@@ -94,13 +94,21 @@ static void take_locked(pl_gil *g, pl_tstate *ts, int64_t now) {
   pthread_cond_broadcast(&g->switched);
 }
 
+/* A regular waiter also stands back while an urgent one waits: with several
+ * CPU-bound threads queued, a thread back from a blocking call must not
+ * wait for them to take their turns first. */
+static int must_wait_locked(pl_gil *g, int urgent) {
+  return atomic_load(&g->locked) || (!urgent && g->urgent_waiters > 0);
+}
+
 void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent) {
   int64_t start = pl_now_ns();
   pthread_mutex_lock(&g->mu);
-  if (atomic_load(&g->locked)) {
+  if (must_wait_locked(g, urgent)) {
     int spun = 0;
     g->waiters++;
-    while (atomic_load(&g->locked)) {
+    if (urgent) g->urgent_waiters++;
+    while (must_wait_locked(g, urgent)) {
       uint64_t seen = atomic_load(&g->taken);
       if (urgent) request_drop_locked(g);
       if (!spun) {
@@ -119,6 +127,7 @@ void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent) {
         request_drop_locked(g);
     }
     g->waiters--;
+    if (urgent) g->urgent_waiters--;
   }
   int64_t now = pl_now_ns();
   take_locked(g, ts, now);
@@ -130,7 +139,9 @@ static void let_go_locked(pl_gil *g, int64_t now) {
   g->stats.hold_seconds += (double)(now - g->taken_at) / 1e9;
   g->holder = NULL;
   atomic_store(&g->locked, 0);
-  if (g->waiters > 0) pthread_cond_signal(&g->released);
+  /* Urgent waiters must all look: the one woken might be a regular one. */
+  if (g->urgent_waiters > 0) pthread_cond_broadcast(&g->released);
+  else if (g->waiters > 0) pthread_cond_signal(&g->released);
 }
 
 void pl_gil_release(pl_gil *g, pl_tstate *ts) {

@@ -7,7 +7,8 @@
  *     holder to drop it (the holder notices at its next Lua instruction,
  *     through a count hook armed only while a request is pending);
  *   - a thread coming back from a blocking call asks at once ("urgent"), so
- *     I/O-bound threads never wait out a switch interval (no convoy effect);
+ *     I/O-bound threads never wait out a switch interval (no convoy effect),
+ *     and takes the lock before any regular waiter;
  *   - a holder that drops on request does not take the lock back before
  *     another thread has had it (forced switching).
  */
@@ -37,6 +38,7 @@ typedef struct pl_gil {
   atomic_int drop_request;      /* a waiter wants the holder to let go */
   atomic_int_fast64_t interval_ns;
   int waiters;                  /* guarded by mu */
+  int urgent_waiters;           /* guarded by mu: go before the others */
   int spin;                     /* spin before sleeping (more than one core) */
   pl_tstate *holder;            /* guarded by mu */
   pl_tstate *last_holder;       /* guarded by mu: to count real switches */

@@ -27,24 +27,34 @@ lua_State *parlua_state(parlua *rt) { return rt->main.L; }
 
 void parlua_enter(parlua *rt) {
   pl_tstate *ts = pl_tstate_current(&rt->main);
-  if (ts != NULL && ts->depth > 0) {
+  /* Nested, or a thread of this runtime that holds the lock already (a C
+   * function called from a par.thread or a pool worker): just count. */
+  if (ts != NULL && (ts->depth > 0 || pl_gil_held_by(&rt->main.gil, ts))) {
     ts->depth++;
     return;
   }
-  ts = pl_tstate_new(&rt->main, rt->main.L);
+  /* Running nothing until it has the lock, so nobody pokes the main state
+   * from this thread's signal handler while another thread runs it. */
+  ts = pl_tstate_new(&rt->main, NULL);
   if (ts == NULL) abort();  /* nothing sensible to do without memory */
+  ts->made_by_enter = 1;
   pl_tstate_push(ts);
   ts->depth = 1;
   pl_gil_acquire(&rt->main.gil, ts, 1);
   pl_tstate_set_running(ts, rt->main.L);
 }
 
-void parlua_leave(parlua *rt) {
-  pl_tstate *ts = pl_tstate_current(&rt->main);
-  if (ts == NULL || --ts->depth > 0) return;
+static void let_go(parlua *rt, pl_tstate *ts) {
+  pl_tstate_set_running(ts, NULL);
   pl_gil_release(&rt->main.gil, ts);
   pl_tstate_pop(ts);
   pl_tstate_free(ts);
+}
+
+void parlua_leave(parlua *rt) {
+  pl_tstate *ts = pl_tstate_current(&rt->main);
+  if (ts == NULL || --ts->depth > 0 || !ts->made_by_enter) return;
+  let_go(rt, ts);
 }
 
 static void set_error(parlua *rt, const char *msg) {
@@ -97,10 +107,7 @@ void parlua_close(parlua *rt) {
   /* Finalizers run inside lua_close and may still use the runtime, so the
    * lock and this thread's tstate stay in place until it returns. */
   lua_close(rt->main.L);
-  pl_tstate *ts = pl_tstate_current(&rt->main);
-  pl_gil_release(&rt->main.gil, ts);
-  pl_tstate_pop(ts);
-  pl_tstate_free(ts);
+  let_go(rt, pl_tstate_current(&rt->main));
   pl_runtime_destroy(rt);
   free(rt);
 }

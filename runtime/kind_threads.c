@@ -172,6 +172,12 @@ static char *take_traceback(lua_State *co) {
 /* [-0, +n] the n values a payload reference stands for. */
 static void push_payload(lua_State *co, int n, int ref) {
   if (n == 0) return;
+  /* The submitter held these n values on its own stack, so only a failing
+   * allocation can refuse the room; there is no caller to raise into. */
+  if (!lua_checkstack(co, n + 4)) {
+    fputs("parlua: not enough memory for a task's arguments\n", stderr);
+    abort();
+  }
   lua_rawgeti(co, LUA_REGISTRYINDEX, ref);
   if (n == 1) return;
   int t = lua_gettop(co);

@@ -25,14 +25,22 @@ int pl_runtime_init(parlua *rt, const parlua_config *cfg) {
   return pl_family_init(&rt->main, rt, interval);
 }
 
-void pl_runtime_destroy(parlua *rt) {
+void pl_runtime_free_lists(parlua *rt) {
+  pthread_mutex_lock(&rt->mu);
   pl_preload *p = rt->preloads;
+  rt->preloads = NULL;
+  free(rt->error);
+  rt->error = NULL;
+  pthread_mutex_unlock(&rt->mu);
   while (p != NULL) {
     pl_preload *next = p->next;
     free(p);
     p = next;
   }
-  free(rt->error);
+}
+
+void pl_runtime_destroy(parlua *rt) {
+  pl_runtime_free_lists(rt);
   pl_family_destroy(&rt->main);
   pthread_cond_destroy(&rt->threads_gone);
   pthread_mutex_destroy(&rt->mu);
@@ -46,12 +54,17 @@ parlua *pl_runtime_of(lua_State *L) {
 int pl_runtime_add_closer(parlua *rt, pl_closer **slot, int order,
                           void (*close)(void *, lua_State *), void *ud) {
   pl_closer *c = calloc(1, sizeof *c);
-  if (c == NULL) return -1;
+  if (c == NULL) return PL_ENOMEM;
   c->order = order;
   c->close = close;
   c->ud = ud;
   c->slot = slot;
   pthread_mutex_lock(&rt->mu);
+  if (rt->closed) {
+    pthread_mutex_unlock(&rt->mu);
+    free(c);
+    return PL_ECLOSED;
+  }
   c->next = rt->closers;
   if (rt->closers != NULL) rt->closers->prev = c;
   rt->closers = c;
@@ -74,6 +87,13 @@ int pl_runtime_remove_closer(parlua *rt, pl_closer **slot) {
   pthread_mutex_unlock(&rt->mu);
   free(c);
   return c != NULL;
+}
+
+int pl_runtime_is_closed(parlua *rt) {
+  pthread_mutex_lock(&rt->mu);
+  int closed = rt->closed;
+  pthread_mutex_unlock(&rt->mu);
+  return closed;
 }
 
 void pl_runtime_thread_enter(parlua *rt) {
@@ -108,6 +128,7 @@ void pl_runtime_shutdown(parlua *rt, lua_State *L) {
    * go of the runtime (they no longer need the lock for that). */
   pthread_mutex_lock(&rt->mu);
   while (rt->live_threads > 0) pthread_cond_wait(&rt->threads_gone, &rt->mu);
+  rt->closed = 1;
   pthread_mutex_unlock(&rt->mu);
 }
 

@@ -57,13 +57,13 @@ struct parlua {
   atomic_int thread_counter;/* names Thread-1, Thread-2, ... */
   char *error;
   int closing;
+  int closed;               /* guarded by mu: shutdown has run, no new closers */
   int live_threads;         /* guarded by mu: OS threads not yet exited */
   pthread_cond_t threads_gone;
 };
 
 /* The family of L's state, or NULL where parlua was never loaded. */
 pl_family *pl_family_of(lua_State *L);
-void pl_family_detach(lua_State *L);
 int pl_family_init(pl_family *fam, parlua *rt, double interval);
 void pl_family_destroy(pl_family *fam);
 void pl_family_add_tstate(pl_family *fam, pl_tstate *ts);
@@ -80,12 +80,19 @@ void pl_lock(lua_State *L, pl_tstate *ts);
 int pl_runtime_init(parlua *rt, const parlua_config *cfg);
 void pl_runtime_shutdown(parlua *rt, lua_State *L);
 void pl_runtime_destroy(parlua *rt);
+/* Free what the runtime allocated, keeping it usable (and closed). */
+void pl_runtime_free_lists(parlua *rt);
 parlua *pl_runtime_of(lua_State *L);
 
 /* Register a closer; *slot points at it until it is removed or taken by
- * shutdown (which sets *slot to NULL under rt->mu before calling it). */
+ * shutdown (which sets *slot to NULL under rt->mu before calling it).
+ * 0, PL_ENOMEM, or PL_ECLOSED once shutdown has finished (a finalizer run
+ * by lua_close must not start a thread that would outlive the state). */
+enum { PL_ENOMEM = -1, PL_ECLOSED = -2 };
 int pl_runtime_add_closer(parlua *rt, pl_closer **slot, int order,
                           void (*close)(void *, lua_State *), void *ud);
+/* 1 once shutdown has finished: nothing new may start. */
+int pl_runtime_is_closed(parlua *rt);
 /* 1 when the closer was still registered and is now gone; 0 when shutdown
  * has taken it (and will call it). */
 int pl_runtime_remove_closer(parlua *rt, pl_closer **slot);

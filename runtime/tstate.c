@@ -31,12 +31,26 @@ static _Thread_local pl_tstate *current;
 
 static struct sigaction previous_poke_action;
 
+/* Arm the family's hook on L, the owner thread (or its signal handler)
+ * only, keeping a hook the script set itself to put back afterwards.  Only
+ * async-signal-safe calls. */
+static void arm(pl_tstate *ts, lua_State *L, int count) {
+  lua_Hook h = lua_gethook(L);
+  if (h != NULL && h != ts->fam->hook) {
+    ts->displaced_L = L;
+    ts->displaced_hook = h;
+    ts->displaced_mask = lua_gethookmask(L);
+    ts->displaced_count = lua_gethookcount(L);
+  }
+  lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, count);
+}
+
 /* Runs on the thread that was poked: arm the hook on what it is running. */
 static void poke_handler(int sig, siginfo_t *info, void *uctx) {
   pl_tstate *ts = current;
   if (ts != NULL) {
     lua_State *L = atomic_load(&ts->running);
-    if (L != NULL) lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, 1);
+    if (L != NULL) arm(ts, L, 1);
   }
   /* Whoever had the signal before us still gets it. */
   if (previous_poke_action.sa_flags & SA_SIGINFO) {
@@ -100,8 +114,15 @@ void pl_tstate_push(pl_tstate *ts) {
   current = ts;
 }
 
+/* Usually the innermost, but not always: two stock states adopted on one
+ * thread may close in any order. */
 void pl_tstate_pop(pl_tstate *ts) {
-  current = ts->outer;
+  for (pl_tstate **p = &current; *p != NULL; p = &(*p)->outer) {
+    if (*p == ts) {
+      *p = ts->outer;
+      break;
+    }
+  }
   ts->outer = NULL;
 }
 
@@ -133,14 +154,14 @@ static void settle_pokes(pl_tstate *ts) {
 void pl_tstate_set_running(pl_tstate *ts, lua_State *L) {
   atomic_store(&ts->running, L);
   if (L == NULL) settle_pokes(ts);
-  else if (needs_hook(ts)) lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, 1);
-  else if (POLL_COUNT) lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, POLL_COUNT);
+  else if (needs_hook(ts)) arm(ts, L, 1);
+  else if (POLL_COUNT) arm(ts, L, POLL_COUNT);
 }
 
 void pl_tstate_poke(pl_tstate *ts) {
   if (pthread_equal(ts->owner, pthread_self())) {
     lua_State *L = atomic_load(&ts->running);
-    if (L != NULL) lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, 1);
+    if (L != NULL) arm(ts, L, 1);
   } else {
     atomic_fetch_add(&ts->pokers, 1);
     if (atomic_load(&ts->running) != NULL) {
@@ -152,8 +173,14 @@ void pl_tstate_poke(pl_tstate *ts) {
 }
 
 void pl_tstate_unpoke(pl_tstate *ts, lua_State *L) {
-  if (POLL_COUNT) lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, POLL_COUNT);
-  else lua_sethook(L, NULL, 0, 0);
+  if (ts->displaced_L == L) {  /* the script's own hook comes back */
+    ts->displaced_L = NULL;
+    lua_sethook(L, ts->displaced_hook, ts->displaced_mask, ts->displaced_count);
+  } else if (POLL_COUNT) {
+    lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, POLL_COUNT);
+  } else {
+    lua_sethook(L, NULL, 0, 0);
+  }
 }
 
 void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt) {

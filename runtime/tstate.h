@@ -36,11 +36,17 @@ struct pl_tstate {
   pl_tstate *outer;            /* this OS thread's previous tstate (nesting) */
   pl_tstate *next, *prevp;     /* the family's list; guarded by fam->mu */
   int depth;                   /* parlua_enter nesting, owner thread only */
+  int made_by_enter;           /* parlua_leave frees it at depth 0 */
   void *thread;                /* the pl_thread run by this OS thread, or NULL */
   char name[64];               /* par.current_thread(); "" is the main thread */
 
   pthread_t owner;             /* the OS thread this tstate belongs to */
   _Atomic(lua_State *) running;/* written by the owner only */
+  /* A hook of the script's own (debug.sethook) that a poke displaced, put
+   * back once the poke is handled; owner thread (and its handler) only. */
+  lua_State *displaced_L;
+  lua_Hook displaced_hook;
+  int displaced_mask, displaced_count;
 
   atomic_int cancel;           /* PL_CANCEL_*: raised by anyone, reset by the owner */
   atomic_int interrupted;      /* a forced cancel that came from an interrupt */

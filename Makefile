@@ -96,11 +96,13 @@ FUZZ_CC = clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURC
           -Iinclude -Iruntime -Ibindings $(LUA_CFLAGS) $(FFI_CFLAGS)
 fuzz:
 	@command -v clang >/dev/null || { echo "make fuzz needs clang: apt-get install clang" >&2; exit 1; }
-	@mkdir -p build-fuzz/cdecl_corpus build-fuzz/ffi_args_corpus
+	@mkdir -p build-fuzz/cdecl_corpus build-fuzz/ffi_args_corpus build-fuzz/codec_corpus
 	$(FUZZ_CC) tests/fuzz/fuzz_cdecl.c runtime/cdecl.c -o build-fuzz/fuzz_cdecl
 	$(FUZZ_CC) tests/fuzz/fuzz_ffi_args.c $(SRC) -o build-fuzz/fuzz_ffi_args $(LUA_LIBS) $(SYSLIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_codec.c runtime/codec.c runtime/decode.c runtime/errors.c -o build-fuzz/fuzz_codec $(LUA_LIBS) -pthread
 	build-fuzz/fuzz_cdecl -max_total_time=$(FUZZ_SECONDS) -max_len=512 build-fuzz/cdecl_corpus tests/fuzz/cdecl_corpus
 	build-fuzz/fuzz_ffi_args -max_total_time=$(FUZZ_SECONDS) -max_len=64 build-fuzz/ffi_args_corpus
+	build-fuzz/fuzz_codec -max_total_time=$(FUZZ_SECONDS) build-fuzz/codec_corpus tests/fuzz/codec_corpus
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \

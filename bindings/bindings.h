@@ -14,6 +14,7 @@
 #include "lauxlib.h"
 #include "errors.h"
 #include "runtime.h"
+#include "codec.h"
 
 void pl_open_core(lua_State *L);
 void pl_open_thread(lua_State *L);
@@ -22,6 +23,11 @@ void pl_open_queue(lua_State *L);
 void pl_open_subprocess(lua_State *L);
 void pl_open_future(lua_State *L);
 void pl_open_pool(lua_State *L);
+void pl_open_codec(lua_State *L);
+
+/* lcodec.c: the `push` of a shared transfer type whose box is one of ours
+ * (pl_box_new): a new box holding a new reference to obj. */
+void pl_codec_push_box(lua_State *L, const pl_transfer_type *t, void *obj);
 
 /* [-0, +1] a new box of metatable `tname` holding `ptr`. */
 void **pl_box_new(lua_State *L, const char *tname, void *ptr);

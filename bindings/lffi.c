@@ -81,12 +81,12 @@ typedef struct clib {
  * declaration string, 3 for a variadic function the cache of its bound
  * variants, for a bound variant the list of extra types ("int, double").
  *
- * Sending a function to another state or process: the codec (codec.c, not
- * written yet) will encode it as (library path, declaration, nogil, extra
- * types) -- uservalue 1's path, uservalues 2 and 3, and `nogil` -- and the
- * receiving side re-binds with ffi.open(path):fn(decl, {nogil = ...}) and,
- * for a bound variant, :variadic(types...).  A nil path is the running
- * program there too. */
+ * Sending a function to another state or process: the codec (codec.c)
+ * encodes it as (library path, declaration, nogil, extra types) --
+ * uservalue 1's path, uservalues 2 and 3, and `nogil` -- and the receiving
+ * side re-binds with ffi.open(path):fn(decl, {nogil = ...}) and, for a
+ * bound variant, :variadic(types...).  A nil path is the running program
+ * there too.  Libraries, pointers and buffers do not cross. */
 /* How one value is converted, worked out once per argument. */
 typedef struct carg {
   unsigned char pass;     /* the kind it is passed as (variadic promotion) */
@@ -843,6 +843,64 @@ static int ffi_sizeof(lua_State *L) {
   return 1;
 }
 
+/* ---- crossing states ---- */
+
+/* [-0, +4] path (or nil), declaration, nogil, extra types (or nil). */
+static int func_describe(lua_State *L, int idx) {
+  cfunc *f = lua_touserdata(L, idx);  /* the codec found it by its metatable */
+  lua_getiuservalue(L, idx, 1);
+  if (lua_getiuservalue(L, -1, 1) != LUA_TSTRING) {  /* ffi.open(): the running program */
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+  lua_remove(L, -2);
+  lua_getiuservalue(L, idx, 2);
+  lua_pushboolean(L, f->nogil);
+  if (f->bound) lua_getiuservalue(L, idx, 3);
+  else lua_pushnil(L);
+  return 4;
+}
+
+/* [-4, +1] the receiver's own function for a description. */
+static void func_rebuild(lua_State *L, int n) {
+  int b = lua_gettop(L) - n + 1;
+  if (n != 4 || !(lua_isnil(L, b) || lua_type(L, b) == LUA_TSTRING) || lua_type(L, b + 1) != LUA_TSTRING ||
+      !lua_isboolean(L, b + 2) || !(lua_isnil(L, b + 3) || lua_type(L, b + 3) == LUA_TSTRING))
+    luaL_error(L, "malformed ffi function description");
+  luaL_requiref(L, "parlua.ffi", luaopen_parlua_ffi, 0);
+  lua_getfield(L, -1, "open");
+  lua_pushvalue(L, b);
+  lua_call(L, 1, 1);                      /* the library */
+  lua_getfield(L, -1, "fn");
+  lua_insert(L, -2);
+  lua_pushvalue(L, b + 1);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, b + 2);
+  lua_setfield(L, -2, "nogil");
+  lua_call(L, 3, 1);                      /* the function */
+  if (lua_type(L, b + 3) == LUA_TSTRING) {  /* a bound variant: "int, double" */
+    lua_getfield(L, -1, "variadic");
+    lua_insert(L, -2);
+    const char *s = lua_tostring(L, b + 3);
+    int k = 0;
+    while (*s != '\0') {
+      const char *comma = strstr(s, ", ");
+      size_t len = comma != NULL ? (size_t)(comma - s) : strlen(s);
+      luaL_checkstack(L, 2, "too many extra types");
+      lua_pushlstring(L, s, len);
+      k++;
+      s += len;
+      if (comma != NULL) s += 2;
+    }
+    lua_call(L, k + 1, 1);
+  }
+  lua_replace(L, b);
+  lua_settop(L, b);
+}
+
+static const pl_transfer_type func_type = {
+    FUNC_MT, "ffi function", "parlua.ffi", NULL, NULL, NULL, NULL, func_describe, func_rebuild};
+
 /* ---- the module ---- */
 
 /* [-0, +0] set `funcs` into the table on top, with the shared upvalues
@@ -891,6 +949,7 @@ int luaopen_parlua_ffi(lua_State *L) {
   fill_class(L, first + UV_POINTER - 1, ptr_meta, ptr_methods, first);
   fill_class(L, first + UV_BUFFER - 1, buf_meta, buf_methods, first);
   fill_class(L, first + UV_LIBRARY - 1, lib_meta, lib_methods, first);
+  pl_codec_register_type(L, &func_type);
   lua_newtable(L);
   setfuncs(L, module, first);
   lua_pushvalue(L, first + UV_NULL - 1);

@@ -118,6 +118,7 @@ int luaopen_parlua(lua_State *L) {
   pl_open_subprocess(L);
   pl_open_future(L);
   pl_open_pool(L);
+  pl_open_codec(L);
   lua_pushliteral(L, PARLUA_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -44,6 +44,7 @@
  *     (returned normally), failed (raised), cancelled, queued (waiting,
  *     including futures cancelled but not yet dropped), running, kind.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,16 +164,19 @@ static int pool_new(lua_State *L) {
     if (lua_type(L, -1) != LUA_TSTRING) field_error(L, 1, "kind", "must be a string");
     kind = lua_tostring(L, -1);
   }
-  if (strcmp(kind, "states") == 0 || strcmp(kind, "processes") == 0)
-    return luaL_error(L, "kind '%s' is not available yet (only kind 'threads' is implemented)", kind);
-  if (strcmp(kind, "threads") != 0)
+  const pl_kind_ops *ops = &pl_kind_threads;
+  if (strcmp(kind, "states") == 0)
+    ops = &pl_kind_states;
+  else if (strcmp(kind, "processes") == 0)
+    return luaL_error(L, "kind 'processes' is not available yet (kinds 'threads' and 'states' are implemented)");
+  else if (strcmp(kind, "threads") != 0)
     return luaL_error(L, "unknown kind '%s' (expected threads, states or processes)", kind);
   lua_Integer workers = opt_count(L, 1, "workers", ncpu > 0 ? ncpu : 1);
   luaL_argcheck(L, workers <= 100000, 1, "field 'workers' is too large");
-  opt_count(L, 1, "max_tasks_per_worker", 1);
-  lua_getfield(L, 1, "max_tasks_per_worker");
-  if (!lua_isnil(L, -1)) return luaL_error(L, "max_tasks_per_worker applies to kinds states and processes");
-  lua_pop(L, 1);
+  lua_Integer max_tasks = opt_count(L, 1, "max_tasks_per_worker", 0);
+  luaL_argcheck(L, max_tasks <= INT_MAX, 1, "field 'max_tasks_per_worker' is too large");
+  if (max_tasks > 0 && ops == &pl_kind_threads)
+    return luaL_error(L, "max_tasks_per_worker applies to kinds states and processes");
   int init = lua_getfield(L, 1, "init");        /* [3] */
   if (init != LUA_TNIL && !is_callable(L, 3)) field_error(L, 1, "init", "must be a function");
 
@@ -185,10 +189,11 @@ static int pool_new(lua_State *L) {
   snprintf(name, sizeof name, "Pool-%lld", (long long)id);
 
   void **box = pl_box_new(L, POOL_MT, NULL);    /* [4] closed until made */
-  pl_executor *e = pl_executor_new(&pl_kind_threads, pl_family_of(L), (int)workers, name);
+  pl_executor *e = pl_executor_new(ops, pl_family_of(L), (int)workers, name);
   if (e == NULL && pl_runtime_is_closed(pl_runtime_of(L)))
     return pl_error_raise(L, PL_SHUTDOWN, "cannot make a pool: the runtime is closing");
   if (e == NULL) return luaL_error(L, "not enough memory");
+  e->max_tasks_per_worker = (int)max_tasks;
   *box = e;  /* the reference pl_executor_new gives the caller */
   if (init != LUA_TNIL) {
     lua_pushvalue(L, 3);

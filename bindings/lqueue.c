@@ -3,7 +3,12 @@
  *
  * A value put is anchored in the registry of the putting state and the
  * queue carries the reference, so values of one state pass by reference
- * (nil included).  Where API.md is silent, Python decides:
+ * (nil included).  A queue sent to another state (a `states` worker) is
+ * shared from then on: values put are encoded by the codec and every get
+ * decodes a copy, in whichever state it runs (see runtime/queue.h for how
+ * the items already inside are converted).  A value that cannot be sent
+ * makes put fail with a Transfer error ("queue item: ...").  Where API.md
+ * is silent, Python decides:
  *   - maxsize 0 (the default) is unbounded; a negative maxsize is an error.
  *   - put(v [, timeout]) and get([timeout]) also take Python's block flag
  *     first: put(v, false) and get(false) never wait, put(v, true, t) and
@@ -23,6 +28,7 @@
  *   - Fields: maxsize.  Extra method: is_closed().
  * The box has no __close: close() is the queue's own operation.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "bindings.h"
@@ -63,9 +69,54 @@ static double opt_wait(lua_State *L, int idx) {
   return pl_opt_timeout(L, idx);
 }
 
+static int encode_item(lua_State *L) {
+  pl_msg **out = lua_touserdata(L, 2);
+  *out = pl_codec_encode(L, 1, 1, "queue item", NULL);
+  return 0;
+}
+
+/* The item for the value at idx: a reference, or encoded when the queue
+ * is shared (may raise a Transfer error, having stored nothing). */
+static void make_item(lua_State *L, pl_queue *q, int idx, pl_qitem *it) {
+  it->owner = NULL;
+  it->ref = LUA_NOREF;
+  it->msg = NULL;
+  if (pl_queue_is_shared(q)) {
+    it->kind = PL_QITEM_MSG;
+    it->msg = pl_codec_encode(L, idx, 1, "queue item", NULL);
+  } else {
+    it->kind = PL_QITEM_REF;
+    it->owner = pl_family_of(L);
+    lua_pushvalue(L, idx);
+    it->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
+/* Let go of an item that was not stored. */
+static void drop_item(lua_State *L, pl_qitem *it) {
+  if (it->kind == PL_QITEM_MSG) pl_msg_free(it->msg);
+  else luaL_unref(L, LUA_REGISTRYINDEX, it->ref);
+  it->msg = NULL;
+  it->ref = LUA_NOREF;
+}
+
+static int decode_item(lua_State *L) {
+  const pl_msg *m = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  return pl_codec_decode(L, m);
+}
+
 /* [-0, +1] the value an item stands for; the item is used up. */
 static int push_item(lua_State *L, const pl_qitem *it) {
-  if (it->kind != PL_QITEM_REF || it->owner != pl_family_of(L))
+  if (it->kind == PL_QITEM_MSG) {
+    lua_pushcfunction(L, decode_item);
+    lua_pushlightuserdata(L, it->msg);
+    int status = lua_pcall(L, 1, 1, 0);
+    pl_msg_free(it->msg);
+    if (status != LUA_OK) return lua_error(L);
+    return 1;
+  }
+  if (it->owner != pl_family_of(L))
     return luaL_error(L, "cannot receive a value put by another state");
   if (it->ref == LUA_REFNIL) {
     lua_pushnil(L);
@@ -94,21 +145,22 @@ static int queue_new(lua_State *L) {
 
 static int put_for(lua_State *L, pl_queue *q, double timeout) {
   luaL_checkany(L, 2);
-  lua_pushvalue(L, 2);
-  pl_qitem it;
-  it.kind = PL_QITEM_REF;
-  it.owner = pl_family_of(L);
-  it.ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  int64_t deadline = pl_deadline_after(timeout);
   pl_tstate *ts = NULL;
-  int rc = pl_queue_try_put(q, &it);
-  if (rc == PL_SYNC_AGAIN && timeout != 0) {
-    int64_t deadline = pl_deadline_after(timeout);
-    ts = block_begin(L, &q->head);
-    rc = pl_queue_put(q, ts, deadline, &it);
-    block_end(L, ts, &q->head);
-  }
+  pl_qitem it;
+  int rc;
+  do {  /* again when the queue was shared while a reference item waited */
+    make_item(L, q, 2, &it);
+    rc = pl_queue_try_put(q, &it);
+    if (rc == PL_SYNC_AGAIN && timeout != 0) {
+      ts = block_begin(L, &q->head);
+      rc = pl_queue_put(q, ts, deadline, &it);
+      block_end(L, ts, &q->head);
+    }
+    if (rc == PL_QUEUE_SHARED) drop_item(L, &it);
+  } while (rc == PL_QUEUE_SHARED);
   if (rc == 0) return 0;
-  luaL_unref(L, LUA_REGISTRYINDEX, it.ref);  /* not stored: let go of the value */
+  drop_item(L, &it);  /* not stored: let go of the value */
   switch (rc) {
   case PL_SYNC_AGAIN:
   case PL_WAIT_TIMEOUT:
@@ -233,8 +285,10 @@ static int queue_gc(lua_State *L) {
   if (pl_sync_refs(&q->head) == 1) {
     pl_family *fam = pl_family_of(L);
     pl_qitem it;
-    while (pl_queue_try_get(q, &it) == 0)
-      if (it.kind == PL_QITEM_REF && it.owner == fam) luaL_unref(L, LUA_REGISTRYINDEX, it.ref);
+    while (pl_queue_try_get(q, &it) == 0) {
+      if (it.kind == PL_QITEM_MSG) pl_msg_free(it.msg);
+      else if (it.owner == fam) luaL_unref(L, LUA_REGISTRYINDEX, it.ref);
+    }
   }
   pl_sync_decref(&q->head);
   return 0;
@@ -248,6 +302,57 @@ static int queue_tostring(lua_State *L) {
                   (lua_Integer)q->maxsize, pl_queue_closed(q) ? ", closed" : "");
   return 1;
 }
+
+/* ---- crossing states ------------------------------------------------- */
+
+/* The queue is being sent to another state: convert the reference items
+ * (all of this state: nobody else could reach the queue) into encoded
+ * ones.  0, or -1 with the error message pushed. */
+static int queue_share(lua_State *L, void *obj) {
+  pl_queue *q = obj;
+  for (;;) {
+    pl_qitem *refs;
+    size_t n;
+    uint64_t epoch;
+    int rc = pl_queue_share_begin(q, &refs, &n, &epoch);
+    if (rc == 1) return 0;
+    if (rc < 0) return lua_pushliteral(L, "not enough memory"), -1;
+    pl_qitem *enc = calloc(n, sizeof *enc);
+    size_t done = 0;
+    const char *err = enc == NULL ? "not enough memory" : NULL;
+    for (; err == NULL && done < n; done++) {
+      lua_pushcfunction(L, encode_item);
+      if (refs[done].ref == LUA_REFNIL) lua_pushnil(L);
+      else lua_rawgeti(L, LUA_REGISTRYINDEX, refs[done].ref);
+      lua_pushlightuserdata(L, &enc[done].msg);
+      if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        if (lua_istable(L, -1)) lua_getfield(L, -1, "message");  /* a Transfer error */
+        err = lua_tostring(L, -1);
+        if (err == NULL) err = "queue item: cannot be sent";
+        break;
+      }
+      enc[done].kind = PL_QITEM_MSG;
+    }
+    int ok = err == NULL && pl_queue_share_commit(q, epoch, enc, n);
+    if (err != NULL) pl_queue_share_abort(q);
+    if (ok) {
+      for (size_t i = 0; i < n; i++)
+        if (refs[i].ref != LUA_REFNIL) luaL_unref(L, LUA_REGISTRYINDEX, refs[i].ref);
+    } else {
+      for (size_t i = 0; i < done; i++) pl_msg_free(enc[i].msg);
+    }
+    free(enc);
+    free(refs);
+    if (err != NULL) return -1;  /* the message is on top */
+    if (ok) return 0;
+  }
+}
+
+static void queue_retain(void *obj) { pl_sync_incref(obj); }
+static void queue_release(void *obj) { pl_sync_decref(obj); }
+
+static const pl_transfer_type queue_type = {
+    QUEUE_MT, "queue", "parlua", queue_retain, queue_release, queue_share, pl_codec_push_box, NULL, NULL};
 
 void pl_open_queue(lua_State *L) {
   static const luaL_Reg methods[] = {
@@ -267,6 +372,7 @@ void pl_open_queue(lua_State *L) {
   lua_pushcfunction(L, queue_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
+  pl_codec_register_type(L, &queue_type);
   lua_pushcfunction(L, queue_new);
   lua_setfield(L, -2, "queue");
 }

@@ -24,6 +24,9 @@
  * semaphores acquires, calls fn(...), releases even when fn fails, then
  * returns fn's results or re-raises its error (the `with` statement).
  * The boxes have no __close: closing a lock would not mean releasing it.
+ * Every one of them can be sent to another state (a `states` worker): the
+ * codec carries the C object itself, and the receiver gets a new box for
+ * it, so both sides use the same lock (see runtime/codec.h).
  */
 #include <limits.h>
 #include <string.h>
@@ -526,6 +529,20 @@ static int barrier_tostring(lua_State *L) {
   return 1;
 }
 
+/* --- crossing states -------------------------------------------------- */
+
+static void sync_retain(void *obj) { pl_sync_incref(obj); }
+static void sync_release(void *obj) { pl_sync_decref(obj); }
+
+static const pl_transfer_type sync_types[] = {
+    {LOCK_MT, "lock", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
+    {RLOCK_MT, "rlock", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
+    {EVENT_MT, "event", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
+    {CONDITION_MT, "condition", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
+    {SEMAPHORE_MT, "semaphore", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
+    {BARRIER_MT, "barrier", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
+};
+
 void pl_open_sync(lua_State *L) {
   static const luaL_Reg lock_methods[] = {
       {"acquire", lock_acquire}, {"release", lock_release}, {"locked", lock_locked},
@@ -558,5 +575,7 @@ void pl_open_sync(lua_State *L) {
   new_class(L, CONDITION_MT, condition_methods, NULL, condition_tostring);
   new_class(L, SEMAPHORE_MT, semaphore_methods, NULL, semaphore_tostring);
   new_class(L, BARRIER_MT, barrier_methods, barrier_index, barrier_tostring);
+  for (size_t i = 0; i < sizeof sync_types / sizeof sync_types[0]; i++)
+    pl_codec_register_type(L, &sync_types[i]);
   luaL_setfuncs(L, funcs, 0);
 }

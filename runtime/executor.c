@@ -78,7 +78,7 @@ no_mu:
 void pl_executor_set_init(pl_executor *e, lua_State *L) {
   pl_task t;
   memset(&t, 0, sizeof t);
-  t.mode = PL_TASK_CALL;
+  t.mode = PL_TASK_INIT;
   t.n = 0;
   e->kind->pack(e, L, &t);
   e->init = t;
@@ -315,32 +315,37 @@ static int refusal_locked(pl_executor *e) {
 int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future **out) {
   pthread_mutex_lock(&e->mu);
   int err = refusal_locked(e);
-  pl_task *t = e->spare;
-  if (err == 0 && t != NULL) {
-    e->spare = t->next;
-    e->nspare--;
-  }
   pthread_mutex_unlock(&e->mu);
   if (err != 0) {
     lua_pop(L, n + 1);
     return err;
   }
+  /* Pack before anything is made: a kind may refuse a value (kind states
+   * raises a Transfer error), and then nothing is lost. */
+  pl_task packed;
+  memset(&packed, 0, sizeof packed);
+  packed.mode = mode;
+  packed.n = n;
+  e->kind->pack(e, L, &packed);
+  pthread_mutex_lock(&e->mu);
+  pl_task *t = e->spare;
+  if (t != NULL) {
+    e->spare = t->next;
+    e->nspare--;
+  }
+  pthread_mutex_unlock(&e->mu);
   if (t == NULL && (t = malloc(sizeof *t)) == NULL) {
-    lua_pop(L, n + 1);
+    e->kind->drop(e, L, &packed);
     return PL_EXEC_NOMEM;
   }
   pl_future *f = pl_future_new();
   if (f == NULL) {
-    lua_pop(L, n + 1);
+    e->kind->drop(e, L, &packed);
     recycle(e, t);
     return PL_EXEC_NOMEM;
   }
-  memset(t, 0, sizeof *t);
-  t->mode = mode;
-  t->n = n;
+  *t = packed;
   t->f = f;
-  /* If packing raises, only f and t are lost: anchor nothing before it. */
-  e->kind->pack(e, L, t);
   pl_future_incref(f);  /* the task's */
 
   pthread_mutex_lock(&e->mu);

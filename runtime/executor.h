@@ -64,7 +64,7 @@ typedef struct pl_task pl_task;
  * result, or (a chunk of map/starmap) call fn(vi) / fn(unpack(vi)) for
  * each item, keeping the first result of each -- the future's value then
  * pushes one value per item. */
-enum { PL_TASK_CALL, PL_TASK_MAP, PL_TASK_STARMAP };
+enum { PL_TASK_CALL, PL_TASK_MAP, PL_TASK_STARMAP, PL_TASK_INIT /* the pool's init, packed */ };
 enum { PL_TASK_OK, PL_TASK_FAILED, PL_TASK_CANCELLED };
 
 /* Errors of pl_executor_submit and pl_executor_shutdown. */
@@ -90,7 +90,8 @@ typedef struct pl_kind_ops {
   /* Executor-level kind state (e->kind_data).  0, or -1 out of memory. */
   int (*setup)(pl_executor *e);
   /* Submitting thread, lock held: take [fn, v1..vn] (t->n values) off the
-   * top of L into t.  May raise, having stored nothing. */
+   * top of L into t (t->f is not set yet).  May raise, having stored
+   * nothing: a submit then makes nothing either. */
   void (*pack)(pl_executor *e, lua_State *L, pl_task *t);
   /* Lock of e's state held, L a thread of it: let go of the payload of a
    * task that will not run (cancelled before it started). */
@@ -122,6 +123,7 @@ typedef struct pl_kind_ops {
 } pl_kind_ops;
 
 extern const pl_kind_ops pl_kind_threads;
+extern const pl_kind_ops pl_kind_states;
 
 struct pl_worker {
   pl_executor *e;
@@ -145,6 +147,8 @@ struct pl_executor {
   pl_family *fam;
   char name[32];                /* "Pool-N": workers are "Pool-N-Worker-M" */
   int max_workers;
+  int max_tasks_per_worker;     /* states: recycle a worker's state after this
+                                   many tasks (0: never); set before any submit */
 
   pthread_mutex_t mu;
   pthread_cond_t work;          /* a task was queued, or shutdown */

@@ -7,13 +7,18 @@
 #include <stdlib.h>
 
 #include "clock.h"
+#include "codec.h"
 #include "queue.h"
 
 static void queue_destroy(pl_sync *s) {
   pl_queue *q = (pl_queue *)s;
-  /* Items still inside are registry references of some state: they are
-   * the binding's to drop (it does so when it holds the last reference);
-   * what is left here is reclaimed when that state closes. */
+  /* Reference items still inside are the binding's to drop (it does so
+   * when it holds the last reference); what is left of them is reclaimed
+   * when their state closes.  Encoded items are plain memory. */
+  for (size_t i = 0; i < q->len; i++) {
+    pl_qitem *it = &q->items[(q->first + i) % q->cap];
+    if (it->kind == PL_QITEM_MSG) pl_msg_free(it->msg);
+  }
   free(q->items);
   pthread_cond_destroy(&q->all_done);
   pthread_cond_destroy(&q->not_full);
@@ -30,6 +35,7 @@ pl_queue *pl_queue_new(long long maxsize) {
   if (pl_cond_init(&q->not_full) != 0) goto no_not_full;
   if (pl_cond_init(&q->all_done) != 0) goto no_all_done;
   pl_sync_init(&q->head, PL_SYNC_QUEUE, queue_destroy);
+  atomic_init(&q->shared, 0);
   q->maxsize = maxsize;
   return q;
 no_all_done:
@@ -64,11 +70,13 @@ static int grow_locked(pl_queue *q) {
 
 static int put_locked(pl_queue *q, const pl_qitem *it) {
   if (q->closed) return PL_SYNC_CLOSED;
+  if (it->kind == PL_QITEM_REF && atomic_load(&q->shared)) return PL_QUEUE_SHARED;
   if (full_locked(q)) return PL_SYNC_AGAIN;
   if (q->len == q->cap && grow_locked(q) != 0) return PL_SYNC_NOMEM;
   q->items[(q->first + q->len) % q->cap] = *it;
   q->len++;
   q->unfinished++;
+  q->epoch++;
   pthread_cond_signal(&q->not_empty);
   return 0;
 }
@@ -78,6 +86,7 @@ static int get_locked(pl_queue *q, pl_qitem *out) {
   *out = q->items[q->first];
   q->first = (q->first + 1) % q->cap;
   q->len--;
+  q->epoch++;
   pthread_cond_signal(&q->not_full);
   return 0;
 }
@@ -185,4 +194,53 @@ size_t pl_queue_size(pl_queue *q) {
   size_t n = q->len;
   pthread_mutex_unlock(&q->mu);
   return n;
+}
+
+int pl_queue_share_begin(pl_queue *q, pl_qitem **items, size_t *n, uint64_t *epoch) {
+  int rc = 1;
+  *items = NULL;
+  *n = 0;
+  pthread_mutex_lock(&q->mu);
+  if (!atomic_load(&q->shared) && !q->sharing) {
+    size_t refs = 0;
+    for (size_t i = 0; i < q->len; i++)
+      if (q->items[(q->first + i) % q->cap].kind == PL_QITEM_REF) refs++;
+    if (refs == 0) {
+      atomic_store(&q->shared, 1);
+    } else if ((*items = malloc(refs * sizeof **items)) == NULL) {
+      rc = -1;
+    } else {
+      for (size_t i = 0; i < q->len; i++) {
+        pl_qitem *it = &q->items[(q->first + i) % q->cap];
+        if (it->kind == PL_QITEM_REF) (*items)[(*n)++] = *it;
+      }
+      *epoch = q->epoch;
+      q->sharing = 1;
+      rc = 0;
+    }
+  }
+  pthread_mutex_unlock(&q->mu);
+  return rc;
+}
+
+int pl_queue_share_commit(pl_queue *q, uint64_t epoch, const pl_qitem *encoded, size_t n) {
+  pthread_mutex_lock(&q->mu);
+  int ok = q->epoch == epoch;
+  if (ok) {
+    size_t k = 0;
+    for (size_t i = 0; i < q->len && k < n; i++) {
+      pl_qitem *it = &q->items[(q->first + i) % q->cap];
+      if (it->kind == PL_QITEM_REF) *it = encoded[k++];
+    }
+    atomic_store(&q->shared, 1);
+  }
+  q->sharing = 0;
+  pthread_mutex_unlock(&q->mu);
+  return ok;
+}
+
+void pl_queue_share_abort(pl_queue *q) {
+  pthread_mutex_lock(&q->mu);
+  q->sharing = 0;
+  pthread_mutex_unlock(&q->mu);
 }

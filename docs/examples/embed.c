@@ -7,6 +7,7 @@
  *   - parlua_new with the defaults and with a config (switch interval);
  *   - a host C module, preloaded, whose blocking function gives the lock
  *     away (PARLUA_UNLOCK/PARLUA_LOCK) so that other threads run meanwhile;
+ *     a `states` pool worker (a state of its own) can require it too;
  *   - parlua_dostring and parlua_dofile, and the error with its traceback;
  *   - a host thread using the main state directly (parlua_enter,
  *     parlua_state, parlua_leave) while a script runs;
@@ -178,6 +179,13 @@ static void check_host_module_and_threads(void) {
   char buf[64];
   read_global(rt, "hm", buf, sizeof buf);
   check(rc == LUA_OK && strcmp(buf, "hostmod") == 0, "a script requires the preloaded host module");
+  rc = parlua_dostring(rt,
+                       "local pool <close> = require('parlua').pool{kind = 'states', workers = 1}\n"
+                       "in_worker = pool:submit(function() return require('hostmod').name() end):result()",
+                       "=states");
+  if (rc != LUA_OK) printf("# %s\n", parlua_error(rt));
+  read_global(rt, "in_worker", buf, sizeof buf);
+  check(rc == LUA_OK && strcmp(buf, "hostmod") == 0, "a 'states' worker requires the preloaded host module too");
   check(global_number(rt, "interval") == 0.002, "the configured switch interval (0.002 s) is in effect");
 
   Watcher w = {rt, 0, 0};

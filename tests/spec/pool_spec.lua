@@ -31,9 +31,7 @@ describe("par.pool", function()
     assert.equal("unknown kind 'gpu' (expected threads, states or processes)",
       errof(par.pool, {kind = "gpu"}))
     assert.matches("field 'kind' must be a string", errof(par.pool, {kind = 1}))
-    assert.equal("kind 'states' is not available yet (only kind 'threads' is implemented)",
-      errof(par.pool, {kind = "states"}))
-    assert.equal("kind 'processes' is not available yet (only kind 'threads' is implemented)",
+    assert.equal("kind 'processes' is not available yet (kinds 'threads' and 'states' are implemented)",
       errof(par.pool, {kind = "processes"}))
     assert.matches("unknown option 'wokers'", errof(par.pool, {wokers = 2}))
     assert.equal("max_tasks_per_worker applies to kinds states and processes",

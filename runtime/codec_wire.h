@@ -1,0 +1,32 @@
+/* Private to runtime/codec.c (the encoder) and runtime/decode.c (the
+ * decoder): the tags of the wire format described in codec.h, its limits,
+ * and the MAC that signs bytecode. */
+#ifndef PL_CODEC_WIRE_H
+#define PL_CODEC_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the codec writes numbers in host order and assumes little-endian"
+#endif
+
+#define PL_WIRE_MAGIC 'L'
+#define PL_WIRE_VERSION 1
+#define PL_WIRE_F_REFS 1  /* flags: some REF or JOIN follows */
+
+enum {
+  T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT, T_REF,
+  T_FUNC, T_GLOBALS, T_NAMED, T_REGMT, T_OBJ, T_DESC, T_JOIN, T_MSTR,
+  T_SSTR = 0x20,      /* 0x20..0x3f: a string of 0..31 bytes */
+  T_SMALLINT = 0x40   /* 0x40..0x7f: the integers 0..63 */
+};
+
+enum { NAMED_TABLE = 1, NAMED_FUNCTION = 2 };
+
+#define PL_WIRE_MAX_DESC 8  /* values in a description */
+
+/* SipHash-2-4 of n bytes under this process's key (codec.c). */
+uint64_t pl_codec_mac(const unsigned char *p, size_t n);
+
+#endif

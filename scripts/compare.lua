@@ -14,7 +14,7 @@
 local par = require "parlua"
 
 local opts = {
-  sleep = 0.1, work = 4e7, workers = nil, python = false, json = false,
+  sleep = 0.1, work = 1.2e8, workers = nil, python = false, json = false,
   svg = os.getenv("TMPDIR") and os.getenv("TMPDIR") .. "/parlua-compare.svg" or "/tmp/parlua-compare.svg",
 }
 if os.getenv("PARLUA_SMOKE") then opts.sleep, opts.work = 0.01, 2e6 end

@@ -36,20 +36,11 @@ void pl_check_cancel(lua_State *L, pl_tstate *ts) {
   }
 }
 
-/* Keeps the error value as it is and records the traceback in the table
- * that is its upvalue. */
-static int traceback_recorder(lua_State *L) {
-  pl_msghandler(L);
-  lua_setfield(L, lua_upvalueindex(1), "traceback");
-  lua_settop(L, 1);
-  return 1;
-}
-
 int pl_pcall_traced(lua_State *L, int nargs, int nresults) {
   int fn = lua_gettop(L) - nargs;
   lua_createtable(L, 0, 1);           /* the recorder's slot */
   lua_pushvalue(L, -1);
-  lua_pushcclosure(L, traceback_recorder, 1);
+  lua_pushcclosure(L, pl_traceback_recorder, 1);
   lua_insert(L, fn);                  /* [recorder, fn, args..., slot] */
   lua_insert(L, fn);                  /* [slot, recorder, fn, args...] */
   int status = lua_pcall(L, nargs, nresults, fn + 1);

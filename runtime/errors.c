@@ -1,5 +1,6 @@
 /* Error objects: tables with a kind and a one-line message. */
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lauxlib.h"
@@ -113,4 +114,20 @@ void pl_error_note_origin(lua_State *L, int err, int traceback) {
   lua_pushvalue(L, traceback);
   lua_rawseti(L, -2, 2);
   lua_setfield(L, LUA_REGISTRYINDEX, ORIGIN_KEY);
+}
+
+int pl_traceback_recorder(lua_State *L) {
+  pl_msghandler(L);
+  lua_setfield(L, lua_upvalueindex(1), "traceback");
+  lua_settop(L, 1);
+  return 1;
+}
+
+char *pl_take_traceback(lua_State *L, int slot) {
+  char *tb = NULL;
+  if (lua_getfield(L, slot, "traceback") == LUA_TSTRING) tb = strdup(lua_tostring(L, -1));
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_setfield(L, slot, "traceback");
+  return tb;
 }

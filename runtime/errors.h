@@ -36,6 +36,12 @@ void pl_error_metatable(lua_State *L);
  * traceback is the string at `traceback`, so that a script dying of it
  * shows both tracebacks. */
 void pl_error_note_origin(lua_State *L, int err, int traceback);
+/* A message handler that keeps the error value as it is and records its
+ * traceback in the table that is its upvalue 1, field "traceback". */
+int pl_traceback_recorder(lua_State *L);
+/* The traceback recorded in the table at `slot` (malloc'd, or NULL),
+ * cleared for the next call. */
+char *pl_take_traceback(lua_State *L, int slot);
 /* [-0, +1] the message handler used for every pcall the runtime makes:
  * message (via __tostring for objects) plus a traceback. */
 int pl_msghandler(lua_State *L);

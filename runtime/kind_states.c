@@ -163,20 +163,7 @@ static void add_hint(lua_State *L, int idx) {
 /* The message handler: hint, then record the traceback, keep the value. */
 static int task_handler(lua_State *L) {
   if (lua_type(L, 1) == LUA_TSTRING) add_hint(L, 1);
-  pl_msghandler(L);
-  lua_setfield(L, lua_upvalueindex(1), "traceback");
-  lua_settop(L, 1);
-  return 1;
-}
-
-/* The traceback the handler recorded (malloc'd), cleared for next time. */
-static char *take_traceback(lua_State *L) {
-  char *tb = NULL;
-  if (lua_getfield(L, SLOT_TRACEBACK, "traceback") == LUA_TSTRING) tb = strdup(lua_tostring(L, -1));
-  lua_pop(L, 1);
-  lua_pushnil(L);
-  lua_setfield(L, SLOT_TRACEBACK, "traceback");
-  return tb;
+  return pl_traceback_recorder(L);
 }
 
 static int encode_top(lua_State *L) {
@@ -290,7 +277,7 @@ static int call_task(sworker *sw, pl_task *t, pl_value *v, char **tb) {
     set_value(v, c.out);
     return PL_TASK_OK;
   }
-  *tb = take_traceback(L);
+  *tb = pl_take_traceback(L, SLOT_TRACEBACK);
   set_value(v, encode_error(L));
   lua_settop(L, SLOT_TRACEBACK);
   return PL_TASK_FAILED;
@@ -314,7 +301,7 @@ static void run_init(sworker *sw, pl_executor *e) {
   sexec *se = e->kind_data;
   call c;
   if (protected_run(sw, NULL, e->init.data, &c) == LUA_OK) return;
-  char *tb = take_traceback(L);
+  char *tb = pl_take_traceback(L, SLOT_TRACEBACK);
   int err = lua_gettop(L);
   lua_pushcfunction(L, make_broken);
   lua_pushvalue(L, err);

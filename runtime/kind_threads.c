@@ -151,24 +151,6 @@ static void drop_lock(tworker *tw, pl_family *fam) {
 
 /* ---- running --------------------------------------------------------- */
 
-/* The message handler: keeps the error value, records the traceback. */
-static int record_traceback(lua_State *L) {
-  pl_msghandler(L);
-  lua_setfield(L, lua_upvalueindex(1), "traceback");
-  lua_settop(L, 1);
-  return 1;
-}
-
-/* The traceback the handler recorded (malloc'd), cleared for next time. */
-static char *take_traceback(lua_State *co) {
-  char *tb = NULL;
-  if (lua_getfield(co, SLOT_TRACEBACK, "traceback") == LUA_TSTRING) tb = strdup(lua_tostring(co, -1));
-  lua_pop(co, 1);
-  lua_pushnil(co);
-  lua_setfield(co, SLOT_TRACEBACK, "traceback");
-  return tb;
-}
-
 /* [-0, +n] the n values a payload reference stands for. */
 static void push_payload(lua_State *co, int n, int ref) {
   if (n == 0) return;
@@ -238,7 +220,7 @@ static int call_task(tworker *tw, pl_family *fam, pl_task *t, pl_value *v, char 
     }
   }
   if (status != LUA_OK) {
-    *tb = take_traceback(co);
+    *tb = pl_take_traceback(co, SLOT_TRACEBACK);
     store_values(co, fam, 1, v);
   }
   lua_settop(co, SLOT_TRACEBACK);
@@ -315,7 +297,7 @@ static void run_init(tworker *tw, pl_executor *e) {
   lua_rawgeti(co, LUA_REGISTRYINDEX, (lua_Integer)e->init.a);
   push_payload(co, e->init.n, (int)e->init.b);
   if (lua_pcall(co, e->init.n, 0, SLOT_HANDLER) == LUA_OK) return;
-  char *tb = take_traceback(co);
+  char *tb = pl_take_traceback(co, SLOT_TRACEBACK);
   if (te->broken_ref == LUA_NOREF) {       /* the first init error breaks the pool */
     lua_pushcfunction(co, make_broken);
     lua_insert(co, -2);                    /* [make_broken, cause] */
@@ -341,7 +323,7 @@ static int threads_worker_new(pl_worker *w, lua_State *L) {
   tw->co = lua_newthread(L);
   lua_newtable(tw->co);                    /* [2] the traceback slot */
   lua_pushvalue(tw->co, -1);
-  lua_pushcclosure(tw->co, record_traceback, 1);
+  lua_pushcclosure(tw->co, pl_traceback_recorder, 1);
   lua_insert(tw->co, SLOT_HANDLER);        /* [1] the handler */
   tw->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   w->kind = tw;

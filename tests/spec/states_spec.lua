@@ -3,17 +3,8 @@
 -- max_tasks_per_worker, shutdown, callbacks) on isolated states.
 local par = require "parlua"
 
--- A function whose _ENV is the real globals table (busted gives each spec
--- file an environment of its own, which would travel as a copy).
-local function fn(src)
-  return assert(load("return " .. src, "=task", "t", _G))()
-end
-
-local function errof(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error")
-  return err
-end
+local support = dofile("tests/spec/support.lua")
+local fn, errof = support.fn, support.errof
 
 local function range(n)
   local t = {}

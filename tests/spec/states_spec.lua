@@ -4,7 +4,13 @@
 local par = require "parlua"
 
 local support = dofile("tests/spec/support.lua")
-local fn, errof = support.fn, support.errof
+local errof = support.errof
+
+-- A function whose _ENV is this file's _G (busted gives each spec file an
+-- environment of its own, which would travel as a copy).
+local function fn(src)
+  return assert(load("return " .. src, "=task", "t", _G))()
+end
 
 local function range(n)
   local t = {}

@@ -32,13 +32,6 @@ function support.errof(fn, ...)
   return err
 end
 
--- A function compiled from `src` whose _ENV is the real globals table
--- (busted gives each spec file an environment of its own, which would
--- travel to a worker as a copy).
-function support.fn(src)
-  return assert(load("return " .. src, "=task", "t", _G))()
-end
-
 -- A started par.thread running fn(...).
 function support.go(fn, ...)
   local t = par.thread(fn, ...)

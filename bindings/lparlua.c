@@ -12,6 +12,7 @@
 #include <stdlib.h>
 
 #include "bindings.h"
+#include "lprocess.h"
 
 static const char RUNTIME_MT[] = "parlua.runtime";
 static const char SENTINEL_MT[] = "parlua.sentinel";
@@ -119,6 +120,8 @@ int luaopen_parlua(lua_State *L) {
   pl_open_future(L);
   pl_open_pool(L);
   pl_open_codec(L);
+  pl_open_process(L);
+  pl_open_pipe(L);
   lua_pushliteral(L, PARLUA_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

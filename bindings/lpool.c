@@ -168,7 +168,7 @@ static int pool_new(lua_State *L) {
   if (strcmp(kind, "states") == 0)
     ops = &pl_kind_states;
   else if (strcmp(kind, "processes") == 0)
-    return luaL_error(L, "kind 'processes' is not available yet (kinds 'threads' and 'states' are implemented)");
+    ops = &pl_kind_processes;
   else if (strcmp(kind, "threads") != 0)
     return luaL_error(L, "unknown kind '%s' (expected threads, states or processes)", kind);
   lua_Integer workers = opt_count(L, 1, "workers", ncpu > 0 ? ncpu : 1);

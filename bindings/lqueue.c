@@ -6,8 +6,10 @@
  * (nil included).  A queue sent to another state (a `states` worker) is
  * shared from then on: values put are encoded by the codec and every get
  * decodes a copy, in whichever state it runs (see runtime/queue.h for how
- * the items already inside are converted).  A value that cannot be sent
- * makes put fail with a Transfer error ("queue item: ...").  Where API.md
+ * the items already inside are converted).  A queue sent to another
+ * process gets a process channel (runtime/pqueue.h), and from then on
+ * every method hands over to bindings/lpqueue.c.  A value that cannot be
+ * sent makes put fail with a Transfer error ("queue item: ...").  Where API.md
  * is silent, Python decides:
  *   - maxsize 0 (the default) is unbounded; a negative maxsize is an error.
  *   - put(v [, timeout]) and get([timeout]) also take Python's block flag
@@ -33,6 +35,8 @@
 
 #include "bindings.h"
 #include "clock.h"
+#include "lprocess.h"
+#include "pqueue.h"
 #include "queue.h"
 
 static const char QUEUE_MT[] = "parlua.Queue";
@@ -150,6 +154,7 @@ static int put_for(lua_State *L, pl_queue *q, double timeout) {
   pl_qitem it;
   int rc;
   do {  /* again when the queue was shared while a reference item waited */
+    if (pl_pchan_of(q) != NULL) return pl_pqueue_put(L, q, 2, timeout);
     make_item(L, q, 2, &it);
     rc = pl_queue_try_put(q, &it);
     if (rc == PL_SYNC_AGAIN && timeout != 0) {
@@ -157,8 +162,8 @@ static int put_for(lua_State *L, pl_queue *q, double timeout) {
       rc = pl_queue_put(q, ts, deadline, &it);
       block_end(L, ts, &q->head);
     }
-    if (rc == PL_QUEUE_SHARED) drop_item(L, &it);
-  } while (rc == PL_QUEUE_SHARED);
+    if (rc == PL_QUEUE_SHARED || rc == PL_QUEUE_MOVED) drop_item(L, &it);
+  } while (rc == PL_QUEUE_SHARED || rc == PL_QUEUE_MOVED);
   if (rc == 0) return 0;
   drop_item(L, &it);  /* not stored: let go of the value */
   switch (rc) {
@@ -177,6 +182,7 @@ static int put_for(lua_State *L, pl_queue *q, double timeout) {
 static int get_for(lua_State *L, pl_queue *q, double timeout) {
   pl_qitem it;
   pl_tstate *ts = NULL;
+  if (pl_pchan_of(q) != NULL) return pl_pqueue_get(L, q, timeout);
   int rc = pl_queue_try_get(q, &it);
   if (rc == PL_SYNC_AGAIN && timeout != 0) {
     int64_t deadline = pl_deadline_after(timeout);
@@ -187,6 +193,8 @@ static int get_for(lua_State *L, pl_queue *q, double timeout) {
   switch (rc) {
   case 0:
     return push_item(L, &it);
+  case PL_QUEUE_MOVED:  /* sent to another process meanwhile */
+    return pl_pqueue_get(L, q, timeout);
   case PL_SYNC_AGAIN:
   case PL_WAIT_TIMEOUT:
     return raise_waited(L, "empty", timeout);
@@ -216,29 +224,39 @@ static int queue_get_nowait(lua_State *L) {
 }
 
 static int queue_qsize(lua_State *L) {
+  if (pl_pchan_of(check_queue(L)) != NULL) return pl_pqueue_qsize(L, check_queue(L));
   lua_pushinteger(L, (lua_Integer)pl_queue_size(check_queue(L)));
   return 1;
 }
 
 static int queue_empty(lua_State *L) {
+  if (pl_pchan_of(check_queue(L)) != NULL) {
+    lua_pushboolean(L, pl_pchan_size(pl_pchan_of(check_queue(L))) == 0);
+    return 1;
+  }
   lua_pushboolean(L, pl_queue_size(check_queue(L)) == 0);
   return 1;
 }
 
 static int queue_full(lua_State *L) {
   pl_queue *q = check_queue(L);
+  if (pl_pchan_of(q) != NULL) return pl_pqueue_full(L, q);
   lua_pushboolean(L, q->maxsize > 0 && pl_queue_size(q) >= (size_t)q->maxsize);
   return 1;
 }
 
 static int queue_task_done(lua_State *L) {
-  if (pl_queue_task_done(check_queue(L)) != 0) return luaL_error(L, "task_done() called too many times");
+  pl_queue *q = check_queue(L);
+  int rc = pl_pchan_of(q) != NULL ? PL_QUEUE_MOVED : pl_queue_task_done(q);
+  if (rc == PL_QUEUE_MOVED) return pl_pqueue_task_done(L, q);
+  if (rc != 0) return luaL_error(L, "task_done() called too many times");
   return 0;
 }
 
 static int queue_join(lua_State *L) {
   pl_queue *q = check_queue(L);
   double timeout = pl_opt_timeout(L, 2);
+  if (pl_pchan_of(q) != NULL) return pl_pqueue_join(L, q, timeout);
   int done = pl_queue_unfinished(q) == 0;
   if (!done && timeout != 0) {
     int64_t deadline = pl_deadline_after(timeout);
@@ -246,6 +264,7 @@ static int queue_join(lua_State *L) {
     int rc = pl_queue_join(q, ts, deadline);
     block_end(L, ts, &q->head);
     if (rc == PL_WAIT_CANCELLED) raise_cancelled(L, ts);
+    if (rc == PL_QUEUE_MOVED) return pl_pqueue_join(L, q, timeout);
     done = rc == PL_WAIT_WOKEN;
   }
   lua_pushboolean(L, done);
@@ -253,11 +272,13 @@ static int queue_join(lua_State *L) {
 }
 
 static int queue_close(lua_State *L) {
+  if (pl_pchan_of(check_queue(L)) != NULL) return pl_pqueue_close(L, check_queue(L));
   pl_queue_close(check_queue(L));
   return 0;
 }
 
 static int queue_is_closed(lua_State *L) {
+  if (pl_pchan_of(check_queue(L)) != NULL) return pl_pqueue_is_closed(L, check_queue(L));
   lua_pushboolean(L, pl_queue_closed(check_queue(L)));
   return 1;
 }
@@ -298,8 +319,11 @@ static int queue_tostring(lua_State *L) {
   void **box = pl_box_get(L, 1, QUEUE_MT);
   pl_queue *q = *box;
   if (q == NULL) return lua_pushliteral(L, "Queue (closed box)"), 1;
-  lua_pushfstring(L, "Queue(size=%I, maxsize=%I%s)", (lua_Integer)pl_queue_size(q),
-                  (lua_Integer)q->maxsize, pl_queue_closed(q) ? ", closed" : "");
+  pl_pchan *c = pl_pchan_of(q);
+  lua_pushfstring(L, "Queue(size=%I, maxsize=%I%s)",
+                  (lua_Integer)(c != NULL ? (size_t)pl_pchan_size(c) : pl_queue_size(q)),
+                  (lua_Integer)q->maxsize,
+                  (c != NULL ? pl_pchan_closed(c) : pl_queue_closed(q)) ? ", closed" : "");
   return 1;
 }
 

@@ -63,6 +63,8 @@ typedef struct encoder {
   uint32_t next_id;
   int has_refs;
   int depth;
+  /* Set when the message goes to another process: which shared types may. */
+  int (*crosses)(const pl_transfer_type *t);
   int busy;            /* an encode is using it */
   int base;            /* stack index of this userdata during an encode */
   int names_checked;   /* the name map was checked during this encode */
@@ -854,6 +856,7 @@ static void enc_function(encoder *e, lua_State *L, int idx) {
       fail(e, L, "cannot send a C function with upvalues (only those reachable by name "
                  "from package.loaded can be sent)");
     }
+    if (e->crosses != NULL) fail(e, L, "cannot send a C function without a name to another process");
     if (seen(e, L, idx)) return;
     lua_CFunction f = lua_tocfunction(L, idx);
     void *obj;
@@ -943,6 +946,8 @@ static void enc_userdata(encoder *e, lua_State *L, int idx) {
     lua_settop(L, top);
     return;
   }
+  if (e->crosses != NULL && !e->crosses(t))
+    fail(e, L, lua_pushfstring(L, "cannot send a %s to another process", t->what));
   void *obj = *(void **)lua_touserdata(L, idx);
   if (obj == NULL) fail(e, L, lua_pushfstring(L, "cannot send a closed %s", t->what));
   if (t->share != NULL && t->share(L, obj) != 0) {
@@ -1033,13 +1038,15 @@ static pl_msg *encode_plain(lua_State *L, int first, int n) {
   return m;
 }
 
-pl_msg *pl_codec_encode(lua_State *L, int first, int n, const char *head, const char *each) {
+static pl_msg *encode_with(lua_State *L, int first, int n, const char *head, const char *each,
+                           int (*crosses)(const pl_transfer_type *)) {
   first = lua_absindex(L, first);
   if (n <= 8) {
     pl_msg *m = encode_plain(L, first, n);
     if (m != NULL) return m;
   }
   encoder *e = encoder_open(L);
+  e->crosses = crosses;
   e->head = head;
   e->each = each;
   reserve(e, L, 16);
@@ -1057,6 +1064,15 @@ pl_msg *pl_codec_encode(lua_State *L, int first, int n, const char *head, const 
   pl_msg *m = finish(e, L);
   encoder_close(e, L);
   return m;
+}
+
+pl_msg *pl_codec_encode(lua_State *L, int first, int n, const char *head, const char *each) {
+  return encode_with(L, first, n, head, each, NULL);
+}
+
+pl_msg *pl_codec_encode_portable(lua_State *L, int first, int n, const char *head, const char *each,
+                                 int (*crosses)(const pl_transfer_type *t)) {
+  return encode_with(L, first, n, head, each, crosses);
 }
 
 /* ---- messages -------------------------------------------------------- */

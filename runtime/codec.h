@@ -124,6 +124,13 @@ const pl_transfer_type *pl_codec_find_type(lua_State *L, const char *tname);
  * by `each`, a format whose %d (if any) is the position from 1 ("argument
  * %d").  Raises a Transfer error. */
 pl_msg *pl_codec_encode(lua_State *L, int first, int n, const char *head, const char *each);
+/* The same for a message bound for another process: shared objects whose
+ * type `crosses` does not accept (locks, events, ...: all but pipes and
+ * queues, runtime/portable.h) and C functions without a name are refused
+ * with a Transfer error naming where they were ("argument 1: cannot send
+ * a lock to another process"). */
+pl_msg *pl_codec_encode_portable(lua_State *L, int first, int n, const char *head, const char *each,
+                                 int (*crosses)(const pl_transfer_type *t));
 /* [-0, +n] Decode every value of m into L and return their number; m is
  * not changed (it may be decoded again).  Raises a Transfer error. */
 int pl_codec_decode(lua_State *L, const pl_msg *m);

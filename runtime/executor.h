@@ -124,6 +124,7 @@ typedef struct pl_kind_ops {
 
 extern const pl_kind_ops pl_kind_threads;
 extern const pl_kind_ops pl_kind_states;
+extern const pl_kind_ops pl_kind_processes;
 
 struct pl_worker {
   pl_executor *e;

@@ -8,6 +8,7 @@
 
 #include "clock.h"
 #include "codec.h"
+#include "pqueue.h"
 #include "queue.h"
 
 static void queue_destroy(pl_sync *s) {
@@ -20,6 +21,7 @@ static void queue_destroy(pl_sync *s) {
     if (it->kind == PL_QITEM_MSG) pl_msg_free(it->msg);
   }
   free(q->items);
+  pl_pchan_free(atomic_load(&q->pchan));
   pthread_cond_destroy(&q->all_done);
   pthread_cond_destroy(&q->not_full);
   pthread_cond_destroy(&q->not_empty);
@@ -36,6 +38,7 @@ pl_queue *pl_queue_new(long long maxsize) {
   if (pl_cond_init(&q->all_done) != 0) goto no_all_done;
   pl_sync_init(&q->head, PL_SYNC_QUEUE, queue_destroy);
   atomic_init(&q->shared, 0);
+  atomic_init(&q->pchan, NULL);
   q->maxsize = maxsize;
   return q;
 no_all_done:
@@ -69,6 +72,7 @@ static int grow_locked(pl_queue *q) {
 }
 
 static int put_locked(pl_queue *q, const pl_qitem *it) {
+  if (atomic_load(&q->pchan) != NULL) return PL_QUEUE_MOVED;
   if (q->closed) return PL_SYNC_CLOSED;
   if (it->kind == PL_QITEM_REF && atomic_load(&q->shared)) return PL_QUEUE_SHARED;
   if (full_locked(q)) return PL_SYNC_AGAIN;
@@ -82,6 +86,7 @@ static int put_locked(pl_queue *q, const pl_qitem *it) {
 }
 
 static int get_locked(pl_queue *q, pl_qitem *out) {
+  if (q->len == 0 && atomic_load(&q->pchan) != NULL) return PL_QUEUE_MOVED;
   if (q->len == 0) return q->closed ? PL_SYNC_CLOSED : PL_SYNC_AGAIN;
   *out = q->items[q->first];
   q->first = (q->first + 1) % q->cap;
@@ -150,7 +155,8 @@ int pl_queue_get(pl_queue *q, pl_tstate *ts, int64_t deadline, pl_qitem *out) {
 int pl_queue_task_done(pl_queue *q) {
   int rc = 0;
   pthread_mutex_lock(&q->mu);
-  if (q->unfinished <= 0) rc = PL_SYNC_TOO_MANY;
+  if (atomic_load(&q->pchan) != NULL) rc = PL_QUEUE_MOVED;
+  else if (q->unfinished <= 0) rc = PL_SYNC_TOO_MANY;
   else if (--q->unfinished == 0) pthread_cond_broadcast(&q->all_done);
   pthread_mutex_unlock(&q->mu);
   return rc;
@@ -160,8 +166,10 @@ int pl_queue_join(pl_queue *q, pl_tstate *ts, int64_t deadline) {
   int rc = PL_WAIT_WOKEN;
   pl_wait_begin(ts, &q->mu, &q->all_done);
   pthread_mutex_lock(&q->mu);
-  while (q->unfinished > 0 && rc == PL_WAIT_WOKEN) rc = pl_wait(ts, &q->mu, &q->all_done, deadline);
-  if (q->unfinished == 0) rc = PL_WAIT_WOKEN;
+  while (q->unfinished > 0 && atomic_load(&q->pchan) == NULL && rc == PL_WAIT_WOKEN)
+    rc = pl_wait(ts, &q->mu, &q->all_done, deadline);
+  if (atomic_load(&q->pchan) != NULL) rc = PL_QUEUE_MOVED;
+  else if (q->unfinished == 0) rc = PL_WAIT_WOKEN;
   pthread_mutex_unlock(&q->mu);
   pl_wait_end(ts);
   return rc;

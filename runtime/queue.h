@@ -34,6 +34,9 @@ enum { PL_QITEM_REF = 1, PL_QITEM_MSG = 2 };
 
 /* A put of a reference item into a shared queue (nothing was stored). */
 #define PL_QUEUE_SHARED (-20)
+/* The queue has a process channel now (runtime/pqueue.h): every
+ * operation goes there (nothing was done here). */
+#define PL_QUEUE_MOVED (-21)
 
 typedef struct pl_qitem {
   int kind;          /* PL_QITEM_* */
@@ -56,6 +59,9 @@ typedef struct pl_queue {
   atomic_int shared;          /* written under mu: items are encoded */
   int sharing;                /* guarded by mu: a conversion is under way */
   uint64_t epoch;             /* guarded by mu: bumped by every put and get */
+  /* Set once, under mu, when the queue first goes to another process;
+   * from then on the items live in the channel (pqueue.h). */
+  _Atomic(struct pl_pchan *) pchan;
 } pl_queue;
 
 pl_queue *pl_queue_new(long long maxsize);

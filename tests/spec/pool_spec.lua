@@ -31,8 +31,9 @@ describe("par.pool", function()
     assert.equal("unknown kind 'gpu' (expected threads, states or processes)",
       errof(par.pool, {kind = "gpu"}))
     assert.matches("field 'kind' must be a string", errof(par.pool, {kind = 1}))
-    assert.equal("kind 'processes' is not available yet (kinds 'threads' and 'states' are implemented)",
-      errof(par.pool, {kind = "processes"}))
+    local processes = par.pool{kind = "processes", workers = 1}  -- available now
+    assert.equal("processes", processes:stats().kind)
+    processes:shutdown()
     assert.matches("unknown option 'wokers'", errof(par.pool, {wokers = 2}))
     assert.equal("max_tasks_per_worker applies to kinds states and processes",
       errof(par.pool, {max_tasks_per_worker = 10}))

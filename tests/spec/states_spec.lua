@@ -27,8 +27,9 @@ describe("kind states", function()
     assert.equal(0, st.alive)
     assert.matches("kind=states", tostring(pool))
     pool:shutdown()
-    assert.equal("kind 'processes' is not available yet (kinds 'threads' and 'states' are implemented)",
-      errof(par.pool, {kind = "processes"}))
+    local processes = par.pool{kind = "processes", workers = 1}  -- available now
+    assert.equal("processes", processes:stats().kind)
+    processes:shutdown()
     assert.matches("field 'max_tasks_per_worker' must be a positive integer",
       errof(par.pool, {kind = "states", max_tasks_per_worker = 0}))
     assert.equal("max_tasks_per_worker applies to kinds states and processes",

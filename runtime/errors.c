@@ -131,3 +131,25 @@ char *pl_take_traceback(lua_State *L, int slot) {
   lua_setfield(L, slot, "traceback");
   return tb;
 }
+
+static const char *const NIL_GLOBAL[] = {"attempt to call a nil value (global '",
+                                         "attempt to index a nil value (global '", NULL};
+
+void pl_error_add_global_hint(lua_State *L, int idx, const char *kind) {
+  idx = lua_absindex(L, idx);
+  const char *msg = lua_tostring(L, idx);
+  for (int i = 0; NIL_GLOBAL[i] != NULL; i++) {
+    const char *at = strstr(msg, NIL_GLOBAL[i]);
+    if (at == NULL) continue;
+    const char *name = at + strlen(NIL_GLOBAL[i]);
+    const char *end = strchr(name, '\'');
+    if (end == NULL) return;
+    lua_pushlstring(L, name, (size_t)(end - name));
+    lua_pushfstring(L, "%s (globals are not copied to '%s' workers: make '%s' a local upvalue "
+                       "of the task, or define it in the pool's init function)",
+                    msg, kind, lua_tostring(L, -1));
+    lua_replace(L, idx);
+    lua_pop(L, 1);
+    return;
+  }
+}

@@ -36,6 +36,10 @@ void pl_error_metatable(lua_State *L);
  * traceback is the string at `traceback`, so that a script dying of it
  * shows both tracebacks. */
 void pl_error_note_origin(lua_State *L, int err, int traceback);
+/* [-0, +0] when the string error at idx is an "attempt to call/index a nil
+ * value (global 'x')", append why (globals are not copied to `kind`
+ * workers) and how to fix it. */
+void pl_error_add_global_hint(lua_State *L, int idx, const char *kind);
 /* A message handler that keeps the error value as it is and records its
  * traceback in the table that is its upvalue 1, field "traceback". */
 int pl_traceback_recorder(lua_State *L);

@@ -37,30 +37,8 @@
 
 enum { SLOT_HANDLER = 1, SLOT_TRACEBACK = 2 };
 
-static const char *const NIL_GLOBAL[] = {"attempt to call a nil value (global '",
-                                         "attempt to index a nil value (global '", NULL};
-
-/* [-0, +0] the error message at idx with the missing-global hint. */
-static void add_hint(lua_State *L, int idx) {
-  const char *msg = lua_tostring(L, idx);
-  for (int i = 0; NIL_GLOBAL[i] != NULL; i++) {
-    const char *at = strstr(msg, NIL_GLOBAL[i]);
-    if (at == NULL) continue;
-    const char *name = at + strlen(NIL_GLOBAL[i]);
-    const char *end = strchr(name, '\'');
-    if (end == NULL) return;
-    lua_pushlstring(L, name, (size_t)(end - name));
-    lua_pushfstring(L, "%s (globals are not copied to 'processes' workers: make '%s' a local "
-                       "upvalue of the task, or define it in the pool's init function)",
-                    msg, lua_tostring(L, -1));
-    lua_replace(L, idx);
-    lua_pop(L, 1);
-    return;
-  }
-}
-
 static int task_handler(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TSTRING) add_hint(L, 1);
+  if (lua_type(L, 1) == LUA_TSTRING) pl_error_add_global_hint(L, 1, "processes");
   return pl_traceback_recorder(L);
 }
 

@@ -8,10 +8,9 @@
 --   3. a tree of 10,000 nodes {id=, name=, weight=, children={...}} (nodes/s)
 -- Run: parlua scripts/bench/codec.lua   (or `make bench`)
 local par = require "parlua"
+local bench = dofile(((arg and arg[0] or ""):match("^(.*)/") or "scripts/bench") .. "/common.lua")
 
-local function report(name, value, target, unit, pass)
-  print(("  %-52s %10.3f %-6s target %-8s %s"):format(name, value, unit, target, pass and "ok" or "MISSED"))
-end
+local report = bench.report
 
 -- Best time of a repeated call, in seconds per call: at least `min_time`.
 local function per_call(fn, min_time)

@@ -10,22 +10,19 @@
 --   4. single-thread cost of the lock machinery against plain lua5.4
 -- Run: parlua scripts/bench/gil.lua   (or `make bench`)
 local par = require "parlua"
+local bench = dofile(((arg and arg[0] or ""):match("^(.*)/") or "scripts/bench") .. "/common.lua")
 
 local function median(xs)
   table.sort(xs)
   return xs[(#xs + 1) // 2]
 end
 
-local function burn(n)
-  local x = 0
-  for i = 1, n do x = x + i % 7 end
-  return x
-end
+local burn = bench.burn
 
 local results = {}
 local function report(name, value, target, unit, pass)
   results[#results + 1] = {name, value, target, unit, pass}
-  print(("  %-52s %10.3f %-6s target %-8s %s"):format(name, value, unit, target, pass and "ok" or "MISSED"))
+  bench.report(name, value, target, unit, pass)
 end
 
 -- 1 ------------------------------------------------------------------

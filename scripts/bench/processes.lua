@@ -11,18 +11,15 @@
 --      run; target >= 3x Python's rate, against each of them)
 -- Run: parlua scripts/bench/processes.lua   (or `make bench`)
 local par = require "parlua"
+local bench = dofile(((arg and arg[0] or ""):match("^(.*)/") or "scripts/bench") .. "/common.lua")
 
 local results = {}
 local function report(name, value, target, unit, pass)
   results[#results + 1] = {name, value, target, unit, pass}
-  print(("  %-52s %10.3f %-6s target %-8s %s"):format(name, value, unit, target, pass and "ok" or "MISSED"))
+  bench.report(name, value, target, unit, pass)
 end
 
-local function burn(n)
-  local x = 0
-  for i = 1, n do x = x + i % 7 end
-  return x
-end
+local burn = bench.burn
 
 -- 1 ------------------------------------------------------------------
 print("1. CPU-bound: 2 equal tasks on 2 worker processes against serial")
@@ -33,15 +30,7 @@ repeat  -- calibrate: one task of about 0.25 s
   local dt = par.clock() - t0
   if dt < 0.25 then n = math.floor(n * math.min(10, 0.25 / math.max(dt, 1e-3) * 1.05)) end
 until dt >= 0.25
-local function best_of(k, f)
-  local best = math.huge
-  for _ = 1, k do
-    local t0 = par.clock()
-    f()
-    best = math.min(best, par.clock() - t0)
-  end
-  return best
-end
+local best_of = bench.best_of
 local serial = best_of(3, function() burn(n); burn(n) end)
 do
   local pool <close> = par.pool{kind = "processes", workers = 2}

@@ -9,6 +9,7 @@ trap 'rm -f "$log"' EXIT
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(uname -sr)"
 echo "lua: $(lua5.4 -v 2>&1)   python: $(python3 --version 2>&1 || echo none)"
 for b in scripts/bench/*.lua; do
+  [ "$(basename "$b")" = common.lua ] && continue  # helpers, not a benchmark
   echo
   echo "######## $b"
   timeout 900 "$BUILD/parlua" "$b" 2>&1 | tee -a "$log"

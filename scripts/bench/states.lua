@@ -10,26 +10,13 @@
 --      Python's ProcessPoolExecutor doing the same
 -- Run: parlua scripts/bench/states.lua   (or `make bench`)
 local par = require "parlua"
+local bench = dofile(((arg and arg[0] or ""):match("^(.*)/") or "scripts/bench") .. "/common.lua")
 
-local function report(name, value, target, unit, pass)
-  print(("  %-52s %10.3f %-6s target %-8s %s"):format(name, value, unit, target, pass and "ok" or "MISSED"))
-end
+local report = bench.report
 
-local function best_of(n, fn)
-  local best = math.huge
-  for _ = 1, n do
-    local t0 = par.clock()
-    fn()
-    best = math.min(best, par.clock() - t0)
-  end
-  return best
-end
+local best_of = bench.best_of
 
-local function burn(n)
-  local x = 0
-  for i = 1, n do x = x + i % 7 end
-  return x
-end
+local burn = bench.burn
 
 local cores = par.cpu_count()
 

@@ -12,6 +12,8 @@
 --   parlua scripts/compare.lua [--sleep S] [--work N] [--workers 2,4]
 --                              [--python] [--json] [--svg FILE]
 local par = require "parlua"
+local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "scripts"
+local chart = dofile(here .. "/compare/chart.lua")
 
 local opts = {
   sleep = 0.1, work = 1.2e8, workers = nil, python = false, json = false,
@@ -104,7 +106,9 @@ end
 
 local results = {machine = {cores = ncpu, lua = _VERSION, parlua = par._VERSION}, experiments = {}}
 
-local function experiment(name, title, fn, items_for, worker_counts)
+-- `bound` says what limits the speedup: "io" work overlaps on any number of
+-- workers, "cpu" work on at most one worker per core.
+local function experiment(name, title, bound, fn, items_for, worker_counts)
   local rows = {}
   progress(("%s: serial"):format(name))
   local serial = run_serial(fn, items_for(1))
@@ -113,34 +117,39 @@ local function experiment(name, title, fn, items_for, worker_counts)
     for _, w in ipairs(worker_counts) do
       progress(("%s: %s with %d workers"):format(name, kind, w))
       local t, switches, wait = run_pool(kind, w, fn, items_for(w))
-      local row = {kind = kind, workers = w, seconds = t, speedup = serial / t,
-                   efficiency = serial / t / math.min(w, ncpu)}
+      local ideal = bound == "io" and w or math.min(w, ncpu)
+      local row = {kind = kind, workers = w, seconds = t, speedup = serial / t, efficiency = serial / t / ideal}
       if kind == "threads" then row.switches, row.lock_wait = switches, wait end
       rows[#rows + 1] = row
     end
   end
   progress("")
   if tty then io.stderr:write("\r\27[K") end
-  results.experiments[name] = {title = title, rows = rows}
-  return rows
+  results.experiments[name] = {title = title, bound = bound, rows = rows}
 end
 
 local function print_table(name)
   local e = results.experiments[name]
   print(("\n%s"):format(e.title))
-  print(("%-10s %7s %9s %8s %10s %9s %11s"):format("kind", "workers", "time (s)", "speedup", "per core", "switches", "lock wait"))
+  print(("%-10s %7s %9s %8s %9s %9s %11s"):format("kind", "workers", "time (s)", "speedup",
+    e.bound == "io" and "of ideal" or "per core", "switches", "lock wait"))
   for _, r in ipairs(e.rows) do
-    print(("%-10s %7d %9.3f %7.2fx %9.0f%% %9s %11s"):format(r.kind, r.workers, r.seconds, r.speedup,
+    print(("%-10s %7d %9.3f %7.2fx %8.0f%% %9s %11s"):format(r.kind, r.workers, r.seconds, r.speedup,
       r.efficiency * 100, r.switches and tostring(r.switches) or "",
       r.lock_wait and ("%.3f s"):format(r.lock_wait) or ""))
   end
 end
 
--- Python's concurrent.futures on the same experiments, same machine.
+-- Python's concurrent.futures on the same experiments, same machine.  It
+-- prints one line per row ("experiment kind workers seconds"); its CPU work
+-- is 10x smaller because CPython runs this loop several times slower.
 local function run_python()
-  if not par.run({"sh", "-c", "command -v python3"}, {stdout = "devnull"}).returncode == 0 then return nil end
+  if par.run({"sh", "-c", "command -v python3"}, {stdout = "devnull"}).returncode ~= 0 then
+    io.stderr:write("(--python: no python3 on this machine)\n")
+    return nil
+  end
   local script = ([[
-import concurrent.futures as cf, json, time, os
+import concurrent.futures as cf, time
 SLEEP, WORK, WORKERS = %f, %d, [%s]
 def raise_price(p):
     time.sleep(SLEEP); return p + p / 10 * 100
@@ -154,131 +163,138 @@ def timed(f):
         t = time.perf_counter(); f(); t = time.perf_counter() - t
         best = t if best is None else min(best, t)
     return best
-out = {}
 prices = [i * i * 42 for i in range(20)]
-rows = [{"kind": "serial", "workers": 1, "seconds": timed(lambda: [raise_price(p) for p in prices])}]
+print("prices serial 1", timed(lambda: [raise_price(p) for p in prices]), flush=True)
 for name, ex in (("ThreadPool", cf.ThreadPoolExecutor), ("ProcessPool", cf.ProcessPoolExecutor)):
     with ex(max_workers=4) as e:
         list(e.map(abs, range(4)))
-        rows.append({"kind": name, "workers": 4, "seconds": timed(lambda: list(e.map(raise_price, prices)))})
-out["prices"] = rows
-rows = [{"kind": "serial", "workers": 1, "seconds": timed(lambda: [count(WORK // 2) for _ in range(2)])}]
+        print("prices", name, 4, timed(lambda: list(e.map(raise_price, prices))), flush=True)
+print("cpu serial 1", timed(lambda: [count(WORK // 2) for _ in range(2)]), flush=True)
 for name, ex in (("ThreadPool", cf.ThreadPoolExecutor), ("ProcessPool", cf.ProcessPoolExecutor)):
     for w in WORKERS:
         with ex(max_workers=w) as e:
             list(e.map(abs, range(w)))
             items = [WORK // (2 * w)] * (2 * w)
-            rows.append({"kind": name, "workers": w, "seconds": timed(lambda: list(e.map(count, items)))})
-out["cpu"] = rows
-print(json.dumps(out))
+            print("cpu", name, w, timed(lambda: list(e.map(count, items))), flush=True)
 ]]):format(opts.sleep, math.floor(opts.work / 10), table.concat(opts.workers, ","))
-  progress("python: the same experiments (CPU work scaled down 10x: CPython is slower)")
+  progress("python: the same experiments (CPU work 10x smaller: CPython is slower)")
   local r = par.run({"python3", "-c", script}, {capture = true})
+  progress("")
   if tty then io.stderr:write("\r\27[K") end
   if r.returncode ~= 0 then io.stderr:write("python3 failed:\n", r.stderr); return nil end
-  return r.stdout
+  local py = {version = par.run({"python3", "--version"}, {capture = true}).stdout:gsub("%s+$", ""), experiments = {}}
+  for name, kind, workers, seconds in r.stdout:gmatch("(%w+) (%w+) (%d+) (%S+)\n") do
+    local rows = py.experiments[name] or {}
+    py.experiments[name] = rows
+    seconds = tonumber(seconds)
+    local serial = rows[1] and rows[1].seconds or seconds
+    rows[#rows + 1] = {kind = kind, workers = tonumber(workers), seconds = seconds, speedup = serial / seconds}
+  end
+  return py
 end
 
-experiment("prices", ("Experiment 1 (I/O-bound): 20 prices, a %.2f s sleep each"):format(opts.sleep),
-  raise_price, function() return prices end, {4})
-experiment("cpu", ("Experiment 2 (CPU-bound): %d loop iterations split into equal tasks"):format(opts.work),
-  count, cpu_items, opts.workers)
+local function print_python(py)
+  print(("\n%s, same machine, same run (CPU work 10x smaller; speedup against its own serial):"):format(py.version))
+  for _, name in ipairs{"prices", "cpu"} do
+    for _, r in ipairs(py.experiments[name] or {}) do
+      print(("  %-7s %-12s %2d workers %8.3f s %7.2fx"):format(name, r.kind, r.workers, r.seconds, r.speedup))
+    end
+  end
+end
 
+local function find(rows, kind, workers)
+  for _, r in ipairs(rows or {}) do
+    if r.kind == kind and r.workers == workers then return r end
+  end
+end
+
+-- The lesson in a few lines, from this run's numbers: what the lock costs
+-- CPU-bound threads, here and in Python, and what isolation buys.
+local function print_summary(py)
+  local w = opts.workers[1]
+  local rows = results.experiments.cpu.rows
+  print(("\nCPU-bound, %d workers on %d cores:"):format(w, ncpu))
+  local says = {
+    threads = "one interpreter, one lock: the workers take turns",
+    states = "one interpreter per thread: truly parallel",
+    processes = "one interpreter per process: parallel, arguments and results copied",
+  }
+  for _, kind in ipairs(kinds) do
+    local r = find(rows, kind, w)
+    print(("  %-10s %5.2fx serial  %s"):format(kind, r.speedup, says[kind]))
+  end
+  local mine = find(rows, "threads", w)
+  local theirs = py and find(py.experiments.cpu, "ThreadPool", w)
+  if mine and theirs then
+    print(("  threads took %.2fx the serial time here (the lock), Python's threads %.2fx (the GIL)")
+      :format(1 / mine.speedup, 1 / theirs.speedup))
+  end
+end
+
+local function write_chart(py)
+  local colors = {threads = "#d62728", states = "#1f77b4", processes = "#2ca02c",
+                  ThreadPool = "#ff9896", ProcessPool = "#98df8a"}
+  local function points(rows, kind)
+    local pts = {{1, 1}}
+    for _, r in ipairs(rows) do
+      if r.kind == kind then pts[#pts + 1] = {r.workers, r.speedup} end
+    end
+    return pts
+  end
+  local series = {}
+  for _, kind in ipairs(kinds) do
+    series[#series + 1] = {label = "parlua " .. kind, color = colors[kind], points = points(results.experiments.cpu.rows, kind)}
+  end
+  for _, kind in ipairs(py and {"ThreadPool", "ProcessPool"} or {}) do
+    series[#series + 1] = {label = "Python " .. kind, color = colors[kind], thin = true, dash = true,
+                           points = points(py.experiments.cpu, kind)}
+  end
+  chart.write(opts.svg, {
+    title = "CPU-bound Lua: speedup against workers",
+    subtitle = ("%d cores, %s, %.3g loop iterations in equal tasks"):format(ncpu, _VERSION, opts.work),
+    cores = ncpu, series = series,
+  })
+end
+
+-- JSON for --json: enough of it for nested tables of strings and numbers.
+local function json(v)
+  if type(v) == "table" then
+    local parts = {}
+    if #v > 0 then
+      for _, x in ipairs(v) do parts[#parts + 1] = json(x) end
+      return "[" .. table.concat(parts, ",") .. "]"
+    end
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = k end
+    table.sort(keys)
+    for _, k in ipairs(keys) do parts[#parts + 1] = json(tostring(k)) .. ":" .. json(v[k]) end
+    return "{" .. table.concat(parts, ",") .. "}"
+  elseif type(v) == "string" then
+    return '"' .. v:gsub('[%c"\\]', function(c) return ("\\u%04x"):format(c:byte()) end) .. '"'
+  elseif type(v) == "number" then
+    return (v == v and v ~= math.huge and v ~= -math.huge) and ("%.6g"):format(v) or "null"
+  end
+  return tostring(v)
+end
+
+experiment("prices", ("Experiment 1 (I/O-bound): 20 prices, a %.2f s sleep each"):format(opts.sleep), "io",
+  raise_price, function() return prices end, {4})
+experiment("cpu", ("Experiment 2 (CPU-bound): %.3g loop iterations split into equal tasks"):format(opts.work), "cpu",
+  count, cpu_items, opts.workers)
 if not opts.json then
   print(("parlua on %d cores; kinds available: %s"):format(ncpu, table.concat(kinds, ", ")))
   print_table("prices")
   print_table("cpu")
 end
 
-local python_json = opts.python and run_python() or nil
-if python_json and not opts.json then
-  print("\n" .. (par.run({"python3", "--version"}, {capture = true}).stdout:gsub("%s+$", "")) ..
-        ", same machine, same run (CPU work 10x smaller; speedups against its own serial):")
-  -- A tiny reader for the flat JSON Python printed: rows of kind/workers/seconds.
-  for name, body in python_json:gmatch('"(%w+)": %[(.-)%]') do
-    local serial
-    for kind, workers, seconds in body:gmatch('"kind": "(%w+)", "workers": (%d+), "seconds": ([%d%.e%-]+)') do
-      seconds = tonumber(seconds)
-      serial = serial or seconds
-      print(("  %-7s %-12s %2s workers %8.3f s %7.2fx"):format(name, kind, workers, seconds, serial / seconds))
-    end
-  end
-end
-
--- The chart: speedup against workers for the CPU-bound experiment.
-local function write_svg(path)
-  local W, H, left, bottom, top, right = 640, 420, 60, 50, 40, 150
-  local rows = results.experiments.cpu.rows
-  local maxw = 1
-  for _, r in ipairs(rows) do maxw = math.max(maxw, r.workers) end
-  local maxs = maxw
-  for _, r in ipairs(rows) do maxs = math.max(maxs, r.speedup) end
-  local function x(w) return left + (w - 1) / math.max(maxw - 1, 1) * (W - left - right) end
-  local function y(s) return H - bottom - s / maxs * (H - bottom - top) end
-  local colors = {threads = "#d62728", states = "#1f77b4", processes = "#2ca02c"}
-  local out = {}
-  local function add(s, ...) out[#out + 1] = s:format(...) end
-  add('<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="13">', W, H, W, H)
-  add('<rect width="100%%" height="100%%" fill="white"/>')
-  add('<text x="%d" y="24" font-size="16" font-weight="bold">CPU-bound Lua: speedup against workers (%d cores)</text>', left, ncpu)
-  add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>', left, H - bottom, W - right, H - bottom)
-  add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>', left, H - bottom, left, top)
-  for w = 1, maxw do
-    add('<text x="%.1f" y="%d" text-anchor="middle">%d</text>', x(w), H - bottom + 18, w)
-  end
-  for s = 0, math.ceil(maxs) do
-    add('<text x="%d" y="%.1f" text-anchor="end">%dx</text>', left - 6, y(s) + 4, s)
-    add('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>', left, y(s), W - right, y(s))
-  end
-  add('<text x="%d" y="%d" text-anchor="middle">workers</text>', (left + W - right) // 2, H - 12)
-  add('<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#555" stroke-dasharray="6,4"/>', x(1), y(1), x(maxw), y(maxw))
-  local legend = {{"ideal", "#555", true}}
-  for _, kind in ipairs(kinds) do
-    local pts = {("%.1f,%.1f"):format(x(1), y(1))}
-    for _, r in ipairs(rows) do
-      if r.kind == kind then pts[#pts + 1] = ("%.1f,%.1f"):format(x(r.workers), y(r.speedup)) end
-    end
-    add('<polyline fill="none" stroke="%s" stroke-width="3" points="%s"/>', colors[kind], table.concat(pts, " "))
-    for _, p in ipairs(pts) do
-      local px, py = p:match("([^,]+),(.+)")
-      add('<circle cx="%s" cy="%s" r="4" fill="%s"/>', px, py, colors[kind])
-    end
-    legend[#legend + 1] = {kind, colors[kind]}
-  end
-  for i, l in ipairs(legend) do
-    local ly = top + 10 + (i - 1) * 22
-    add('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="3"%s/>', W - right + 15, ly, W - right + 45, ly, l[2],
-      l[3] and ' stroke-dasharray="6,4"' or "")
-    add('<text x="%d" y="%d">%s</text>', W - right + 52, ly + 4, l[1])
-  end
-  add('</svg>')
-  local f = assert(io.open(path, "w"))
-  f:write(table.concat(out, "\n"), "\n")
-  f:close()
-end
-write_svg(opts.svg)
-
+local py = opts.python and run_python() or nil
+results.python = py
+write_chart(py)
 if opts.json then
-  local function encode(v)
-    if type(v) == "table" then
-      local parts = {}
-      if #v > 0 then
-        for _, x in ipairs(v) do parts[#parts + 1] = encode(x) end
-        return "[" .. table.concat(parts, ",") .. "]"
-      end
-      local keys = {}
-      for k in pairs(v) do keys[#keys + 1] = k end
-      table.sort(keys)
-      for _, k in ipairs(keys) do parts[#parts + 1] = ("%q:%s"):format(k, encode(v[k])) end
-      return "{" .. table.concat(parts, ",") .. "}"
-    elseif type(v) == "string" then return ("%q"):format(v)
-    elseif type(v) == "number" then return v == v and ("%.6g"):format(v) or "null"
-    else return tostring(v) end
-  end
-  if python_json then results.python = "@PYTHON@" end
-  local text = encode(results)
-  if python_json then text = text:gsub('"@PYTHON@"', (python_json:gsub("%%", "%%%%"):gsub("%s+$", ""))) end
-  print(text)
+  print(json(results))
 else
+  if py then print_python(py) end
+  print_summary(py)
   print(("\nchart: %s"):format(opts.svg))
 end
+return results  -- for scripts/bench/compare.lua

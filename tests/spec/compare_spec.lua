@@ -1,0 +1,70 @@
+-- scripts/compare.lua, the comparison `make run` ends with: its JSON, its
+-- chart and its options, on tiny work so the suite stays quick.
+local support = dofile("tests/spec/support.lua")
+
+local function compare(args)
+  local lua = os.getenv("PARLUA_LUA") or "lua5.4"
+  local cmd = ("LUA_CPATH='%s/?.so;;' %s scripts/compare.lua %s 2>&1"):format(support.build_dir(), lua, args)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  local ok = p:close()
+  return out, ok
+end
+
+-- Every element opened is closed in order: enough to know a browser will
+-- parse the chart as SVG rather than show an XML error page.
+local function check_balanced(xml)
+  local open = {}
+  for slash, name, selfclose in xml:gmatch("<(/?)([%w:]+)[^>]-(/?)>") do
+    if slash == "/" then
+      assert.are.equal(table.remove(open), name)
+    elseif selfclose ~= "/" then
+      open[#open + 1] = name
+    end
+  end
+  assert.are.same({}, open)
+end
+
+describe("scripts/compare.lua", function()
+  local svg = os.tmpname()
+  after_each(function() os.remove(svg) end)
+
+  it("measures every kind on both experiments and says so in JSON", function()
+    local out, ok = compare(("--json --work 2e5 --sleep 0.002 --workers 2 --svg %s"):format(svg))
+    assert.is_true(ok, out)
+    local json = out:match("(%b{})%s*$")
+    assert.is_truthy(json, out)
+    for _, name in ipairs{"prices", "cpu"} do
+      assert.is_truthy(json:find('"' .. name .. '":{"bound":'), json)
+    end
+    for _, kind in ipairs{"serial", "threads", "states", "processes"} do
+      assert.is_truthy(json:find('"kind":"' .. kind .. '"'), kind .. " missing from " .. json)
+    end
+    assert.is_truthy(json:find('"switches":%d+'), "threads rows carry the lock's switch count")
+    assert.is_truthy(json:find('"cores":%d+'))
+  end)
+
+  it("writes a well-formed SVG chart with the ideal and one line per kind", function()
+    local out, ok = compare(("--work 2e5 --sleep 0.002 --workers 2 --svg %s"):format(svg))
+    assert.is_true(ok, out)
+    assert.is_truthy(out:find("chart: " .. svg, 1, true), out)
+    assert.is_truthy(out:find("Experiment 1 %(I/O%-bound%)"), out)
+    assert.is_truthy(out:find("CPU%-bound, 2 workers"), out)
+    local f = assert(io.open(svg))
+    local text = f:read("a")
+    f:close()
+    assert.is_truthy(text:find('^<svg xmlns="http://www.w3.org/2000/svg"'))
+    check_balanced(text)
+    local _, lines = text:gsub("<polyline", "")
+    assert.are.equal(4, lines)  -- ideal, threads, states, processes
+    for _, label in ipairs{"ideal", "parlua threads", "parlua states", "parlua processes"} do
+      assert.is_truthy(text:find(">" .. label, 1, true), label)
+    end
+  end)
+
+  it("refuses an unknown option and names it", function()
+    local out, ok = compare("--frobnicate")
+    assert.is_falsy(ok)
+    assert.is_truthy(out:find("unknown option --frobnicate", 1, true), out)
+  end)
+end)

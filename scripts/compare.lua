@@ -51,6 +51,7 @@ end
 -- Progress on stderr, one line rewritten in place on a terminal.
 local tty = os.execute("test -t 2")
 local function progress(msg)
+  if msg == "" and not tty then return end  -- only a terminal's line needs clearing
   if tty then io.stderr:write("\r\27[K" .. msg) else io.stderr:write(msg, "\n") end
 end
 

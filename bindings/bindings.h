@@ -29,7 +29,13 @@ void pl_open_codec(lua_State *L);
  * (pl_box_new): a new box holding a new reference to obj. */
 void pl_codec_push_box(lua_State *L, const pl_transfer_type *t, void *obj);
 
-/* [-0, +1] a new box of metatable `tname` holding `ptr`. */
+/* Raises Shutdown once the runtime has closed.  Lua gives no finalizer to
+ * userdata made while lua_close runs the last finalizers, so an object made
+ * then would leak: constructors refuse before they allocate anything. */
+void pl_check_not_closed(lua_State *L, const char *tname);
+/* [-0, +1] a new box of metatable `tname` holding `ptr`.  A box made closed
+ * (ptr NULL, filled in later) is checked with pl_check_not_closed; a caller
+ * passing an object checks before allocating it. */
 void **pl_box_new(lua_State *L, const char *tname, void *ptr);
 /* The pointer in the box at idx; raises "attempt to use a closed <what>". */
 void *pl_box_check(lua_State *L, int idx, const char *tname, const char *what);

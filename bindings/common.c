@@ -1,10 +1,24 @@
 /* Helpers every binding shares: boxes, classes, timeouts, cancellation,
  * and calls that keep the traceback of an error. */
+#include <ctype.h>
 #include <math.h>
+#include <string.h>
 
 #include "bindings.h"
 
+void pl_check_not_closed(lua_State *L, const char *tname) {
+  parlua *rt = pl_runtime_of(L);
+  if (rt == NULL || !pl_runtime_is_closed(rt)) return;
+  char what[64];  /* "parlua.RLock" -> "rlock" */
+  const char *name = strncmp(tname, "parlua.", 7) == 0 ? tname + 7 : tname;
+  size_t i = 0;
+  for (; name[i] != '\0' && i < sizeof what - 1; i++) what[i] = (char)tolower((unsigned char)name[i]);
+  what[i] = '\0';
+  pl_error_raise(L, PL_SHUTDOWN, "cannot make a %s: the runtime is closing", what);
+}
+
 void **pl_box_new(lua_State *L, const char *tname, void *ptr) {
+  if (ptr == NULL) pl_check_not_closed(L, tname);  /* else the caller checked */
   void **box = lua_newuserdatauv(L, sizeof *box, 1);
   *box = ptr;
   luaL_setmetatable(L, tname);

@@ -154,6 +154,7 @@ static reaper *get_reaper(lua_State *L) {
   }
   parlua *rt = pl_runtime_of(L);
   if (rt == NULL) luaL_error(L, "parlua is not loaded in this state");
+  pl_check_not_closed(L, POPEN_MT);  /* a child nobody would reap */
   reaper *r = calloc(1, sizeof *r);
   if (r == NULL) luaL_error(L, "not enough memory");
   atomic_init(&r->refs, 1);

@@ -39,7 +39,7 @@ typedef struct pl_thread {
   int co_ref;
   int nargs;
   int ok;
-  int collected;          /* result() saw the error */
+  int collected;          /* result() saw the error, or it needs no report */
   int has_box;
 } pl_thread;
 
@@ -96,6 +96,9 @@ static void *thread_main(void *arg) {
   pl_gil_acquire(&fam->gil, ts, 1);
   pl_tstate_set_running(ts, t->co);
   t->ok = pl_pcall_traced(t->co, t->nargs, LUA_MULTRET) == LUA_OK;
+  /* Ended by the cancel it was asked for (t:cancel, an interrupt, the
+   * runtime stopping a daemon): whoever asked knows, nothing to report. */
+  if (!t->ok && pl_tstate_cancel_level(ts) != 0 && pl_error_is(t->co, 1, PL_CANCELLED)) t->collected = 1;
   if (!t->has_box) {
     report_uncollected(t);
     release_stack(t, fam->L);
@@ -191,6 +194,7 @@ static int thread_new(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     nargs = lua_gettop(L) - 1;
   }
+  pl_check_not_closed(L, THREAD_MT);
   pl_thread *t = calloc(1, sizeof *t);
   if (t == NULL) return luaL_error(L, "not enough memory");
   atomic_init(&t->refs, 1);

@@ -191,6 +191,22 @@ describe("par.thread", function()
     assert.matches("stack traceback:", out)
   end)
 
+  it("prints nothing for a thread ended by the cancel it was asked for", function()
+    local out, status = lua_cmd([[
+      local par = require "parlua"
+      local t = par.thread{target = function() par.sleep(30) end, name = "stopped"}
+      t:start()
+      par.sleep(0.05)
+      t:cancel{force = true}
+      t:join()
+      local d = par.thread{target = function() while true do par.sleep(0.01) end end, daemon = true}
+      d:start()
+      io.write("end\n")
+    ]])
+    assert.equal(0, status, out)
+    assert.equal("end\n", out)
+  end)
+
   it("joins non-daemon threads when the interpreter closes", function()
     local out, status = lua_cmd([[
       local par = require "parlua"

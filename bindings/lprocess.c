@@ -19,6 +19,11 @@
  * is_alive, reaps a process that has ended), then the exit status, or
  * minus the signal number that killed it.
  *
+ * start() returns once the child has made its fresh state (a pipe tells
+ * it): a child that has not within STARTUP_SECONDS is stuck on a lock
+ * another thread held at the fork -- which only an allocator that is not
+ * fork-safe does, AddressSanitizer's -- and is killed and forked again.
+ *
  * Processes are forked by a thread that never exits (pl_fork_detached), so
  * the child's parent-death signal fires when the parent process dies --
  * not when the thread that called start() ends.  When the runtime closes
@@ -28,10 +33,15 @@
  * object is collected while it runs is still waited for then; none is
  * left a zombie.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "fork.h"
@@ -44,8 +54,12 @@ static const char PROCESS_MT[] = "parlua.Process";
 static const char PROCESS_COUNTER[] = "parlua.process_counter";
 
 #define GRACE_SECONDS 1.0
+#define STARTUP_SECONDS 5.0  /* a child makes its state within this ... */
+#define STARTUP_TRIES 3      /* ... or is killed and made again, so many times */
 
-enum { P_NEW, P_STARTED };
+/* P_STARTING: one start() is under way (it gives the lock away around
+ * the fork), so a second one, from another thread, is refused. */
+enum { P_NEW, P_STARTING, P_STARTED };
 
 typedef struct pl_process {
   atomic_int refs;
@@ -86,6 +100,12 @@ static int is_started(pl_process *p) {
   return s;
 }
 
+static void set_state(pl_process *p, int state) {
+  pthread_mutex_lock(&p->mu);
+  p->state = state;
+  pthread_mutex_unlock(&p->mu);
+}
+
 static pl_process *check_process(lua_State *L) {
   return pl_box_check(L, 1, PROCESS_MT, "process");
 }
@@ -100,6 +120,7 @@ typedef struct pctx {
   pl_preload *preloads;
   double interval;
   char name[64];
+  int ready;              /* write end of the start-up pipe */
 } pctx;
 
 static int c_child_call(lua_State *L) {
@@ -120,6 +141,10 @@ static int process_child(void *ud) {
   pctx *x = ud;
   pl_child_rt c;
   pl_child_rt_open(&c, x->preloads, x->interval, NULL);
+  char made = 1;  /* the state is made: the parent's start() may return */
+  ssize_t n = write(x->ready, &made, 1);
+  (void)n;
+  (void)close(x->ready);
   lua_State *L = c.L;
   lua_pushcfunction(L, c_child_call);
   lua_pushlightuserdata(L, x);
@@ -137,6 +162,42 @@ static int process_child(void *ud) {
 }
 
 /* ---- the parent ------------------------------------------------------ */
+
+/* Wait until the child has made its state (or has ended: the pipe's end).
+ * 0 when it has not within STARTUP_SECONDS: it is stuck on a lock another
+ * thread held at the fork (fork.h: an allocator that is not fork-safe,
+ * AddressSanitizer's).  A forced cancel stops the wait: the process is
+ * there, started. */
+static int await_made(int rfd, pl_tstate *ts) {
+  pl_waiter w;
+  struct pollfd pf = {rfd, POLLIN, 0};
+  pl_waiter_begin(&w, ts, 0);
+  int r = pl_waiter_poll(&w, &pf, 1, pl_deadline_after(STARTUP_SECONDS));
+  pl_waiter_end(&w);
+  return r != 0;
+}
+
+/* Fork the child of process_start, made again when it is stuck at its
+ * start (STARTUP_TRIES times).  The pid, or -errno. */
+static pid_t fork_child(pl_family *quiet, pctx *x, pl_tstate *ts, int *pidfd) {
+  int keep[PL_WIRE_MAX_FDS + 1];
+  memcpy(keep, x->fds, sizeof(int) * (size_t)x->nfds);
+  for (int tries = 1;; tries++) {
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) != 0) return -errno;
+    keep[x->nfds] = x->ready = ready[1];
+    pid_t pid = pl_fork_detached(quiet, keep, x->nfds + 1, process_child, x, pidfd);
+    (void)close(ready[1]);
+    int made = pid < 0 || await_made(ready[0], ts);
+    (void)close(ready[0]);
+    if (made) return pid;
+    (void)kill(pid, SIGKILL);  /* not reaped yet: the pid is still ours */
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    if (*pidfd >= 0) (void)close(*pidfd);
+    if (tries == STARTUP_TRIES) return -EAGAIN;
+  }
+}
 
 /* Wait for the end until deadline, without the lock.  PL_WAIT_*. */
 static int wait_end(lua_State *L, pl_process *p, int64_t deadline, int cancellable) {
@@ -266,12 +327,13 @@ static int c_encode_start(lua_State *L) {
 static int process_start(lua_State *L) {
   pl_process *p = check_process(L);
   parlua *rt = p->rt;
-  pthread_mutex_lock(&p->mu);
-  int state = p->state;
-  pthread_mutex_unlock(&p->mu);
-  if (state != P_NEW) return luaL_error(L, "a process can only be started once");
   if (pl_runtime_is_closed(rt))
     return pl_error_raise(L, PL_SHUTDOWN, "cannot start a process: the runtime is closing");
+  pthread_mutex_lock(&p->mu);
+  int state = p->state;
+  if (state == P_NEW) p->state = P_STARTING;
+  pthread_mutex_unlock(&p->mu);
+  if (state != P_NEW) return luaL_error(L, "a process can only be started once");
   outmsg o;
   memset(&o, 0, sizeof o);
   pl_fdlist_init(&o.fds);
@@ -283,6 +345,7 @@ static int process_start(lua_State *L) {
   if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
     pl_obuf_free(&o.b);
     pl_fdlist_free(&o.fds);
+    set_state(p, P_NEW);
     return lua_error(L);
   }
   pctx x;
@@ -302,17 +365,19 @@ static int process_start(lua_State *L) {
     atomic_fetch_sub(&p->refs, 1);
     pl_obuf_free(&o.b);
     pl_fdlist_free(&o.fds);
+    set_state(p, P_NEW);
     if (rc == PL_ECLOSED) return pl_error_raise(L, PL_SHUTDOWN, "cannot start a process: the runtime is closing");
     return luaL_error(L, "not enough memory");
   }
   int pidfd;
   pl_tstate *ts = pl_unlock(L);
-  pid_t pid = pl_fork_detached(pl_family_of(L), o.fds.fd, o.fds.n, process_child, &x, &pidfd);
+  pid_t pid = fork_child(pl_family_of(L), &x, ts, &pidfd);
   pl_lock(L, ts);
   pl_obuf_free(&o.b);
   pl_fdlist_free(&o.fds);  /* the child has its own */
   if (pid < 0) {
     if (pl_runtime_remove_closer(rt, &p->closer)) atomic_fetch_sub(&p->refs, 1);
+    set_state(p, P_NEW);
     return pl_error_raise_os(L, (int)-pid, "cannot start a process");
   }
   pthread_mutex_lock(&p->mu);

@@ -57,16 +57,26 @@ int pl_conn_pair(int duplex, pl_conn **a, pl_conn **b) {
   return 0;
 }
 
+/* Looking up and registering are one step: two threads receiving the
+ * same end at once (in two states) must not make two connections of it,
+ * whose turns would not exclude each other. */
+static pthread_mutex_t adopt_mu = PTHREAD_MUTEX_INITIALIZER;
+
 pl_conn *pl_conn_adopt(uint64_t id, int fd, int flags) {
+  pthread_mutex_lock(&adopt_mu);
   pl_conn *c = pl_port_lookup(id, PL_PORT_CONN);
   if (c != NULL) {
+    pthread_mutex_unlock(&adopt_mu);
     (void)close(fd);
     return c;
   }
   c = conn_new(id, fd, flags & (PL_CONN_READ | PL_CONN_WRITE));
+  pthread_mutex_unlock(&adopt_mu);
   if (c == NULL) (void)close(fd);
   return c;
 }
+
+void pl_conn_child_reset(void) { pthread_mutex_init(&adopt_mu, NULL); }
 
 void pl_conn_incref(pl_conn *c) { atomic_fetch_add(&c->refs, 1); }
 

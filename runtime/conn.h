@@ -90,5 +90,7 @@ int pl_conn_fileno(pl_conn *c);
 /* Add a duplicate of the descriptor to l (for a frame): 0, PL_CONN_CLOSED,
  * or -errno. */
 int pl_conn_export(pl_conn *c, pl_fdlist *l);
+/* A forked child: start the process-wide lock of adopt afresh. */
+void pl_conn_child_reset(void);
 
 #endif

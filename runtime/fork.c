@@ -13,9 +13,11 @@
 #include <unistd.h>
 
 #include "lauxlib.h"
+#include "conn.h"
 #include "fork.h"
 #include "portable.h"
 #include "pqueue.h"
+#include "procpool_watch.h"
 #include "runtime.h"
 
 static int in_worker;  /* set in children only: never shared by threads */
@@ -110,13 +112,25 @@ static void reset_signals(void) {
 
 static void forker_child_reset(void);
 
+static void guard_child_reset(void) {
+  /* This thread held it: start afresh, writers first as in the parent (a
+   * pool of this child must be able to fork while its workers run). */
+  pthread_rwlockattr_t a;
+  pthread_rwlockattr_init(&a);
+  pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&guard, &a);
+  pthread_rwlockattr_destroy(&a);
+}
+
 static void become_child(pid_t parent, const int *keep, int nkeep) {
   funlockfile(stderr);
   funlockfile(stdout);
-  pthread_rwlock_init(&guard, NULL);  /* this thread held it: start afresh */
+  guard_child_reset();
   in_worker = 1;
   pl_port_child_reset();
   pl_pchan_child_reset();
+  pl_conn_child_reset();
+  pl_idlewatch_child_reset();
   forker_child_reset();
   reset_signals();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(1);
@@ -206,15 +220,20 @@ static void *forker_main(void *arg) {
 /* The forker runs our code for good: in a stock lua5.4, lua_close would
  * dlclose parlua.so under it, so the library stays mapped (the handle is
  * never closed, on purpose). */
-static void pin_library(void) {
+static void pin_once_fn(void) {
   Dl_info info;
-  if (dladdr((void *)&pin_library, &info) != 0 && info.dli_fname != NULL)
+  if (dladdr((void *)&pin_once_fn, &info) != 0 && info.dli_fname != NULL)
     (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
+void pl_pin_library(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, pin_once_fn);
 }
 
 static int start_forker_locked(void) {
   if (fk_started) return 0;
-  pin_library();
+  pl_pin_library();
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);  /* it must not take the host's signals */

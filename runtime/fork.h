@@ -10,8 +10,9 @@
  * thread held at that instant stays held -- or half-changed -- forever.
  * So the child never touches the parent's runtime, states, locks or
  * registries: it makes a new runtime and lua_State with pl_state_new, and
- * the process-wide tables of the runtime (portable.c, pqueue.c) are
- * started over.  What it needs from the parent (the preload list, the
+ * the process-wide tables and locks of the runtime (portable.c, pqueue.c,
+ * procpool_watch.c, the fork guard and the forker below) are started
+ * over.  What it needs from the parent (the preload list, the
  * task socket) it is given through `ud`, read before the fork.
  *
  * Some locks the child cannot avoid: the allocator's and stdio's.  glibc's
@@ -72,6 +73,10 @@ pid_t pl_fork_detached(struct pl_family *quiet, const int *keep, int nkeep,
  * while it blocks (see above). */
 void pl_fork_guard_enter(void);
 void pl_fork_guard_leave(void);
+
+/* Keep this library mapped for good, for a thread that runs our code
+ * forever (a stock lua5.4 would dlclose it at lua_close). */
+void pl_pin_library(void);
 
 /* In a child: flush stdout and stderr and leave at once. */
 void pl_child_exit(int status);

@@ -7,7 +7,9 @@
  * worker process, forked by that thread (fork.h: the child builds a fresh
  * runtime and state with pl_state_new, host preloads included, and runs
  * the pool's `init` first; its loop is procworker.c), and talks to it over
- * an AF_UNIX stream socket in frames (wire.h, procworker.h):
+ * an AF_UNIX stream socket in frames (wire.h, procworker.h).  How the
+ * thread forks, watches, signals and reaps its process is procpool.h;
+ * this file is the pool kind on top of it:
  *
  *   parent -> child   INIT [init function], TASK(mode) [fn, v1..vn]
  *   child -> parent   STARTED, READY, INIT_FAILED(tb, error),
@@ -37,13 +39,19 @@
  * idle workers as before.  The executor sees such a worker as busy (for
  * interrupts) until its last task in flight is complete.
  *
+ * A pipelined task may be big, and so may the result the process writes
+ * meanwhile: sends read while they wait (procpool.h, "Deadlocks").
+ *
  * Faults.  While it waits, the worker thread polls the socket, the
  * process's pidfd and an eventfd of its own (for interrupts).  The end of
  * the stream or the process's exit means the process died -- a segfault,
  * os.exit, a SIGKILL from outside: the thread reaps exactly that pid
  * (waitpid on it, never -1), fails the future it held with a BrokenPool
  * error saying how the process ended (fields `exitcode`, negative for a
- * signal, and `pid`), and forks a replacement for the next task.  So one
+ * signal, and `pid`), and forks a replacement for the next task.  A
+ * process that dies while its worker is idle held no task: the watcher of
+ * procpool_watch.h reaps it meanwhile, and the next task simply runs in a
+ * fresh process.  So one
  * dead worker costs the futures it held (the task it ran and the few
  * pipelined behind it), and the pool keeps serving.  This differs from
  * Python on purpose: there a dead worker marks the whole
@@ -59,7 +67,9 @@
  * Start-up and init.  A new process first reports that it has made its
  * state; one that does not within STARTUP_NS is stuck on a lock another
  * thread held at the fork (fork.h: an allocator that is not fork-safe) and
- * is killed and forked again.  A failing init breaks the pool as with the
+ * is killed and forked again, as is one that dies first (killed from
+ * outside): it held no task yet.  After STARTUP_TRIES in a row the task
+ * fails (OSError when stuck, else BrokenPool).  A failing init breaks the pool as with the
  * other kinds (BrokenPool "pool init failed: ...", `cause` the init's own
  * error, copied).  A process that dies during init is replaced up to three
  * times in a row; then the pool is broken ("a worker process died during
@@ -72,27 +82,27 @@
  * at the terminal reaches the whole process group, and it is the parent
  * that decides to stop them.  Idle workers are stopped by closing their
  * socket: the process sees the end of its input, closes its state and
- * exits; the worker thread reaps it.  No zombie is left at any point:
- * every process is reaped by the thread that forked it, before that thread
- * goes on.
+ * exits; the worker thread reaps it.  No zombie is left: every process
+ * is reaped by the thread that forked it before that thread goes on, or,
+ * should it die while that thread sleeps, by the watcher.  A failed init
+ * ends the same way: the process sees the end of its input and closes its
+ * state (its finalizers run), rather than being killed.
  *
  * Done callbacks run in the owning state exactly as with kind states: the
  * worker thread takes the owner's lock with a tstate of the owner's family
  * and runs them on a coroutine of the owner made when the worker started.
  *
  * The worker thread holds the fork guard (fork.h) except while it blocks,
- * so that another worker's fork never happens while it allocates.
+ * so that another worker's fork never happens while it allocates -- and
+ * while it runs done callbacks, which may block themselves (start and
+ * join a par.process, wait for another processes pool: forks that must
+ * not wait for this thread) and allocate under the owner's lock only.
  */
 #include <errno.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "lauxlib.h"
 #include "clock.h"
@@ -101,10 +111,11 @@
 #include "fork.h"
 #include "portable.h"
 #include "pqueue.h"
+#include "procpool.h"
 #include "procworker.h"
 #include "wire.h"
 
-#define GRACE_NS (1000 * 1000000LL)      /* SIGTERM, then SIGKILL after this */
+#define GRACE_NS PL_PPROC_GRACE_NS       /* SIGTERM, then SIGKILL after this */
 #define EXIT_WAIT_NS (1000 * 1000000LL)  /* end of stream, then SIGKILL after this */
 #define INIT_RETRIES 3
 #define STARTUP_NS (5000 * 1000000LL)    /* a new process makes its state within this */
@@ -135,15 +146,8 @@ typedef struct ptask {
 } ptask;
 
 typedef struct pworker {
-  pthread_mutex_t mu;    /* guards pid, alive: no signal to a reaped pid */
-  pid_t pid;
-  int alive;             /* a process runs and is not reaped */
-  int pidfd, sock;       /* worker thread only; -1 when none */
-  int wake;              /* eventfd: an interrupt came */
+  pl_pproc proc;         /* the process (procpool.h) */
   int ntasks;            /* tasks run by the current process */
-  atomic_int interrupted;
-  atomic_llong term_at;  /* when SIGTERM was sent, 0 if not */
-  pl_rbuf rb;
   pl_future *flight[DEPTH];  /* worker thread only: sent, not yet completed */
   int64_t sent_at[DEPTH];    /* ... and when each was sent */
   int fhead, flen;
@@ -229,193 +233,37 @@ static void set_pmsg(pl_value *v, pl_pmsg *m) {
   v->data = m;
 }
 
-/* How a process ended, for messages: "exited with code 3" ... */
-static void describe_status(int status, char *buf, size_t n, int *code) {
-  if (WIFSIGNALED(status)) {
-    int sig = WTERMSIG(status);
-    const char *name = sigabbrev_np(sig);
-    snprintf(buf, n, "killed by signal %d%s%s", sig, name != NULL ? ": SIG" : "", name != NULL ? name : "");
-    *code = -sig;
-  } else {
-    *code = WIFEXITED(status) ? WEXITSTATUS(status) : 0;
-    snprintf(buf, n, "exited with code %d", *code);
-  }
-}
+/* ---- talking to the process ----------------------------------------- */
 
-/* ======================================================================
- * The parent: one worker thread per process
- * ====================================================================== */
-
-static void efd_add(int fd) {
-  uint64_t one = 1;
-  ssize_t n = write(fd, &one, sizeof one);
-  (void)n;
-}
-
-static void efd_drain(int fd) {
-  uint64_t v;
-  ssize_t n = read(fd, &v, sizeof v);
-  (void)n;
-}
-
-static void signal_child(pworker *pw, int sig) {
-  pthread_mutex_lock(&pw->mu);
-  if (pw->alive) (void)kill(pw->pid, sig);
-  pthread_mutex_unlock(&pw->mu);
-}
-
-/* Reap the process if it has ended: 1 (with *status the first time), 0
- * while it runs.  Under pw->mu, so no signal goes to a pid once reaped
- * (it may belong to another process soon). */
-static int try_reap(pworker *pw, int *status) {
-  pthread_mutex_lock(&pw->mu);
-  int done = !pw->alive;
-  if (!done) {
-    pid_t r;
-    do r = waitpid(pw->pid, status, WNOHANG);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) *status = 0;  /* reaped by someone else (a host ignoring SIGCHLD) */
-    done = r != 0;
-    if (done) pw->alive = 0;
-  }
-  pthread_mutex_unlock(&pw->mu);
-  return done;
-}
-
-/* Wait for the process to end until deadline: 1 reaped, 0 still there. */
-static int reap_until(pworker *pw, int64_t deadline, int *status) {
-  int64_t delay = 500000;
-  for (;;) {
-    if (try_reap(pw, status)) return 1;
-    int64_t now = pl_now_ns();
-    if (now >= deadline) return 0;
-    int64_t left = deadline - now;
-    pl_fork_guard_leave();
-    if (pw->pidfd >= 0) {
-      struct pollfd pf = {pw->pidfd, POLLIN, 0};
-      int ms = left / 1000000 > 100 ? 100 : (int)(left / 1000000) + 1;
-      (void)poll(&pf, 1, ms);
-    } else {
-      struct timespec ts = pl_timespec_of(delay < left ? delay : left);
-      nanosleep(&ts, NULL);
-      if (delay < 50000000) delay *= 2;
-    }
-    pl_fork_guard_enter();
-  }
-}
-
-/* Make sure the process is gone (SIGTERM/SIGKILL as needed) and reaped. */
-static void finish_child(pworker *pw, int *status, int64_t wait_ns, int term_first) {
-  if (term_first) {
-    signal_child(pw, SIGTERM);
-    if (atomic_load(&pw->term_at) == 0) atomic_store(&pw->term_at, pl_now_ns());
-  }
-  if (!reap_until(pw, pl_now_ns() + wait_ns, status)) {
-    signal_child(pw, SIGKILL);
-    while (!reap_until(pw, INT64_MAX, status)) {
-    }
-  }
-  if (pw->sock >= 0) (void)close(pw->sock);
-  if (pw->pidfd >= 0) (void)close(pw->pidfd);
-  pw->sock = pw->pidfd = -1;
-  pl_rbuf_free(&pw->rb);
-  pl_rbuf_init(&pw->rb);
-  pw->ntasks = 0;
-}
-
-/* Wait until fd is ready for `events`, the process ends, or an interrupt
- * comes (then enforce the grace period).  1 fd ready, 0 the process ended
- * (pidfd readable), -1 poll failed. */
-static int wait_child_io(pworker *pw, int fd, short events, int64_t deadline) {
-  for (;;) {
-    struct pollfd pf[3] = {{fd, events, 0}, {pw->wake, POLLIN, 0}, {pw->pidfd, POLLIN, 0}};
-    nfds_t n = pw->pidfd >= 0 ? 3 : 2;
-    int ms = -1;
-    long long term_at = atomic_load(&pw->term_at);
-    if (term_at != 0) {
-      int64_t left = term_at + GRACE_NS - pl_now_ns();
-      if (left <= 0) {
-        signal_child(pw, SIGKILL);
-        ms = 100;
-      } else {
-        ms = (int)(left / 1000000) + 1;
-      }
-    }
-    if (deadline != INT64_MAX) {
-      int64_t left = deadline - pl_now_ns();
-      if (left <= 0) return -ETIMEDOUT;
-      int dms = (int)(left / 1000000) + 1;
-      if (ms < 0 || dms < ms) ms = dms;
-    }
-    pl_fork_guard_leave();  /* quiet while blocked: a fork may go on */
-    int r = poll(pf, n, ms);
-    pl_fork_guard_enter();
-    if (r < 0 && errno != EINTR) return -EIO;
-    if (r > 0 && pf[1].revents) efd_drain(pw->wake);
-    if (r > 0 && pf[0].revents) return 1;
-    if (r > 0 && n == 3 && pf[2].revents) return 0;
-    /* Without a pidfd the end of the stream tells (the process holds the
-     * only other copy of the socket). */
-  }
-}
-
-/* Send a whole frame.  0, or -1 when the process is gone. */
 static int send_frame(pworker *pw, const pl_obuf *b, const pl_fdlist *fds) {
-  size_t off = 0;
-  for (;;) {
-    int r = pl_wire_send(pw->sock, b->data, b->len, &off, fds->fd, fds->n);
-    if (r == 1) return 0;
-    if (r < 0) return -1;
-    if (wait_child_io(pw, pw->sock, POLLOUT, INT64_MAX) != 1) return -1;
-  }
+  return pl_pproc_send(&pw->proc, b, fds, pw->flen > 0);
 }
 
-/* The next frame from the process: 1, 0 when it is gone (end of stream,
- * or it ended), -EPROTO when what it sent is not frames, -ETIMEDOUT at
- * the deadline, -errno. */
-static int await_frame_until(pworker *pw, pl_frame *f, int64_t deadline) {
-  for (;;) {
-    int r = pl_rbuf_next(&pw->rb, f);
-    if (r != 0) return r;
-    r = pl_rbuf_fill(&pw->rb, pw->sock, 0);
-    if (r > 0) {
-      int k = pl_rbuf_check(&pw->rb);
-      if (k < 0) return k;
-      continue;
-    }
-    if (r == 0 || r == -ECONNRESET) return pw->rb.end > pw->rb.start ? -EPROTO : 0;
-    if (r != -EAGAIN) return r;
-    r = wait_child_io(pw, pw->sock, POLLIN, deadline);
-    if (r < 0) return r;
-    if (r == 0) {  /* it ended: take what it wrote before */
-      while ((r = pl_rbuf_fill(&pw->rb, pw->sock, 0)) > 0) {
-      }
-      r = pl_rbuf_next(&pw->rb, f);
-      if (r != 0) return r;
-      return pw->rb.end > pw->rb.start ? -EPROTO : 0;
-    }
-  }
-}
+static int await_frame(pworker *pw, pl_frame *f) { return pl_pproc_recv(&pw->proc, f, INT64_MAX); }
 
-static int await_frame(pworker *pw, pl_frame *f) { return await_frame_until(pw, f, INT64_MAX); }
+#define HOW_LEN 96
 
 /* The process is lost (it died, or spoke nonsense, or an interrupt
- * stopped it): reap it and describe what happened as the task's error. */
-static serr *lose_child(pworker *pw, int malformed) {
+ * stopped it): reap it and describe what happened as the task's error --
+ * `doing` says when ("while running the task") -- and, in how[HOW_LEN]
+ * if given, how it ended. */
+static serr *lose_child(pworker *pw, int malformed, const char *doing, char *how_out) {
   int status = 0, code;
-  char how[96];
-  pid_t pid = pw->pid;
-  int interrupted = atomic_load(&pw->interrupted);
-  if (malformed) signal_child(pw, SIGKILL);
-  finish_child(pw, &status, EXIT_WAIT_NS, 0);
-  describe_status(status, how, sizeof how, &code);
+  char how[HOW_LEN];
+  pid_t pid = pw->proc.pid;
+  int interrupted = atomic_load(&pw->proc.interrupted);
+  if (malformed) pl_pproc_signal(&pw->proc, SIGKILL);
+  pl_pproc_finish(&pw->proc, &status, EXIT_WAIT_NS, 0);
+  pw->ntasks = 0;
+  pl_pproc_describe(status, how, sizeof how, &code);
+  if (how_out != NULL) memcpy(how_out, how, sizeof how);
   if (interrupted)
     return serr_new(PL_CANCELLED, pid, 1, code, "interrupted (worker process %d stopped)", (int)pid);
   if (malformed)
     return serr_new(PL_BROKEN_POOL, pid, 1, code,
                     "worker process %d sent a malformed message and was killed", (int)pid);
-  return serr_new(PL_BROKEN_POOL, pid, 1, code,
-                  "a worker process (pid %d) died while running the task (%s)", (int)pid, how);
+  return serr_new(PL_BROKEN_POOL, pid, 1, code, "a worker process (pid %d) died %s (%s)", (int)pid,
+                  doing, how);
 }
 
 /* A RESULT or INIT_FAILED frame (used up): the traceback and the
@@ -516,66 +364,52 @@ static int start_child(pl_worker *w, serr **why) {
   pl_executor *e = w->e;
   parlua *rt = e->fam->rt;
   *why = NULL;
-  int stuck_tries = 0;
+  int start_tries = 0;
   for (int attempt = 1;; attempt++) {
-    int sv[2];
-    int err = pl_socketpair(SOCK_STREAM, sv);
-    if (err != 0) {
-      *why = serr_new(PL_OS_ERROR, 0, 0, 0, "cannot start a worker process: %s", strerror(-err));
-      return -1;
-    }
     pl_procworker_ctx x;
     memset(&x, 0, sizeof x);
-    x.sock = sv[1];
     pthread_mutex_lock(&rt->mu);
     x.preloads = rt->preloads;
     pthread_mutex_unlock(&rt->mu);
     x.interval = pl_gil_get_interval(&e->fam->gil);
     snprintf(x.name, sizeof x.name, "%s", pw->name);
-    int pidfd;
-    pl_fork_guard_leave();
-    pid_t pid = pl_fork(e->fam, &sv[1], 1, pl_procworker_main, &x, &pidfd);
-    pl_fork_guard_enter();
-    (void)close(sv[1]);
-    if (pid < 0) {
-      (void)close(sv[0]);
-      *why = serr_new(PL_OS_ERROR, 0, 0, 0, "cannot start a worker process: %s", strerror((int)-pid));
+    int err = pl_pproc_fork(&pw->proc, e->fam, &x);
+    if (err != 0) {
+      *why = serr_new(PL_OS_ERROR, 0, 0, 0, "cannot start a worker process: %s", strerror(-err));
       return -1;
     }
-    pthread_mutex_lock(&pw->mu);
-    pw->pid = pid;
-    pw->alive = 1;
-    pthread_mutex_unlock(&pw->mu);
-    pw->pidfd = pidfd;
-    pw->sock = sv[0];
     pw->ntasks = 0;
     pw->last_ns = 0;
-    if (atomic_load(&pw->interrupted)) signal_child(pw, SIGTERM);  /* it came meanwhile */
 
     /* The process says it has made its state.  One that does not within
      * STARTUP_NS is stuck on a lock another thread of ours held at the
-     * fork (see fork.h): it is killed and made again. */
+     * fork (see fork.h); one that dies first was killed from outside, or
+     * cannot make a state.  It held no task yet: it is made again, up to
+     * STARTUP_TRIES times in a row. */
     pl_frame f;
-    int r = await_frame_until(pw, &f, pl_now_ns() + STARTUP_NS);
+    int r = pl_pproc_recv(&pw->proc, &f, pl_now_ns() + STARTUP_NS);
     if (r == 1 && f.type == F_STARTED) {
       pl_frame_free(&f);
     } else {
       if (r == 1) pl_frame_free(&f);
       int stuck = r == -ETIMEDOUT;
-      serr *lost = lose_child(pw, 1);
+      serr *lost = lose_child(pw, r != 0, "while starting", NULL);
       if (strcmp(lost->kind, PL_CANCELLED) == 0) {
         *why = lost;
         return -1;
       }
-      if (stuck && ++stuck_tries < STARTUP_TRIES) {
+      if (++start_tries < STARTUP_TRIES) {
         free(lost);
         attempt--;
         continue;
       }
-      *why = serr_new(PL_OS_ERROR, lost->pid, lost->has_exitcode, lost->exitcode,
-                      "a worker process did not start (%s)",
-                      stuck ? "stuck while making its state" : lost->message);
-      free(lost);
+      if (stuck) {
+        *why = serr_new(PL_OS_ERROR, lost->pid, lost->has_exitcode, lost->exitcode,
+                        "a worker process did not start (stuck while making its state)");
+        free(lost);
+      } else {
+        *why = lost;  /* BrokenPool: it died, or spoke nonsense */
+      }
       return -1;
     }
     if (e->init.n < 0) return 0;
@@ -592,21 +426,22 @@ static int start_child(pl_worker *w, serr **why) {
       char ebuf[256];
       int k = take_reply(&f, &m, &tb, ebuf, sizeof ebuf);
       int status;
-      finish_child(pw, &status, EXIT_WAIT_NS, 0);  /* the socket closes: it leaves */
+      pl_pproc_finish(&pw->proc, &status, EXIT_WAIT_NS, 0);  /* its input ends: it leaves */
       if (k == 0) break_pool(e, m, NULL, tb);
       else break_pool(e, NULL, serr_new(PL_BROKEN_POOL, 0, 0, 0, "pool init failed (%s)", ebuf), tb);
       return -1;
     }
     if (r == 1) pl_frame_free(&f);
-    serr *lost = lose_child(pw, r == 1 || r < 0);
+    char how[HOW_LEN];
+    serr *lost = lose_child(pw, r == 1 || r < 0, "during init", how);
     if (strcmp(lost->kind, PL_CANCELLED) == 0) {  /* an interrupt, not a fault */
       *why = lost;
       return -1;
     }
     if (attempt >= INIT_RETRIES) {
       serr *s = serr_new(PL_BROKEN_POOL, lost->pid, lost->has_exitcode, lost->exitcode,
-                         "a worker process died during init %d times in a row (the last %s)",
-                         attempt, strstr(lost->message, "(") != NULL ? strstr(lost->message, "(") : "");
+                         "a worker process died during init %d times in a row (the last one %s)",
+                         attempt, how);
       free(lost);
       break_pool(e, NULL, s, NULL);
       return -1;
@@ -615,18 +450,24 @@ static int start_child(pl_worker *w, serr **why) {
   }
 }
 
+typedef struct stopping {
+  pl_executor *e;
+  unsigned seen;         /* e->interrupts when the stop began */
+} stopping;
+
+static int interrupted_since(void *ud) {
+  stopping *st = ud;
+  return atomic_load(&st->e->fam->rt->interrupted) || atomic_load(&st->e->interrupts) != st->seen;
+}
+
 /* Let the process go: it sees the end of its input and exits.  When
  * `hard`, or once the pool or the runtime is interrupted meanwhile, it is
  * terminated (SIGTERM, then SIGKILL after the grace period). */
-static void stop_child(pworker *pw, pl_executor *e, int hard) {
-  if (pw->sock < 0) return;
-  int status = 0;
-  unsigned seen = atomic_load(&e->interrupts);
-  (void)shutdown(pw->sock, SHUT_WR);
-  while (!hard && !reap_until(pw, pl_now_ns() + 100 * 1000000LL, &status))
-    hard = atomic_load(&e->fam->rt->interrupted) || atomic_load(&e->interrupts) != seen ||
-           atomic_load(&pw->interrupted);
-  finish_child(pw, &status, GRACE_NS, hard);
+static void stop_child(pl_worker *w, int hard) {
+  pworker *pw = w->kind;
+  stopping st = {w->e, atomic_load(&w->e->interrupts)};
+  pl_pproc_stop(&pw->proc, hard, interrupted_since, &st);
+  pw->ntasks = 0;
 }
 
 /* ---- the kind -------------------------------------------------------- */
@@ -701,6 +542,12 @@ static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char 
   }
   pl_future_cb *cbs = pl_future_finish(f);
   if (cbs != NULL) {
+    /* Not under the fork guard: a callback may block (join a
+     * par.process, wait for another processes pool), and a fork -- its
+     * own among them -- must not wait for it.  Its allocations are
+     * quiet anyway: it runs under the owner's global lock, which a fork
+     * for that state takes. */
+    pl_fork_guard_leave();
     pl_tstate *ots;
     owner_enter(pw, e, &ots);
     pl_executor_set_tstate(w, ots);  /* a callback's shutdown{wait} is refused */
@@ -708,6 +555,7 @@ static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char 
     lua_settop(pw->co, 0);
     pl_executor_set_tstate(w, NULL);
     owner_leave(e, ots);
+    pl_fork_guard_enter();
   }
   if (last && has_callbacks) pl_executor_looking(w);
   pl_future_decref(f);
@@ -762,7 +610,7 @@ static void collect_one(pl_worker *w, int looking_after) {
     pl_frame_free(&f);
     r = -EPROTO;
   }
-  fail_flight(w, lose_child(pw, r < 0), looking_after);
+  fail_flight(w, lose_child(pw, r < 0, "while running the task", NULL), looking_after);
 }
 
 /* Complete everything in flight (the worker is about to wait for work,
@@ -782,7 +630,7 @@ static int keep_going(pl_worker *w) {
   pworker *pw = w->kind;
   pl_executor *e = w->e;
   long threshold = e->max_workers > 2 ? e->max_workers : 2;
-  return pw->flen < DEPTH && pw->sock >= 0 && !atomic_load(&pw->interrupted) &&
+  return pw->flen < DEPTH && pw->proc.sock >= 0 && !atomic_load(&pw->proc.interrupted) &&
          pw->last_ns > 0 && pw->last_ns < SHORT_NS &&
          atomic_load_explicit(&e->queued, memory_order_relaxed) >= threshold &&
          (e->max_tasks_per_worker == 0 || pw->ntasks < e->max_tasks_per_worker);
@@ -801,15 +649,18 @@ static void run_task(pl_worker *w, pl_task *t) {
   }
   pl_future_incref(f);  /* the flight's, or complete's */
   serr *why = NULL;
-  if (atomic_load(&pw->interrupted)) {  /* stopped before it began */
+  if (atomic_load(&pw->proc.interrupted)) {  /* stopped before it began */
     drain(w, 0);
     why = serr_new(PL_CANCELLED, 0, 0, 0, "interrupted");
-    if (pw->sock >= 0) {
+    if (pw->proc.sock >= 0) {
       int status;
-      finish_child(pw, &status, GRACE_NS, 1);
+      pl_pproc_finish(&pw->proc, &status, GRACE_NS, 1);
     }
-  } else if (!atomic_load(&pe->broken) && pw->sock < 0) {
-    start_child(w, &why);
+  } else if (!atomic_load(&pe->broken)) {
+    /* A process that ended while idle (killed from outside) held no
+     * task: this one does not fail, a fresh process runs it. */
+    if (pw->flen == 0) (void)pl_pproc_ended_idle(&pw->proc);
+    if (pw->proc.sock < 0) start_child(w, &why);
   }
   if (why != NULL || atomic_load(&pe->broken)) {
     drain(w, 0);
@@ -840,28 +691,22 @@ static void run_task(pl_worker *w, pl_task *t) {
     return;
   }
   drain(w, 1);
-  if (pw->sock >= 0 && e->max_tasks_per_worker > 0 && pw->ntasks >= e->max_tasks_per_worker) {
-    stop_child(pw, e, 0);  /* a fresh process comes with the next task */
+  if (pw->proc.sock >= 0 && e->max_tasks_per_worker > 0 && pw->ntasks >= e->max_tasks_per_worker) {
+    stop_child(w, 0);  /* a fresh process comes with the next task */
   }
-  if (atomic_load(&pw->interrupted) && pw->sock >= 0) {  /* SIGTERM is on its way to it */
+  if (atomic_load(&pw->proc.interrupted) && pw->proc.sock >= 0) {  /* SIGTERM is on its way to it */
     int status;
-    finish_child(pw, &status, GRACE_NS, 1);
+    pl_pproc_finish(&pw->proc, &status, GRACE_NS, 1);
   }
 }
 
 static int processes_worker_new(pl_worker *w, lua_State *L) {
   pworker *pw = calloc(1, sizeof *pw);
   if (pw == NULL) return -1;
-  pw->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (pw->wake < 0) {
+  if (pl_pproc_init(&pw->proc) != 0) {
     free(pw);
     return -1;
   }
-  pthread_mutex_init(&pw->mu, NULL);
-  pw->sock = pw->pidfd = -1;
-  atomic_init(&pw->interrupted, 0);
-  atomic_init(&pw->term_at, 0);
-  pl_rbuf_init(&pw->rb);
   snprintf(pw->name, sizeof pw->name, "%s-Worker-%d", w->e->name, w->index);
   pw->co = lua_newthread(L);
   pw->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -870,9 +715,7 @@ static int processes_worker_new(pl_worker *w, lua_State *L) {
 }
 
 static void free_worker(pworker *pw) {
-  pl_rbuf_free(&pw->rb);
-  (void)close(pw->wake);
-  pthread_mutex_destroy(&pw->mu);
+  pl_pproc_free(&pw->proc);
   free(pw);
 }
 
@@ -886,6 +729,7 @@ static void processes_worker_abandon(pl_worker *w, lua_State *L) {
 /* The worker thread holds the fork guard except while it blocks (see
  * fork.h): these are the kind's entry points on that thread. */
 static void processes_run(pl_worker *w, pl_task *t) {
+  pl_pproc_busy(&((pworker *)w->kind)->proc);
   pl_fork_guard_enter();
   run_task(w, t);
   pl_fork_guard_leave();
@@ -901,34 +745,28 @@ static void processes_worker_start(pl_worker *w) {
 
 /* No task is waiting: complete what is in flight before sleeping. */
 static void processes_idle(pl_worker *w) {
+  pworker *pw = w->kind;
   pl_fork_guard_enter();
   drain(w, 0);
   pl_fork_guard_leave();
+  pl_pproc_idle(&pw->proc);
 }
 
-static void processes_interrupt(pl_worker *w) {
-  pworker *pw = w->kind;
-  atomic_store(&pw->interrupted, 1);
-  long long zero = 0;
-  atomic_compare_exchange_strong(&pw->term_at, &zero, pl_now_ns());
-  signal_child(pw, SIGTERM);
-  efd_add(pw->wake);
-}
+static void processes_interrupt(pl_worker *w) { pl_pproc_interrupt(&((pworker *)w->kind)->proc); }
 
 /* An interrupt stays meant for the tasks still in flight. */
 static void processes_reset(pl_worker *w) {
   pworker *pw = w->kind;
-  if (pw->flen > 0) return;
-  atomic_store(&pw->interrupted, 0);
-  atomic_store(&pw->term_at, 0);
+  if (pw->flen == 0) pl_pproc_reset(&pw->proc);
 }
 
 static void processes_worker_stop(pl_worker *w, int release) {
   pworker *pw = w->kind;
   pl_executor *e = w->e;
+  pl_pproc_busy(&pw->proc);
   pl_fork_guard_enter();
   drain(w, 0);
-  stop_child(pw, e, atomic_load(&e->fam->rt->interrupted) || atomic_load(&pw->interrupted));
+  stop_child(w, atomic_load(&e->fam->rt->interrupted));
   pl_fork_guard_leave();
   pl_tstate *ots;
   owner_enter(pw, e, &ots);

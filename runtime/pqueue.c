@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "fork.h"
 #include "portable.h"
 #include "pqueue.h"
 #include "spawn.h"
@@ -33,6 +34,7 @@
 #define INLINE_MAX 65536           /* bigger items go in a memfd */
 #define SNDBUF (4 << 20)           /* asked for; the kernel caps it */
 #define CLOSED_SLICE_NS (20 * 1000000LL)
+#define PAGE_SEALS (F_SEAL_SHRINK | F_SEAL_GROW)
 
 typedef struct pq_page {
   uint32_t magic;
@@ -64,6 +66,10 @@ struct pl_pchan {
   pend *head, *tail;               /* guarded by mu: items held back */
   int feeding;                     /* guarded by mu: a feeder thread runs */
 };
+
+/* Looking up a received channel and registering it are one step (as for
+ * pipes, conn.c): one queue per channel in a process. */
+static pthread_mutex_t adopt_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Feeders of this process, for pl_pchan_flush_all. */
 static pthread_mutex_t feed_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -142,8 +148,12 @@ static int chan_create(pl_pchan *c, long long maxsize, long long len, long long 
   c->fd[FD_R] = sv[1];
   int big = SNDBUF;
   (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-  c->fd[FD_PAGE] = memfd_create("parlua-queue", MFD_CLOEXEC);
-  if (c->fd[FD_PAGE] < 0 || ftruncate(c->fd[FD_PAGE], PAGE_SIZE) != 0) return -errno;
+  /* Sealed at its size: a process that could shrink it would crash every
+   * other one with SIGBUS at its next touch of the page. */
+  c->fd[FD_PAGE] = memfd_create("parlua-queue", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (c->fd[FD_PAGE] < 0 || ftruncate(c->fd[FD_PAGE], PAGE_SIZE) != 0 ||
+      fcntl(c->fd[FD_PAGE], F_ADD_SEALS, PAGE_SEALS | F_SEAL_SEAL) != 0)
+    return -errno;
   c->page = mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd[FD_PAGE], 0);
   if (c->page == MAP_FAILED) {
     c->page = NULL;
@@ -224,6 +234,7 @@ static void start_feeder_locked(pl_pchan *c) {
   pthread_mutex_unlock(&feed_mu);
   c->feeding = 1;
   pl_sync_incref(&c->q->head);  /* the channel lives while it feeds */
+  pl_pin_library();             /* and our code, should lua_close come meanwhile */
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);
@@ -355,6 +366,7 @@ void pl_pchan_flush_all(void) {
 }
 
 void pl_pchan_child_reset(void) {
+  pthread_mutex_init(&adopt_mu, NULL);
   pthread_mutex_init(&feed_mu, NULL);
   pthread_cond_init(&feed_cv, NULL);
   feeders = 0;
@@ -765,7 +777,18 @@ int pl_pchan_export(pl_pchan *c, pl_fdlist *l, uint64_t *id, long long *maxsize)
   return 0;
 }
 
+static pl_queue *adopt_locked(uint64_t id, long long maxsize, int *fds, int nfds, char *err,
+                              size_t errlen);
+
 pl_queue *pl_pchan_adopt(uint64_t id, long long maxsize, int *fds, int nfds, char *err, size_t errlen) {
+  pthread_mutex_lock(&adopt_mu);
+  pl_queue *q = adopt_locked(id, maxsize, fds, nfds, err, errlen);
+  pthread_mutex_unlock(&adopt_mu);
+  return q;
+}
+
+static pl_queue *adopt_locked(uint64_t id, long long maxsize, int *fds, int nfds, char *err,
+                              size_t errlen) {
   int want = maxsize > 0 ? NFD : NFD - 1;
   pl_queue *q = pl_port_lookup(id, PL_PORT_QUEUE);
   if (q != NULL || nfds != want || maxsize < 0) {
@@ -783,7 +806,10 @@ pl_queue *pl_pchan_adopt(uint64_t id, long long maxsize, int *fds, int nfds, cha
     fds[i] = -1;
   }
   struct stat st;
-  if (fstat(c->fd[FD_PAGE], &st) != 0 || st.st_size < PAGE_SIZE) goto bad;
+  int seals = fcntl(c->fd[FD_PAGE], F_GET_SEALS);
+  if (fstat(c->fd[FD_PAGE], &st) != 0 || st.st_size < PAGE_SIZE || seals < 0 ||
+      (seals & PAGE_SEALS) != PAGE_SEALS)
+    goto bad;
   c->page = mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, c->fd[FD_PAGE], 0);
   if (c->page == MAP_FAILED) {
     c->page = NULL;

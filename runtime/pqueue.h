@@ -18,7 +18,10 @@
  *             qsize and unfinished (task_done/join) and the closed flag,
  *             guarded by a robust process-shared mutex held for a few
  *             instructions only (a process dying with it held leaves it
- *             usable: EOWNERDEAD is repaired at the next lock).
+ *             usable: EOWNERDEAD is repaired at the next lock).  The memfd
+ *             is sealed at its size, so no process can shrink it under
+ *             the others' mapping (they would die of SIGBUS), and a page
+ *             that is not sealed so is refused when received.
  *   slots     (bounded queues) an eventfd semaphore counting free places:
  *             put takes one, get gives one back.
  *   done      an eventfd readable exactly while unfinished == 0: join

@@ -4,7 +4,10 @@
  * to hold the whole frame at its head (so a 50 MB result is read in place,
  * into memory the frame then owns, with no second copy), and descriptors
  * in arrival order.  A frame takes the first `nfds` pending descriptors
- * once its header is complete: they came with its first byte.
+ * once its header is complete: they came with its first byte.  So
+ * descriptors still pending once the last buffered frame has taken its
+ * own came with bytes already taken: the stream is malformed (else they
+ * would go to the next frame that carries any).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -226,8 +229,16 @@ int pl_rbuf_check(pl_rbuf *b) {
   if (h == 0) return 0;
   if (h == 2) return -EPROTO;
   size_t total = PL_WIRE_HEADER + (size_t)len;
-  if (b->end - b->start >= total) return nfds > b->nfds ? -EPROTO : 1;
   if (nfds > b->nfds) return -EPROTO;  /* they come with the header */
+  if (b->end - b->start >= total) {
+    /* Descriptors beyond the frame's, with no byte of a next frame to
+     * have brought them: the sender attached more than it said. */
+    if (b->end - b->start == total && b->nfds > nfds) {
+      b->broken = 1;
+      return -EPROTO;
+    }
+    return 1;
+  }
   return make_room(b, total);  /* the rest is read in place */
 }
 

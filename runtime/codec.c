@@ -7,7 +7,10 @@
  * message costs one allocation (its own).  Addresses are stable for the
  * length of one encode: every object met is reachable from the values
  * being encoded, and Lua's collector never moves objects.  The map is
- * cleared in O(1) by bumping a generation number.
+ * cleared in O(1) by bumping a generation number; the few string keys of
+ * records are looked up in a small cache in front of it.  Each id's tag
+ * offset is remembered, so that the first REF to an object can go back and
+ * mark it kept (codec_wire.h).
  *
  * A nested encode (a finalizer that sends something, a queue converting
  * its items while it is being sent) finds the registry's encoder busy and
@@ -34,6 +37,7 @@ static const char TYPES_KEY = 0;
 
 #define BIG_MESSAGE (64 * 1024)  /* hand the buffer over instead of copying */
 #define NAMES_MAX_FIELDS 4096    /* fields of one module put in the name map */
+#define KEY_CACHE 64             /* string keys looked up before the map */
 
 /* ---- the encoder ----------------------------------------------------- */
 
@@ -59,18 +63,22 @@ typedef struct encoder {
   int nobjs, capobjs;
   pslot *map;
   size_t mapcap, mapused;
-  uint32_t gen;
+  uint32_t gen;        /* of this encode: slots of other encodes are free */
+  pslot keys[KEY_CACHE];  /* string keys met lately, in front of the map */
   uint32_t next_id;
+  size_t *at;          /* by id: the offset of the object's tag in buf */
+  size_t capat;
+  uint32_t nkept;      /* objects marked T_KEEP */
   int has_refs;
   int depth;
   /* Set when the message goes to another process: which shared types may. */
   int (*crosses)(const pl_transfer_type *t);
   int busy;            /* an encode is using it */
+  const void *globals; /* the address of the globals table (in S_GLOBALS) */
   int base;            /* stack index of this userdata during an encode */
-  int names_checked;   /* the name map was checked during this encode */
-  long names_count;    /* entries of package.loaded when the map was built */
+  int names_open;      /* the name map is in S_NAMES for this encode */
+  int names_checked;   /* ... and was checked against package.loaded */
   const struct nameset *nameset;  /* the map's keys (in UV_NAMESET), or NULL */
-  const void *names_loaded;
   unsigned char *dump; /* scratch for lua_dump */
   size_t dumplen, dumpcap;
   const char *head, *each;
@@ -81,9 +89,9 @@ typedef struct encoder {
 static int fail(encoder *e, lua_State *L, const char *what);
 
 /* Stack slots above e->base during an encode. */
-enum { S_GLOBALS = 1, S_NAMES, S_DUMPS, S_TYPES, NSLOTS = S_TYPES };
+enum { S_GLOBALS = 1, S_NAMES, S_SNAP, S_LOADED, S_DUMPS, S_TYPES, NSLOTS = S_TYPES };
 /* User values of the encoder userdata: the caches. */
-enum { UV_DUMPS = 1, UV_NAMES, UV_NAMESET };
+enum { UV_DUMPS = 1, UV_NAMES, UV_NAMESET, UV_LOADED, NUV = UV_LOADED };
 
 static void release_objs(encoder *e) {
   for (int i = 0; i < e->nobjs; i++) e->objs[i].type->release(e->objs[i].obj);
@@ -97,18 +105,20 @@ static int encoder_gc(lua_State *L) {
   free(e->objs);
   free(e->map);
   free(e->dump);
+  free(e->at);
   e->buf = NULL;
   e->objs = NULL;
   e->map = NULL;
   e->dump = NULL;
-  e->cap = e->mapcap = e->dumpcap = 0;
+  e->at = NULL;
+  e->cap = e->mapcap = e->dumpcap = e->capat = 0;
   e->capobjs = 0;
   return 0;
 }
 
 /* [-0, +1] a new encoder userdata with its own (empty) caches. */
 static encoder *encoder_new(lua_State *L) {
-  encoder *e = lua_newuserdatauv(L, sizeof *e, 3);
+  encoder *e = lua_newuserdatauv(L, sizeof *e, NUV);
   memset(e, 0, sizeof *e);
   if (luaL_newmetatable(L, "parlua.codec.encoder")) {
     lua_pushcfunction(L, encoder_gc);
@@ -129,13 +139,16 @@ static void reset(encoder *e) {
   release_objs(e);
   if (++e->gen == 0) {  /* wrapped: old stamps could match again */
     if (e->map != NULL) memset(e->map, 0, e->mapcap * sizeof *e->map);
+    memset(e->keys, 0, sizeof e->keys);
     e->gen = 1;
   }
   e->mapused = 0;
   e->next_id = 0;
+  e->nkept = 0;
   e->has_refs = 0;
   e->depth = 0;
   e->nseg = 0;
+  e->names_open = 0;
   e->names_checked = 0;
 }
 
@@ -153,15 +166,11 @@ static encoder *encoder_open(lua_State *L) {
     if (e->busy) {
       encoder *old = e;
       e = encoder_new(L);
-      lua_getiuservalue(L, -2, UV_DUMPS);
-      lua_setiuservalue(L, -2, UV_DUMPS);
-      lua_getiuservalue(L, -2, UV_NAMES);
-      lua_setiuservalue(L, -2, UV_NAMES);
-      lua_getiuservalue(L, -2, UV_NAMESET);
-      lua_setiuservalue(L, -2, UV_NAMESET);
+      for (int uv = 1; uv <= NUV; uv++) {
+        lua_getiuservalue(L, -2, uv);
+        lua_setiuservalue(L, -2, uv);
+      }
       e->nameset = old->nameset;
-      e->names_count = old->names_count;
-      e->names_loaded = old->names_loaded;
       lua_remove(L, -2);
       lua_pushvalue(L, -1);
       lua_rawsetp(L, LUA_REGISTRYINDEX, &ENCODER_KEY);
@@ -176,7 +185,10 @@ static encoder *encoder_open(lua_State *L) {
   e->busy = 1;
   e->base = base;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);  /* S_GLOBALS */
+  e->globals = lua_topointer(L, -1);
   lua_pushnil(L);                                      /* S_NAMES, when needed */
+  lua_pushnil(L);                                      /* S_SNAP, with S_NAMES */
+  lua_pushnil(L);                                      /* S_LOADED, with S_NAMES */
   lua_pushnil(L);                                      /* S_DUMPS, when needed */
   lua_pushnil(L);                                      /* S_TYPES, when needed */
   return e;
@@ -231,7 +243,7 @@ static inline void put_bytes(encoder *e, lua_State *L, const void *p, size_t n) 
 
 static inline void put_u32_at(encoder *e, size_t at, uint32_t v) { memcpy(e->buf + at, &v, 4); }
 
-static void put_string(encoder *e, lua_State *L, const char *s, size_t n) {
+static inline void put_string(encoder *e, lua_State *L, const char *s, size_t n) {
   reserve(e, L, n + 11);
   if (n < 32) {
     e->buf[e->len++] = (unsigned char)(T_SSTR + n);
@@ -243,7 +255,7 @@ static void put_string(encoder *e, lua_State *L, const char *s, size_t n) {
   e->len += n;
 }
 
-static void put_integer(encoder *e, lua_State *L, lua_Integer i) {
+static inline void put_integer(encoder *e, lua_State *L, lua_Integer i) {
   reserve(e, L, 11);
   if (i >= 0 && i < 64) {
     e->buf[e->len++] = (unsigned char)(T_SMALLINT + i);
@@ -254,7 +266,7 @@ static void put_integer(encoder *e, lua_State *L, lua_Integer i) {
   }
 }
 
-static void put_float(encoder *e, lua_State *L, lua_Number d) {
+static inline void put_float(encoder *e, lua_State *L, lua_Number d) {
   double x = (double)d;
   reserve(e, L, 9);
   e->buf[e->len++] = T_FLOAT;
@@ -269,6 +281,20 @@ static inline size_t slot_of(const void *key, size_t mask) {
   return (size_t)(h >> 32) & mask;
 }
 
+/* The map's slot for an address.  Objects made one after the other (a
+ * table, its contents, the next table) sit at nearby addresses and are
+ * usually met in that order, so the addresses of one 4 KiB page go to
+ * neighbouring slots -- a walk over a large structure reads each cache
+ * line of the map a few times instead of missing the cache once per
+ * object -- while pages are spread over the map by a multiplicative hash.
+ * (Allocations are 16-byte aligned on the platforms parlua runs on; with
+ * less, neighbours merely share a slot's probe sequence.) */
+static inline size_t map_slot(const void *key, size_t mask) {
+  uintptr_t a = (uintptr_t)key;
+  uint64_t page = (uint64_t)(a >> 12) * 0x9E3779B97F4A7C15ull;
+  return ((size_t)(page >> 32) + ((a >> 4) & 0xff)) & mask;
+}
+
 static void map_grow(encoder *e, lua_State *L) {
   size_t ncap = e->mapcap != 0 ? e->mapcap * 2 : 64;
   pslot *nm = calloc(ncap, sizeof *nm);
@@ -276,7 +302,7 @@ static void map_grow(encoder *e, lua_State *L) {
   for (size_t i = 0; i < e->mapcap; i++) {
     pslot *s = &e->map[i];
     if (s->gen != e->gen) continue;
-    size_t j = slot_of(s->key, ncap - 1);
+    size_t j = map_slot(s->key, ncap - 1);
     while (nm[j].gen == e->gen) j = (j + 1) & (ncap - 1);
     nm[j] = *s;
   }
@@ -289,7 +315,7 @@ static void map_grow(encoder *e, lua_State *L) {
  * now key's, with val to be filled in. */
 static pslot *map_get(encoder *e, lua_State *L, const void *key, int *found) {
   if ((e->mapused + 1) * 2 > e->mapcap) map_grow(e, L);
-  size_t mask = e->mapcap - 1, i = slot_of(key, mask);
+  size_t mask = e->mapcap - 1, i = map_slot(key, mask);
   for (;;) {
     pslot *s = &e->map[i];
     if (s->gen != e->gen) {
@@ -307,20 +333,48 @@ static pslot *map_get(encoder *e, lua_State *L, const void *key, int *found) {
   }
 }
 
+/* The next id, for an object whose tag is the next byte written. */
+static uint32_t new_id(encoder *e, lua_State *L) {
+  if (e->next_id == UINT32_MAX) fail(e, L, "too many objects in one message");
+  if (e->next_id == e->capat) {
+    size_t ncap = e->capat != 0 ? e->capat * 2 : 64;
+    size_t *na = realloc(e->at, ncap * sizeof *na);
+    if (na == NULL) luaL_error(L, "not enough memory");
+    e->at = na;
+    e->capat = ncap;
+  }
+  e->at[e->next_id] = e->len;
+  return e->next_id++;
+}
+
+/* Object `id` is referred to again: mark its tag, so that the decoder
+ * keeps it (and only such objects) where a REF can find it. */
+static inline void keep(encoder *e, uint32_t id) {
+  unsigned char *tag = &e->buf[e->at[id]];
+  if (!(*tag & T_KEEP)) {
+    *tag |= T_KEEP;
+    e->nkept++;
+  }
+  e->has_refs = 1;
+}
+
+static void put_ref(encoder *e, lua_State *L, uint32_t id) {
+  reserve(e, L, 11);
+  e->buf[e->len++] = T_REF;
+  put_varint_nocheck(e, id);
+  keep(e, id);
+}
+
 /* A REF if the object at address p was met before (1); else it gets the
  * next id. */
 static int seen_at(encoder *e, lua_State *L, const void *p) {
   int found;
   pslot *s = map_get(e, L, p, &found);
   if (found) {
-    reserve(e, L, 11);
-    e->buf[e->len++] = T_REF;
-    put_varint_nocheck(e, s->val);
-    e->has_refs = 1;
+    put_ref(e, L, s->val);
     return 1;
   }
-  if (e->next_id == UINT32_MAX) fail(e, L, "too many objects in one message");
-  s->val = e->next_id++;
+  s->val = new_id(e, L);
   return 0;
 }
 
@@ -491,23 +545,37 @@ static void build_names(lua_State *L, int globals, int loaded) {
  * by a new object since the set was made). */
 typedef struct nameset {
   size_t mask;
+  size_t nkv;
+  const void **kv;     /* package.loaded when the map was made: the address of
+                        * each key and value, in the order lua_next gave them */
   const void *keys[];
 } nameset;
 
-static int nameset_has(const nameset *ns, const void *p) {
+static inline int nameset_has(const nameset *ns, const void *p) {
   for (size_t i = slot_of(p, ns->mask);; i = (i + 1) & ns->mask) {
     if (ns->keys[i] == p) return 1;
     if (ns->keys[i] == NULL) return 0;
   }
 }
 
-/* [-0, +0] make the set of the map at index map, as e's UV_NAMESET. */
-static void build_nameset(encoder *e, lua_State *L, int map) {
+/* [-0, +0] make the set of the map at index map, and the addresses of
+ * package.loaded's `nloaded` entries, as e's UV_NAMESET. */
+static void build_nameset(encoder *e, lua_State *L, int map, int loaded, size_t nloaded) {
   size_t n = (size_t)count_entries(L, map), cap = 16;
   while (cap < 2 * n + 2) cap *= 2;
-  nameset *ns = lua_newuserdatauv(L, sizeof *ns + cap * sizeof(void *), 0);
+  nameset *ns = lua_newuserdatauv(L, sizeof *ns + (cap + 2 * nloaded) * sizeof(void *), 0);
   ns->mask = cap - 1;
   memset(ns->keys, 0, cap * sizeof(void *));
+  ns->kv = ns->keys + cap;
+  ns->nkv = 0;
+  lua_pushnil(L);
+  while (ns->nkv < nloaded && lua_next(L, loaded)) {
+    ns->kv[2 * ns->nkv] = lua_topointer(L, -2);
+    ns->kv[2 * ns->nkv + 1] = lua_topointer(L, -1);
+    ns->nkv++;
+    lua_pop(L, 1);
+  }
+  if (ns->nkv == nloaded) lua_pop(L, 1);  /* the loop stopped before lua_next said the end */
   lua_pushnil(L);
   while (lua_next(L, map)) {
     const void *p = lua_topointer(L, -2);
@@ -520,57 +588,148 @@ static void build_nameset(encoder *e, lua_State *L, int map) {
   e->nameset = ns;
 }
 
-/* Put the name map in S_NAMES: the cached one, or (`check`, at most once
- * per encode) one that matches package.loaded now -- rebuilt when its
- * count of entries changed, so a module required since is found.  A hit
- * in the cached map needs no check; only a miss does. */
-static void load_names(encoder *e, lua_State *L, int check) {
-  int have = !lua_isnil(L, e->base + S_NAMES);
-  if (have && (!check || e->names_checked)) return;
-  if (!have) {
-    lua_getiuservalue(L, e->base, UV_NAMES);
-    lua_replace(L, e->base + S_NAMES);
-    have = !lua_isnil(L, e->base + S_NAMES) && e->nameset != NULL;
-    if (have && !check) return;
+/* [-0, +1] a copy of package.loaded (at index loaded); *count: its
+ * entries. */
+static void snapshot_loaded(lua_State *L, int loaded, long *count) {
+  long n = 0;
+  lua_newtable(L);
+  lua_pushnil(L);
+  while (lua_next(L, loaded)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+    n++;
   }
-  e->names_checked = 1;
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  int loaded = lua_gettop(L);
-  long count = count_entries(L, loaded);
-  if (!have || count != e->names_count || lua_topointer(L, loaded) != e->names_loaded) {
-    build_names(L, e->base + S_GLOBALS, loaded);
-    build_nameset(e, L, lua_gettop(L));
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, e->base, UV_NAMES);
-    lua_replace(L, e->base + S_NAMES);
-    e->names_count = count;
-    e->names_loaded = lua_topointer(L, loaded);
-  }
-  lua_pop(L, 1);
+  *count = n;
 }
 
-static int lookup_name(encoder *e, lua_State *L, int idx, const void *p) {
+/* Whether package.loaded holds what it held when the map was made: the
+ * same keys and values, by address (the map's snapshot of package.loaded
+ * holds them all, so none can have been collected and its address reused
+ * since).  Counting the entries is not enough: a module replaced under its
+ * name (package.loaded.m = nil, then require "m" again -- busted does it
+ * between spec files) leaves the count as it was, and a map of the old
+ * values would send the new module by value and the old one under a name
+ * that now means the new one. */
+static int loaded_unchanged(encoder *e, lua_State *L) {
+  const nameset *ns = e->nameset;
+  size_t i = 0;
+  lua_pushnil(L);
+  while (lua_next(L, e->base + S_LOADED)) {
+    if (i == ns->nkv || lua_topointer(L, -2) != ns->kv[2 * i] || lua_topointer(L, -1) != ns->kv[2 * i + 1]) {
+      lua_pop(L, 2);
+      return 0;
+    }
+    i++;
+    lua_pop(L, 1);
+  }
+  return i == ns->nkv;
+}
+
+/* A new map of package.loaded and its snapshot, in S_NAMES and S_SNAP and
+ * cached in the encoder's user values. */
+static void make_names(encoder *e, lua_State *L) {
+  long count;
+  snapshot_loaded(L, e->base + S_LOADED, &count);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, e->base, UV_LOADED);
+  lua_replace(L, e->base + S_SNAP);
+  build_names(L, e->base + S_GLOBALS, e->base + S_LOADED);
+  build_nameset(e, L, lua_gettop(L), e->base + S_LOADED, (size_t)count);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, e->base, UV_NAMES);
+  lua_replace(L, e->base + S_NAMES);
+  e->names_checked = 1;
+}
+
+/* The name map for this encode: the cached one (checked when needed), or
+ * a new one. */
+static void open_names(encoder *e, lua_State *L) {
+  e->names_open = 1;
+  luaL_checkstack(L, 8, "encoding a value");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_replace(L, e->base + S_LOADED);
+  lua_getiuservalue(L, e->base, UV_NAMES);
+  lua_getiuservalue(L, e->base, UV_LOADED);
+  if (lua_istable(L, -2) && lua_istable(L, -1) && e->nameset != NULL) {
+    lua_replace(L, e->base + S_SNAP);
+    lua_replace(L, e->base + S_NAMES);
+  } else {
+    lua_pop(L, 2);
+    make_names(e, L);
+  }
+}
+
+/* Once per encode at most: a new map if package.loaded changed since the
+ * cached one was made. */
+static void check_names(encoder *e, lua_State *L) {
+  e->names_checked = 1;
+  luaL_checkstack(L, 8, "encoding a value");
+  if (!loaded_unchanged(e, L)) make_names(e, L);
+}
+
+/* [-0, +(0|1)] the NAMED record of the value at idx (address p), if the
+ * map has one (1).  Most values met have none: the set answers without
+ * the map. */
+static inline int lookup_name(encoder *e, lua_State *L, int idx, const void *p) {
   if (!nameset_has(e->nameset, p)) return 0;
   lua_pushvalue(L, idx);
-  if (lua_rawget(L, e->base + S_NAMES) != LUA_TSTRING) {
-    lua_pop(L, 1);
-    return 0;
+  if (lua_rawget(L, e->base + S_NAMES) == LUA_TSTRING) return 1;
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Whether the record rec still means what it meant when the map was made:
+ * its module is the one package.loaded had then. */
+static int record_current(encoder *e, lua_State *L, const char *rec, size_t n) {
+  size_t len = 0, at = 2;
+  unsigned tag = n > 1 ? (unsigned char)rec[1] : 0;
+  if (tag >= T_SSTR && tag < T_SSTR + 32) {
+    len = tag - T_SSTR;
+  } else {  /* T_STR: a varint length */
+    for (int shift = 0; at < n && shift < 64; shift += 7) {
+      unsigned c = (unsigned char)rec[at++];
+      len |= (size_t)(c & 0x7f) << shift;
+      if (!(c & 0x80)) break;
+    }
+  }
+  if (at > n || len > n - at) return 0;
+  luaL_checkstack(L, 4, "encoding a value");
+  lua_pushlstring(L, rec + at, len);
+  lua_pushvalue(L, -1);
+  lua_rawget(L, e->base + S_LOADED);
+  lua_insert(L, -2);
+  lua_rawget(L, e->base + S_SNAP);
+  int same = !lua_isnil(L, -1) && lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return same;
+}
+
+/* Write the NAMED record of the value at idx (address p) if it has a
+ * name (1).  The cached map is checked against package.loaded once per
+ * encode, when it is first needed: for a value it does not name (a module
+ * may have been required since), or before it names one for the first
+ * time in this encode -- unless that name's module is still the same. */
+static inline int named_at(encoder *e, lua_State *L, int idx, const void *p) {
+  if (!e->names_open) open_names(e, L);
+  if (!lookup_name(e, L, idx, p)) {
+    if (e->names_checked) return 0;
+    check_names(e, L);
+    if (!lookup_name(e, L, idx, p)) return 0;
+  } else if (!e->names_checked) {
+    size_t n;
+    const char *rec = lua_tolstring(L, -1, &n);
+    if (!record_current(e, L, rec, n)) {
+      lua_pop(L, 1);
+      check_names(e, L);
+      if (!lookup_name(e, L, idx, p)) return 0;
+    }
   }
   size_t n;
   const char *rec = lua_tolstring(L, -1, &n);
   put_bytes(e, L, rec, n);
   lua_pop(L, 1);
   return 1;
-}
-
-/* Write the NAMED record of the value at idx (address p) if it has a
- * name (1). */
-static int named_at(encoder *e, lua_State *L, int idx, const void *p) {
-  load_names(e, L, 0);
-  if (lookup_name(e, L, idx, p)) return 1;
-  if (e->names_checked) return 0;
-  load_names(e, L, 1);
-  return lookup_name(e, L, idx, p);
 }
 
 static int named(encoder *e, lua_State *L, int idx) { return named_at(e, L, idx, lua_topointer(L, idx)); }
@@ -613,17 +772,22 @@ static int regmt(encoder *e, lua_State *L, int idx) {
  * address (tables of one shape repeat their keys; a short string is
  * interned, so equal keys share one address). */
 static void put_key(encoder *e, lua_State *L, int idx) {
-  int found;
-  pslot *s = map_get(e, L, lua_topointer(L, idx), &found);
-  if (found) {
-    reserve(e, L, 11);
-    e->buf[e->len++] = T_REF;
-    put_varint_nocheck(e, s->val);
-    e->has_refs = 1;
+  const void *p = lua_topointer(L, idx);
+  pslot *c = &e->keys[((uintptr_t)p >> 4) % KEY_CACHE];  /* the few keys of records, first */
+  if (c->key == p && c->gen == e->gen) {
+    put_ref(e, L, c->val);
     return;
   }
-  if (e->next_id == UINT32_MAX) fail(e, L, "too many objects in one message");
-  s->val = e->next_id++;
+  int found;
+  pslot *s = map_get(e, L, p, &found);
+  if (!found) s->val = new_id(e, L);
+  c->key = p;
+  c->val = s->val;
+  c->gen = e->gen;
+  if (found) {
+    put_ref(e, L, s->val);
+    return;
+  }
   size_t n;
   const char *str = lua_tolstring(L, idx, &n);
   reserve(e, L, n + 11);
@@ -633,15 +797,17 @@ static void put_key(encoder *e, lua_State *L, int idx) {
   e->len += n;
 }
 
+static inline void put_number(encoder *e, lua_State *L, int idx) {
+  if (lua_isinteger(L, idx)) put_integer(e, L, lua_tointeger(L, idx));
+  else put_float(e, L, lua_tonumber(L, idx));
+}
+
 /* Write the value at idx, of type t, if it is a number, a string, a
  * boolean or nil (1): the common case of a table's keys and values,
  * without the calls of enc_value. */
 static inline int plain_value(encoder *e, lua_State *L, int idx, int t) {
   switch (t) {
-  case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) put_integer(e, L, lua_tointeger(L, idx));
-    else put_float(e, L, lua_tonumber(L, idx));
-    return 1;
+  case LUA_TNUMBER: put_number(e, L, idx); return 1;
   case LUA_TSTRING: {
     size_t n;
     const char *str = lua_tolstring(L, idx, &n);
@@ -655,12 +821,12 @@ static inline int plain_value(encoder *e, lua_State *L, int idx, int t) {
 }
 
 static void enc_table(encoder *e, lua_State *L, int idx, int is_mt) {
-  if (lua_rawequal(L, idx, e->base + S_GLOBALS)) {
+  const void *p = lua_topointer(L, idx);
+  if (p == e->globals) {
     put1(e, L, T_GLOBALS);
     return;
   }
   if (is_mt && regmt(e, L, idx)) return;
-  const void *p = lua_topointer(L, idx);
   if (named_at(e, L, idx, p)) return;
   if (seen_at(e, L, p)) return;
   enter(e, L);
@@ -670,34 +836,36 @@ static void enc_table(encoder *e, lua_State *L, int idx, int is_mt) {
   reserve(e, L, 8);
   e->len += 8;
   uint64_t narr = 0, nhash = 0;
-  int inarr = 1;
   int k = lua_gettop(L) + 1, v = k + 1;  /* where lua_next puts the key and the value */
+  int more;
   lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    int kt = lua_type(L, k), vt = lua_type(L, v), isint = 0;
-    lua_Integer i = kt == LUA_TNUMBER ? lua_tointegerx(L, k, &isint) : 0;
-    if (inarr && isint && (uint64_t)i == narr + 1) {  /* the array run, in order */
-      narr++;
-      if (!plain_value(e, L, v, vt)) {
-        push_seg(e, SEG_INDEX, 0, i, NULL);
-        enc_value(e, L, v);
-        e->nseg--;
-      }
-    } else {
-      inarr = 0;
-      nhash++;
-      if (kt == LUA_TSTRING) {
-        put_key(e, L, k);
-      } else if (!plain_value(e, L, k, kt)) {
-        push_seg(e, SEG_KEY, 0, 0, NULL);
-        enc_value(e, L, k);
-        e->nseg--;
-      }
-      if (!plain_value(e, L, v, vt)) {
-        push_seg(e, SEG_FIELD, k, 0, NULL);
-        enc_value(e, L, v);
-        e->nseg--;
-      }
+  while ((more = lua_next(L, idx)) != 0) {  /* the array run: keys 1, 2, 3... in order */
+    if (!lua_isinteger(L, k) || (uint64_t)lua_tointeger(L, k) != narr + 1) break;
+    narr++;
+    int vt = lua_type(L, v);
+    if (vt == LUA_TNUMBER) {  /* arrays of numbers: without the switch */
+      put_number(e, L, v);
+    } else if (!plain_value(e, L, v, vt)) {
+      push_seg(e, SEG_INDEX, 0, (lua_Integer)narr, NULL);
+      enc_value(e, L, v);
+      e->nseg--;
+    }
+    lua_settop(L, k);
+  }
+  for (; more; more = lua_next(L, idx)) {  /* the rest, from the pair that ended the run */
+    int kt = lua_type(L, k), vt = lua_type(L, v);
+    nhash++;
+    if (kt == LUA_TSTRING) {
+      put_key(e, L, k);
+    } else if (!plain_value(e, L, k, kt)) {
+      push_seg(e, SEG_KEY, 0, 0, NULL);
+      enc_value(e, L, k);
+      e->nseg--;
+    }
+    if (!plain_value(e, L, v, vt)) {
+      push_seg(e, SEG_FIELD, k, 0, NULL);
+      enc_value(e, L, v);
+      e->nseg--;
     }
     lua_settop(L, k);
   }
@@ -890,7 +1058,7 @@ static void enc_function(encoder *e, lua_State *L, int idx) {
       put1(e, L, T_JOIN);
       put_varint(e, L, s->val >> 8);
       put1(e, L, (unsigned)(s->val & 0xff));
-      e->has_refs = 1;
+      keep(e, s->val >> 8);
     } else {
       if (id >= (1u << 24)) fail(e, L, "too many functions in one message");
       s->val = (id << 8) | (uint32_t)i;
@@ -947,7 +1115,7 @@ static void enc_userdata(encoder *e, lua_State *L, int idx) {
     return;
   }
   if (e->crosses != NULL && !e->crosses(t))
-    fail(e, L, lua_pushfstring(L, "cannot send a %s to another process", t->what));
+    fail(e, L, lua_pushfstring(L, "cannot send %s %s to another process", pl_article(t->what), t->what));
   void *obj = *(void **)lua_touserdata(L, idx);
   if (obj == NULL) fail(e, L, lua_pushfstring(L, "cannot send a closed %s", t->what));
   if (t->share != NULL && t->share(L, obj) != 0) {
@@ -1009,7 +1177,7 @@ static pl_msg *finish(encoder *e, lua_State *L) {
  * results): written straight into the message, no encoder needed.  NULL
  * when some value is not plain. */
 static pl_msg *encode_plain(lua_State *L, int first, int n) {
-  size_t size = 16;
+  size_t size = 3 + 4 + 10;  /* header, nkept, count */
   for (int i = first; i < first + n; i++) {
     switch (lua_type(L, i)) {
     case LUA_TNIL: case LUA_TBOOLEAN: size += 1; break;
@@ -1027,7 +1195,9 @@ static pl_msg *encode_plain(lua_State *L, int first, int n) {
   e.len = 0;
   e.buf[e.len++] = PL_WIRE_MAGIC;
   e.buf[e.len++] = PL_WIRE_VERSION;
-  e.buf[e.len++] = 0;
+  e.buf[e.len++] = 0;  /* flags: no references */
+  put_u32_at(&e, e.len, 0);  /* nothing kept */
+  e.len += 4;
   put_varint_nocheck(&e, (uint64_t)n);
   for (int i = first; i < first + n; i++) plain_value(&e, L, i, lua_type(L, i));
   m->len = e.len;
@@ -1049,10 +1219,11 @@ static pl_msg *encode_with(lua_State *L, int first, int n, const char *head, con
   e->crosses = crosses;
   e->head = head;
   e->each = each;
-  reserve(e, L, 16);
+  reserve(e, L, 24);
   e->buf[e->len++] = PL_WIRE_MAGIC;
   e->buf[e->len++] = PL_WIRE_VERSION;
-  e->buf[e->len++] = 0;  /* flags, set at the end */
+  e->buf[e->len++] = 0;  /* flags: F_REFS, set at the end */
+  e->len += 4;           /* nkept, set at the end */
   put_varint_nocheck(e, (uint64_t)n);
   for (int i = 0; i < n; i++) {
     e->nseg = 0;
@@ -1061,6 +1232,7 @@ static pl_msg *encode_with(lua_State *L, int first, int n, const char *head, con
   }
   e->nseg = 0;
   if (e->has_refs) e->buf[2] |= PL_WIRE_F_REFS;
+  put_u32_at(e, 3, e->nkept);
   pl_msg *m = finish(e, L);
   encoder_close(e, L);
   return m;

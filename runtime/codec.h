@@ -30,8 +30,8 @@
  * *described* type (ffi functions) travels as a few plain values from which
  * the receiver rebuilds its own object.
  *
- * The wire format (version 1), little-endian, every length a varint:
- *   message  := 'L' 0x01 flags:u8 count:varint value*count
+ * The wire format (version 2), little-endian, every length a varint:
+ *   message  := 'L' 0x02 flags:u8 nkept:u32 count:varint value*count
  *   value    := NIL | FALSE | TRUE | INT zigzag | SMALLINT(0..63 in the tag)
  *             | FLOAT 8 bytes | STR len bytes | SSTR(len 0..31 in the tag) bytes
  *             | MSTR len bytes (a table key that later REFs repeat)
@@ -44,7 +44,8 @@
  * Every table, function, userdata and MSTR that is not a REF gets the next
  * id, in order of appearance (a table or function before its contents),
  * so a REF or JOIN names an earlier one; flags bit 0 says whether there is
- * any.  The globals and named values take no id.
+ * any, and the tag of every object one names carries a mark (nkept counts
+ * them: codec_wire.h).  The globals and named values take no id.
  *
  * The decoder trusts nothing: every length, count, id and index is checked
  * against what the message holds, nesting is limited, and bytecode is only
@@ -73,6 +74,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "lua.h"
 
@@ -80,6 +82,11 @@
 
 typedef struct pl_transfer_type pl_transfer_type;
 typedef struct pl_msg pl_msg;
+
+/* "a" or "an", for messages naming a type's `what`: "an event". */
+static inline const char *pl_article(const char *noun) {
+  return noun[0] != '\0' && strchr("aeiou", noun[0]) != NULL ? "an" : "a";
+}
 
 struct pl_transfer_type {
   const char *tname;   /* metatable name of the box (registry key) */

@@ -2,13 +2,24 @@
  * nothing in the bytes, loading only bytecode signed by this process.
  *
  * A decode pushes the values as it reads them; tables and functions get
- * ids in order of appearance and are kept in a table only when the message
- * says some REF or JOIN refers back.  Metatables are set once the whole
- * message has decoded, so a message that fails half way leaves no table
- * with a finalizer behind.  Functions whose upvalues are all constants and
- * that never assign an upvalue are kept per state (the receiver's cache)
- * and served again to later messages carrying the same bytes. */
+ * ids in order of appearance, and those the message marks as named again
+ * by a REF or JOIN (codec_wire.h) are kept: in stack slots when there are
+ * few (the keys of records), else in a table.  Tables are made at their
+ * final size (the message gives both counts).  Metatables are set once the
+ * whole message has decoded, so a message that fails half way leaves no
+ * table with a finalizer behind.  Functions whose upvalues are all
+ * constants and that never assign an upvalue are kept per state (the
+ * receiver's cache) and served again to later messages carrying the same
+ * bytes.
+ *
+ * The collector is left alone.  Stopping it for a large decode and then
+ * paying its due in one step was measured (a 10,000-node tree): faster in
+ * some runs when the copy is about the whole heap, slower (12%) as soon as
+ * the heap holds more, because LUA_GCRESTART forgets the credit the
+ * collector had before its next cycle and Lua 5.4 cannot give it back --
+ * one more cycle per decode. */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +31,7 @@
 static const char FCACHE_KEY = 0;  /* its address is the registry key */
 
 #define FCACHE_MAX 256  /* functions a receiver keeps */
+#define KEPT_ON_STACK 64  /* kept objects held in stack slots, when no more */
 
 /* 64-bit FNV-1a, for cache keys (always checked byte for byte). */
 static uint64_t fnv1a(const unsigned char *p, size_t n) {
@@ -33,12 +45,18 @@ typedef struct decoder {
   const unsigned char *p, *end, *start;
   const pl_msgobj *objs;
   int nobjs;
-  int refs;            /* stack index of the id -> value table, or 0 */
+  int has_refs;        /* the message has REFs or JOINs: kept objects are kept */
+  /* Kept objects go to stack slots from kslots on (their ids, increasing,
+   * in kids) when the message has few, else to the table at refs. */
+  int refs;
+  int kslots;
+  uint32_t nkept, nks;
   int mts;             /* stack index of {t1, mt1, t2, mt2, ...}, or 0 */
   int mts_slot;        /* where that table goes when first needed */
   lua_Integer nmts;
   uint32_t next_id;
   int depth;
+  uint32_t kids[KEPT_ON_STACK];  /* last: not cleared, written before read */
 } decoder;
 
 static int bad(lua_State *L, decoder *d, const char *what) {
@@ -51,7 +69,7 @@ static inline unsigned get1(lua_State *L, decoder *d) {
   return *d->p++;
 }
 
-static uint64_t get_varint(lua_State *L, decoder *d) {
+static uint64_t get_varint_slow(lua_State *L, decoder *d) {
   uint64_t v = 0;
   for (int shift = 0; shift < 64; shift += 7) {
     unsigned c = get1(L, d);
@@ -61,6 +79,11 @@ static uint64_t get_varint(lua_State *L, decoder *d) {
   }
   bad(L, d, "bad varint");
   return 0;
+}
+
+static inline uint64_t get_varint(lua_State *L, decoder *d) {
+  if (d->p < d->end && *d->p < 0x80) return *d->p++;  /* one byte: most ids and lengths */
+  return get_varint_slow(L, d);
 }
 
 /* A length that the rest of the message can hold, `each` bytes apiece. */
@@ -101,27 +124,53 @@ static const char *push_name(lua_State *L, decoder *d) {
   return lua_pushlstring(L, s, n);
 }
 
-/* The value at idx gets the next id. */
-static void assign_id(lua_State *L, decoder *d, int idx) {
-  uint32_t id = d->next_id++;
-  if (d->next_id == 0) bad(L, d, "too many objects");
-  if (d->refs != 0) {
+/* Keep the value at idx, object `id`, for the REFs that name it. */
+static void keep_value(lua_State *L, decoder *d, uint32_t id, int idx) {
+  if (d->kslots != 0) {
+    if (d->nks == d->nkept) bad(L, d, "more objects marked as kept than the message says");
+    d->kids[d->nks] = id;
+    lua_copy(L, idx, d->kslots + (int)d->nks++);
+  } else {
     lua_pushvalue(L, idx);
     lua_rawseti(L, d->refs, (lua_Integer)id + 1);
   }
 }
 
+/* The value at idx gets the next id; it is kept for later references if
+ * its tag says so. */
+static inline void assign_id(lua_State *L, decoder *d, int idx, int kept) {
+  uint32_t id = d->next_id++;
+  if (d->next_id == 0) bad(L, d, "too many objects");
+  if (d->has_refs && kept) keep_value(L, d, id, idx);
+}
+
 static void push_ref(lua_State *L, decoder *d, uint64_t id) {
-  if (d->refs == 0) bad(L, d, "a reference in a message without references");
+  if (!d->has_refs) bad(L, d, "a reference in a message without references");
   if (id >= d->next_id) bad(L, d, "a reference to an object not yet seen");
-  if (lua_rawgeti(L, d->refs, (lua_Integer)id + 1) == LUA_TNIL) bad(L, d, "a reference to an unfinished object");
+  if (d->kslots != 0) {  /* the ids are increasing: a binary search */
+    uint32_t lo = 0, hi = d->nks;
+    while (lo < hi) {
+      uint32_t mid = (lo + hi) / 2;
+      if (d->kids[mid] < id) lo = mid + 1;
+      else hi = mid;
+    }
+    if (lo < d->nks && d->kids[lo] == id) {
+      lua_pushvalue(L, d->kslots + (int)lo);
+      return;
+    }
+  } else if (lua_rawgeti(L, d->refs, (lua_Integer)id + 1) != LUA_TNIL) {
+    return;
+  }
+  bad(L, d, "a reference to an object not marked as kept, or unfinished");
 }
 
 static void dec_value(lua_State *L, decoder *d);
 
-static void dec_enter(lua_State *L, decoder *d) {
+/* A level of nesting uses at most 8 stack slots (a description, which
+ * uses more, makes room for itself): room for 4 levels is made every 4. */
+static inline void dec_enter(lua_State *L, decoder *d) {
   if (++d->depth > PL_CODEC_MAX_DEPTH) bad(L, d, "nesting too deep");
-  if (!lua_checkstack(L, 8)) bad(L, d, "nesting too deep for the stack");
+  if (d->depth % 4 == 1 && !lua_checkstack(L, 4 * 8 + 8)) bad(L, d, "nesting too deep for the stack");
 }
 
 /* The common values of a table inline: a float, a small integer, a short
@@ -146,23 +195,46 @@ static inline int dec_plain(lua_State *L, decoder *d) {
     d->p += 1 + (tag - T_SSTR);
     return 1;
   }
+  if (tag == T_INT) {
+    d->p++;
+    uint64_t z = get_varint(L, d);
+    lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (uint64_t)-(int64_t)(z & 1)));
+    return 1;
+  }
   return 0;
 }
 
-static void dec_table(lua_State *L, decoder *d, int has_mt) {
+/* A table's key inline when it is a short string or a REF (1). */
+static inline int dec_key(lua_State *L, decoder *d) {
+  if (d->p >= d->end) return 0;
+  unsigned tag = *d->p;
+  if (tag == T_REF) {
+    d->p++;
+    push_ref(L, d, get_varint(L, d));
+    return 1;
+  }
+  if (tag >= T_SSTR && tag < T_SSTR + 32 && (size_t)(d->end - d->p) > tag - T_SSTR) {
+    lua_pushlstring(L, (const char *)d->p + 1, tag - T_SSTR);
+    d->p += 1 + (tag - T_SSTR);
+    return 1;
+  }
+  return 0;
+}
+
+static void dec_table(lua_State *L, decoder *d, int has_mt, int kept) {
   dec_enter(L, d);
   uint32_t narr = get_u32(L, d), nhash = get_u32(L, d);
   size_t left = (size_t)(d->end - d->p);
   if (narr > left || nhash > left / 2) bad(L, d, "table larger than the message");
   lua_createtable(L, (int)narr, (int)nhash);
   int t = lua_gettop(L);
-  assign_id(L, d, t);
+  assign_id(L, d, t, kept);
   for (uint32_t i = 1; i <= narr; i++) {
     if (!dec_plain(L, d)) dec_value(L, d);
     lua_rawseti(L, t, (lua_Integer)i);
   }
   for (uint32_t i = 0; i < nhash; i++) {
-    dec_value(L, d);
+    if (!dec_key(L, d)) dec_value(L, d);
     if (lua_type(L, -1) == LUA_TSTRING) {  /* the common key */
       if (!dec_plain(L, d)) dec_value(L, d);
       lua_rawset(L, t);
@@ -441,7 +513,7 @@ static const unsigned char *scan_constants(const unsigned char *p, const unsigne
  * is the same for every message that carries the same bytes: it is loaded
  * once and then served from the receiver's cache, keyed by its MAC and
  * its upvalue records and checked byte for byte. */
-static void dec_function(lua_State *L, decoder *d) {
+static void dec_function(lua_State *L, decoder *d, int kept) {
   dec_enter(L, d);
   if (d->end - d->p < 8) bad(L, d, "truncated");
   uint64_t mac;
@@ -457,7 +529,7 @@ static void dec_function(lua_State *L, decoder *d) {
     key = (lua_Integer)(mac ^ (fnv1a(ups, (size_t)(upend - ups)) * 0x9E3779B97F4A7C15ull));
     if (fcache_get(L, key, code, n, ups, (size_t)(upend - ups))) {
       d->p = upend;
-      assign_id(L, d, lua_gettop(L));  /* constants take no ids: nothing else to count */
+      assign_id(L, d, lua_gettop(L), kept);  /* constants take no ids: nothing else to count */
       d->depth--;
       return;
     }
@@ -471,7 +543,7 @@ static void dec_function(lua_State *L, decoder *d) {
   }
   if (!dump_upvalues_match(code, n, nups)) bad(L, d, "upvalue count does not match the bytecode");
   int f = lua_gettop(L);
-  assign_id(L, d, f);
+  assign_id(L, d, f, kept);
   for (unsigned i = 1; i <= nups; i++) {
     if (d->p < d->end && *d->p == T_JOIN) {
       d->p++;
@@ -565,7 +637,8 @@ static void dec_regmt(lua_State *L, decoder *d) {
   lua_remove(L, name);
 }
 
-static void dec_desc(lua_State *L, decoder *d) {
+static void dec_desc(lua_State *L, decoder *d, int kept) {
+  if (!lua_checkstack(L, PL_WIRE_MAX_DESC + 8)) bad(L, d, "nesting too deep for the stack");
   int top = lua_gettop(L);
   lua_pushnil(L);  /* the box's slot in the id order: made after its description */
   uint32_t id = d->next_id++;
@@ -589,14 +662,18 @@ static void dec_desc(lua_State *L, decoder *d) {
   t->rebuild(L, (int)n);
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);
-  if (d->refs != 0) {
-    lua_pushvalue(L, -1);
-    lua_rawseti(L, d->refs, (lua_Integer)id + 1);
-  }
+  if (d->has_refs && kept) keep_value(L, d, id, top + 1);
 }
 
 static void dec_value(lua_State *L, decoder *d) {
   unsigned tag = get1(L, d);
+  int kept = 0;
+  if (tag & T_KEEP) {  /* only on the tag of an object that gets an id */
+    tag &= ~(unsigned)T_KEEP;
+    if (tag != T_TABLE && tag != T_TABLE_MT && tag != T_FUNC && tag != T_MSTR && tag != T_OBJ && tag != T_DESC)
+      bad(L, d, "unknown tag");
+    kept = 1;
+  }
   if (tag >= T_SMALLINT && tag < T_SMALLINT + 64) {
     lua_pushinteger(L, (lua_Integer)(tag - T_SMALLINT));
     return;
@@ -635,13 +712,13 @@ static void dec_value(lua_State *L, decoder *d) {
     size_t n = get_count(L, d, 1);
     lua_pushlstring(L, (const char *)d->p, n);
     d->p += n;
-    assign_id(L, d, lua_gettop(L));
+    assign_id(L, d, lua_gettop(L), kept);
     return;
   }
-  case T_TABLE: dec_table(L, d, 0); return;
-  case T_TABLE_MT: dec_table(L, d, 1); return;
+  case T_TABLE: dec_table(L, d, 0, kept); return;
+  case T_TABLE_MT: dec_table(L, d, 1, kept); return;
   case T_REF: push_ref(L, d, get_varint(L, d)); return;
-  case T_FUNC: dec_function(L, d); return;
+  case T_FUNC: dec_function(L, d, kept); return;
   case T_GLOBALS: lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS); return;
   case T_NAMED: dec_named(L, d); return;
   case T_REGMT: dec_regmt(L, d); return;
@@ -650,17 +727,17 @@ static void dec_value(lua_State *L, decoder *d) {
     if (i >= (uint64_t)d->nobjs) bad(L, d, "an object that the message does not hold");
     const pl_msgobj *o = &d->objs[i];
     o->type->push(L, o->type, o->obj);
-    assign_id(L, d, lua_gettop(L));
+    assign_id(L, d, lua_gettop(L), kept);
     return;
   }
-  case T_DESC: dec_desc(L, d); return;
+  case T_DESC: dec_desc(L, d, kept); return;
   default: bad(L, d, "unknown tag"); return;
   }
 }
 
 static int decode(lua_State *L, const unsigned char *p, size_t len, const pl_msgobj *objs, int nobjs) {
   decoder d;
-  memset(&d, 0, sizeof d);
+  memset(&d, 0, offsetof(decoder, kids));
   d.start = d.p = p;
   d.end = p + len;
   d.objs = objs;
@@ -670,14 +747,24 @@ static int decode(lua_State *L, const unsigned char *p, size_t len, const pl_msg
   unsigned flags = p[2];
   if (flags & ~(unsigned)PL_WIRE_F_REFS) bad(L, &d, "unknown flags");
   d.p += 3;
+  uint32_t nkept = get_u32(L, &d);
+  if (nkept > (size_t)(d.end - d.p) / 2) bad(L, &d, "count larger than the message");  /* 2 bytes at least each */
   size_t n = get_count(L, &d, 1);
   if (n > 1000000 || !lua_checkstack(L, (int)n + 10)) bad(L, &d, "too many values");
   int base = lua_gettop(L);
-  lua_pushnil(L);            /* base + 1: pending metatables, when any */
+  lua_pushnil(L);  /* base + 1: pending metatables, when any */
   d.mts_slot = base + 1;
   if (flags & PL_WIRE_F_REFS) {
-    lua_newtable(L);
-    d.refs = base + 2;
+    d.has_refs = 1;
+    d.nkept = nkept;
+    if (nkept <= KEPT_ON_STACK) {
+      if (!lua_checkstack(L, (int)(nkept + n) + 10)) bad(L, &d, "too many values");
+      d.kslots = lua_gettop(L) + 1;
+      lua_settop(L, lua_gettop(L) + (int)nkept);
+    } else {
+      lua_createtable(L, 0, (int)(nkept < INT32_MAX ? nkept : INT32_MAX));
+      d.refs = lua_gettop(L);
+    }
   }
   int first = lua_gettop(L) + 1;
   for (size_t i = 0; i < n; i++) dec_value(L, &d);

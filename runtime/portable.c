@@ -192,7 +192,8 @@ int pl_port_pack(const pl_msg *m, pl_obuf *out, pl_fdlist *fds, char *err, size_
       }
       put_entry(ent, PL_PORT_QUEUE, fds->n - before, id, maxsize);
     } else {
-      snprintf(err, errlen, "cannot send a %s to another process", o->type->what);
+      snprintf(err, errlen, "cannot send %s %s to another process", pl_article(o->type->what),
+               o->type->what);
       goto fail;
     }
   }

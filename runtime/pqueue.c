@@ -719,8 +719,8 @@ int pl_pchan_attach(pl_queue *q, pl_pchan **out, char *err, size_t errlen) {
       if (!portable_type(m->objs[k].type->tname)) {
         pthread_mutex_unlock(&q->mu);
         chan_destroy(c);
-        snprintf(err, errlen, "queue item %zu: cannot send a %s to another process", i + 1,
-                 m->objs[k].type->what);
+        snprintf(err, errlen, "queue item %zu: cannot send %s %s to another process", i + 1,
+                 pl_article(m->objs[k].type->what), m->objs[k].type->what);
         return -1;
       }
     }

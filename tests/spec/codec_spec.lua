@@ -226,6 +226,28 @@ describe("the codec", function()
       assert.equal(string.rep, f)
     end)
 
+    it("sends a module replaced under its name since the last send by that name", function()
+      -- The sender keeps a map of package.loaded between sends.  Replacing
+      -- a module (busted does it to parlua between spec files) leaves the
+      -- count of entries as it was: the map must still see the change.
+      local first, second = {which = "first"}, {which = "second"}
+      finally(function() package.loaded.codec_spec_module = nil end)
+      package.loaded.codec_spec_module = first
+      assert.equal(first, (par._roundtrip(first)))  -- by name: arrives as package.loaded's
+      package.loaded.codec_spec_module = second
+      assert.equal(second, (par._roundtrip(second)))
+      local old = par._roundtrip(first)  -- it has no name any more: a copy
+      assert.are_not.equal(first, old)
+      assert.are_not.equal(second, old)
+      assert.equal("first", old.which)
+      -- parlua itself, required again, arrives as the worker's parlua
+      finally(function() package.loaded.parlua = par end)
+      package.loaded.parlua = nil
+      local par2 = require "parlua"
+      assert.are_not.equal(par, par2)
+      assert.is_true(pool:submit(fn [[function(p) return p == require("parlua") end]], par2):result())
+    end)
+
     it("carries error objects with their metatable", function()
       local ok, e = pcall(function() par.queue():get(false) end)
       assert.is_false(ok)
@@ -447,7 +469,7 @@ describe("the codec", function()
         local t = {}
         for i = 1, rand(64) do t[i] = string.char(rand(256)) end
         check(table.concat(t))
-        check("L\1\0" .. table.concat(t))
+        check("L\2\0" .. ("\0"):rep(4) .. table.concat(t))
       end
       local gen = generator(7)
       local samples = {par._encode(function(x) return x + 1 end), par._encode({1, {2, {3}}, s = "str"})}
@@ -461,6 +483,32 @@ describe("the codec", function()
       end
     end)
 
+    it("keeps only the objects a later reference names, however many", function()
+      for _, n in ipairs{3, 63, 64, 500} do  -- up to 64 kept (n + 1) are held on the stack, more in a table
+        local t, shared = {}, {}
+        for i = 1, n do
+          shared[i] = {i}
+          t[i], t[n + i] = shared[i], {i}
+        end
+        for i = 1, n do t[2 * n + i] = shared[i] end
+        t.self = t
+        local c = par._decode(par._encode(t))
+        assert.equal(c, c.self)
+        for i = 1, n do
+          assert.equal(c[i], c[2 * n + i], "shared " .. i)
+          assert.are_not.equal(c[i], c[n + i])
+          assert.same({i}, c[n + i])
+        end
+      end
+    end)
+
+    it("decodes a hand-written message with a kept object and a reference to it", function()
+      local u32 = function(n) return string.pack("<I4", n) end
+      local t = par._decode("L\2\1" .. u32(1) .. "\1" .. "\6" .. u32(2) .. u32(0) .. "\x86" .. u32(0) .. u32(0) .. "\8\1")
+      assert.same({}, t[1])
+      assert.equal(t[1], t[2])
+    end)
+
     it("refuses bytecode this process did not sign", function()
       local s = par._encode(function() return 1 end)
       local at = s:find("\x1bLua", 1, true)
@@ -470,12 +518,21 @@ describe("the codec", function()
     end)
 
     it("gives clear messages", function()
+      local u32 = function(n) return string.pack("<I4", n) end
       assert.matches("not a parlua message", tostring(errof(par._decode, "hello")))
-      assert.matches("truncated", tostring(errof(par._decode, "L\1\0\1\x25ab")))
-      assert.matches("count larger than the message", tostring(errof(par._decode, "L\1\0\1\5\10ab")))
-      assert.matches("trailing bytes", tostring(errof(par._decode, "L\1\0\1\0\0")))
-      assert.matches("an object that the message does not hold", tostring(errof(par._decode, "L\1\0\1\13\0")))
-      assert.matches("a reference in a message without references", tostring(errof(par._decode, "L\1\0\1\8\0")))
+      assert.matches("unknown version", tostring(errof(par._decode, "L\1\0\1\0")))
+      assert.matches("truncated", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\x25ab")))
+      assert.matches("count larger than the message", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\5\10ab")))
+      assert.matches("trailing bytes", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\0\0")))
+      assert.matches("an object that the message does not hold", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\13\0")))
+      assert.matches("a reference in a message without references", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\8\0")))
+      local two = "\6" .. u32(2) .. u32(0)
+      assert.matches("a reference to an object not marked as kept", tostring(errof(par._decode,
+        "L\2\1" .. u32(1) .. "\1" .. two .. "\6" .. u32(0) .. u32(0) .. "\8\1")))
+      assert.matches("count larger than the message", tostring(errof(par._decode, "L\2\1" .. u32(1000) .. "\1\0")))
+      assert.matches("more objects marked as kept than the message says", tostring(errof(par._decode,
+        "L\2\1" .. u32(0) .. "\1" .. "\x86" .. u32(0) .. u32(0))))
+      assert.matches("unknown tag", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\x88\0")))
     end)
   end)
 end)

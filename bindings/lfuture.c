@@ -40,11 +40,44 @@
 static const char FUTURE_MT[] = "parlua.Future";
 static const char WAITSET_MT[] = "parlua.FutureWaitSet";
 
+/* A Future box: the future first (so the pl_box_* helpers apply), then
+ * the family of the state the box lives in, whose thread states wait. */
+typedef struct fbox {
+  pl_future *f;
+  pl_family *fam;
+} fbox;
+
 static pl_future *check_future(lua_State *L, int idx) {
   return pl_box_check(L, idx, FUTURE_MT, "future");
 }
 
-void pl_future_box(lua_State *L, pl_future *f) { pl_box_new(L, FUTURE_MT, f); }
+/* The box at idx, checked against the metatable in the calling method's
+ * upvalue 1 (no registry lookup), or the full check and its errors. */
+static fbox *check_box(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
+    int ours = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (ours) {
+      fbox *b = lua_touserdata(L, idx);
+      if (b->f != NULL) return b;
+    }
+  }
+  check_future(L, idx);
+  return lua_touserdata(L, idx);
+}
+
+void pl_future_box(lua_State *L, pl_future *f, pl_family *fam, int mt) {
+  fbox *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->f = f;
+  b->fam = fam;
+  if (mt != 0) {
+    lua_pushvalue(L, mt);
+    lua_setmetatable(L, -2);
+  } else {
+    luaL_setmetatable(L, FUTURE_MT);
+  }
+  if (fam == NULL || fam->rt->adopted) pl_adopted_touch(L);
+}
 
 /* A short description for messages and __tostring. */
 static void describe(pl_future *f, char *buf, size_t size) {
@@ -56,9 +89,8 @@ static void describe(pl_future *f, char *buf, size_t size) {
   else snprintf(buf, size, "Future(finished)");
 }
 
-int pl_future_block(lua_State *L, pl_future *f, int64_t deadline, int urgent) {
-  if (pl_future_done(f)) return 1;
-  pl_tstate *ts = pl_tstate_of(L);
+/* pl_future_block for the thread state ts of L (may be NULL). */
+static int block(lua_State *L, pl_tstate *ts, pl_future *f, int64_t deadline, int urgent) {
   pl_check_cancel(L, ts);
   if (ts != NULL) pl_gil_release(&ts->fam->gil, ts);
   int rc = pl_future_wait(f, ts, deadline);
@@ -71,6 +103,11 @@ int pl_future_block(lua_State *L, pl_future *f, int64_t deadline, int urgent) {
     pl_error_raise_cancelled(L, ts);
   }
   return rc == PL_WAIT_WOKEN;
+}
+
+int pl_future_block(lua_State *L, pl_future *f, int64_t deadline, int urgent) {
+  if (pl_future_done(f)) return 1;
+  return block(L, pl_tstate_of(L), f, deadline, urgent);
 }
 
 int pl_future_raise(lua_State *L, pl_future *f) {
@@ -88,9 +125,12 @@ int pl_future_raise(lua_State *L, pl_future *f) {
 
 /* Wait for the box at 1 with the timeout at 2; raise Timeout. */
 static pl_future *wait_arg(lua_State *L) {
-  pl_future *f = check_future(L, 1);
+  fbox *b = check_box(L, 1);
+  pl_future *f = b->f;
   double timeout = pl_opt_timeout(L, 2);
-  if (!pl_future_block(L, f, pl_deadline_after(timeout), 1))
+  if (pl_future_done(f)) return f;
+  pl_tstate *ts = b->fam != NULL ? pl_tstate_current(b->fam) : pl_tstate_of(L);
+  if (!block(L, ts, f, pl_deadline_after(timeout), 1))
     pl_error_raise(L, PL_TIMEOUT, "future not done after %f seconds", (lua_Number)timeout);
   return f;
 }
@@ -191,8 +231,14 @@ static int future_add_done_callback(lua_State *L) {
   return 0;
 }
 
+/* Upvalue 1: the Future metatable (a finalizer runs for every box). */
 static int future_gc(lua_State *L) {
-  void **box = pl_box_get(L, 1, FUTURE_MT);
+  int ours = 0;
+  if (lua_type(L, 1) == LUA_TUSERDATA && lua_getmetatable(L, 1)) {
+    ours = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+  }
+  void **box = ours ? lua_touserdata(L, 1) : pl_box_get(L, 1, FUTURE_MT);
   pl_future *f = *box;
   if (f == NULL) return 0;
   *box = NULL;
@@ -400,9 +446,11 @@ void pl_open_future(lua_State *L) {
       {NULL, NULL}};
   luaL_newmetatable(L, FUTURE_MT);
   lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
+  lua_pushvalue(L, -2);
+  luaL_setfuncs(L, methods, 1);  /* the metatable, for check_box */
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, future_gc);
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, future_gc, 1);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, future_tostring);
   lua_setfield(L, -2, "__tostring");

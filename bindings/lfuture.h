@@ -12,8 +12,9 @@
 #include "bindings.h"
 #include "future.h"
 
-/* [-0, +1] a new Future box for f; the box takes over one reference. */
-void pl_future_box(lua_State *L, pl_future *f);
+/* [-0, +1] a new Future box for f in a state of family fam; the box takes
+ * over one reference.  mt: an index of the Future metatable, or 0. */
+void pl_future_box(lua_State *L, pl_future *f, pl_family *fam, int mt);
 
 /* Wait until f is done or the deadline passes, without the global lock.
  * `urgent`: take the lock back at once (a caller that will run on) rather

@@ -62,6 +62,20 @@ static pl_executor *check_pool(lua_State *L) {
   return pl_box_check(L, 1, POOL_MT, "pool");
 }
 
+/* check_pool for a method whose upvalue 1 is the Pool metatable: no
+ * registry lookup when the argument is one. */
+static pl_executor *check_pool_fast(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TUSERDATA && lua_getmetatable(L, 1)) {
+    int ours = lua_rawequal(L, -1, lua_upvalueindex(1));
+    lua_pop(L, 1);
+    if (ours) {
+      pl_executor *e = *(pl_executor **)lua_touserdata(L, 1);
+      if (e != NULL) return e;
+    }
+  }
+  return check_pool(L);
+}
+
 static int is_callable(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TFUNCTION) return 1;
   int has = luaL_getmetafield(L, idx, "__call") != LUA_TNIL;
@@ -202,14 +216,15 @@ static int pool_new(lua_State *L) {
   return 1;
 }
 
+/* Upvalues: the Pool metatable, the Future metatable. */
 static int pool_submit(lua_State *L) {
-  pl_executor *e = check_pool(L);
+  pl_executor *e = check_pool_fast(L);
   if (!is_callable(L, 2)) return luaL_typeerror(L, 2, "function");
   int n = lua_gettop(L) - 2;
   pl_future *f;
   int err = pl_executor_submit(e, L, PL_TASK_CALL, n, &f);
   if (err != 0) return raise_exec(L, e, err);
-  pl_future_box(L, f);
+  pl_future_box(L, f, e->fam, lua_upvalueindex(2));
   return 1;
 }
 
@@ -481,11 +496,14 @@ static int raise_timeout(lua_State *L, mapper *m) {
 
 /* The next ready chunk id of an unordered mapper (waiting for one). */
 static size_t next_unordered(lua_State *L, mapper *m) {
-  size_t id;
-  while (!pl_waiter_pop(m->w, &id)) {
-    pl_tstate *ts = pl_tstate_of(L);
-    size_t finished;
+  size_t id, finished;
+  for (;;) {
+    /* The count first, then the pop: a chunk that finishes in between is
+     * popped, not waited for (counted after a failed pop, it would be
+     * neither, and the last ones would be waited for forever). */
     pl_waiter_counts(m->w, &finished, NULL);
+    if (pl_waiter_pop(m->w, &id)) return id;
+    pl_tstate *ts = pl_tstate_of(L);
     pl_check_cancel(L, ts);
     pl_unlock(L);
     int rc = pl_waiter_wait(m->w, ts, m->deadline, finished + 1, 0);
@@ -498,7 +516,6 @@ static size_t next_unordered(lua_State *L, mapper *m) {
     if (rc == PL_WAIT_TIMEOUT && !pl_waiter_pop(m->w, &id)) raise_timeout(L, m);
     if (rc == PL_WAIT_TIMEOUT) return id;
   }
-  return id;
 }
 
 /* [-0, +count] the values of the finished chunk id, or raise its error
@@ -755,7 +772,9 @@ void pl_open_pool(lua_State *L) {
       {NULL, NULL}};
   luaL_newmetatable(L, POOL_MT);
   lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
+  lua_pushvalue(L, -2);
+  luaL_getmetatable(L, "parlua.Future");  /* made by pl_open_future */
+  luaL_setfuncs(L, methods, 2);           /* upvalues for pool_submit */
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, pool_gc);
   lua_setfield(L, -2, "__gc");

@@ -19,15 +19,18 @@
  * shutdown was called escapes; tasks taken later run normally (unless
  * cancel_futures removed them).
  */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "executor.h"
 
 #define MAX_SPARE 256   /* recycled task records kept */
 #define SPIN_NS 50000    /* longest an idle worker spins before it sleeps */
+#define PAUSE_NS 20000   /* of which this long with the CPU's pause */
 
 static void *worker_main(void *arg);
 
@@ -49,7 +52,13 @@ pl_executor *pl_executor_new(const pl_kind_ops *kind, pl_family *fam, int max_wo
   atomic_init(&e->refs, 2);  /* the caller's and the closer's */
   atomic_init(&e->queued, 0);
   atomic_init(&e->looking, 0);
+  atomic_init(&e->spinners, 0);
+  atomic_init(&e->spin_cpu, -1);
+  atomic_init(&e->submit_cpu, -1);
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  e->max_spinners = ncpu > 3 ? (int)(ncpu / 2) : 1;
   atomic_init(&e->closed, 0);
+  atomic_init(&e->refusing, 0);
   atomic_init(&e->interrupts, 0);
   atomic_init(&e->submitted, 0);
   atomic_init(&e->completed, 0);
@@ -133,16 +142,38 @@ static void recycle(pl_executor *e, pl_task *t) {
 
 /* ---- workers --------------------------------------------------------- */
 
-/* Spin briefly, without mu, until a task is queued or the pool shuts down. */
+/* Spin briefly, without mu, until a task is queued or the pool shuts down:
+ * first with the CPU's pause, so a task queued now is taken within a
+ * fraction of a microsecond, then yielding the CPU -- at once when the
+ * last submitter runs on this worker's CPU (a busy machine), since it
+ * cannot queue anything while we pause.  At most max_spinners
+ * workers spin at once: one spinner takes the next task as fast as ten,
+ * and on a machine with few cores more would only take CPU time from the
+ * submitter (whose task they wait for) and from the worker running the
+ * previous task.  The others sleep at once; a submit wakes them when the
+ * looking workers cannot take every queued task. */
 static void spin_for_work(pl_executor *e) {
   if (!pl_spin_allowed()) return;
-  int64_t until = pl_now_ns() + SPIN_NS;
+  if (atomic_fetch_add(&e->spinners, 1) >= e->max_spinners) {
+    atomic_fetch_sub(&e->spinners, 1);
+    return;
+  }
+  atomic_store_explicit(&e->spin_cpu, sched_getcpu(), memory_order_relaxed);
+  int64_t start = pl_now_ns();
+  int yielding = pl_spin_peer_here(&e->submit_cpu);
   unsigned n = 0;
   while (atomic_load_explicit(&e->queued, memory_order_acquire) == 0 &&
          !atomic_load_explicit(&e->closed, memory_order_relaxed)) {
-    pl_spin_pause();
-    if ((++n & 3) == 0 && pl_now_ns() > until) break;
+    if (yielding) pl_spin_pause();
+    else pl_cpu_relax();
+    if ((++n & 15) == 0) {
+      int64_t spent = pl_now_ns() - start;
+      if (spent > SPIN_NS) break;
+      yielding = spent > PAUSE_NS || pl_spin_peer_here(&e->submit_cpu);
+    }
   }
+  atomic_store_explicit(&e->spin_cpu, -1, memory_order_relaxed);
+  atomic_fetch_sub(&e->spinners, 1);
 }
 
 static int start_worker(pl_executor *e, lua_State *L, int index) {
@@ -151,6 +182,8 @@ static int start_worker(pl_executor *e, lua_State *L, int index) {
   if (w == NULL) return PL_EXEC_NOMEM;
   w->e = e;
   w->index = index;
+  atomic_init(&w->busy, 0);
+  atomic_init(&w->interrupting, 0);
   if (pthread_mutex_init(&w->cancel_mu, NULL) != 0) {
     free(w);
     return PL_EXEC_NOMEM;
@@ -240,13 +273,18 @@ static pl_task *take(pl_worker *w, pl_task *done) {
   }
   free(to_free);
   if (t == NULL) return NULL;
+  atomic_store_explicit(&t->f->runner_cpu, sched_getcpu(), memory_order_relaxed);
   atomic_fetch_add(&e->running, 1);
-  pthread_mutex_lock(&w->cancel_mu);
-  w->busy = 1;
+  atomic_store(&w->busy, 1);
   /* A shutdown{interrupt=true} between taking the task and now may have
-   * scanned the workers before this one was busy. */
-  if (atomic_load(&e->interrupts) != seen) e->kind->interrupt(w);
-  pthread_mutex_unlock(&w->cancel_mu);
+   * scanned the workers before this one was busy: then this load sees its
+   * bump (both sides are sequentially consistent: busy, then interrupts;
+   * interrupts, then busy). */
+  if (atomic_load(&e->interrupts) != seen) {
+    pthread_mutex_lock(&w->cancel_mu);
+    e->kind->interrupt(w);
+    pthread_mutex_unlock(&w->cancel_mu);
+  }
   return t;
 }
 
@@ -259,10 +297,18 @@ void pl_executor_task_done(pl_worker *w, int outcome, int looking) {
   }
   atomic_fetch_sub(&e->running, 1);
   if (looking) atomic_fetch_add(&e->looking, 1);
-  pthread_mutex_lock(&w->cancel_mu);
-  w->busy = 0;
-  e->kind->reset(w);
-  pthread_mutex_unlock(&w->cancel_mu);
+  /* No interrupt may land after the reset.  An interrupter raises
+   * `interrupting` before it looks at busy, this worker clears busy before
+   * it looks at `interrupting`: one of them sees the other.  Only when an
+   * interrupter may be at work does the reset wait for it (cancel_mu). */
+  atomic_store(&w->busy, 0);
+  if (atomic_load(&w->interrupting)) {
+    pthread_mutex_lock(&w->cancel_mu);
+    e->kind->reset(w);
+    pthread_mutex_unlock(&w->cancel_mu);
+  } else {
+    e->kind->reset(w);
+  }
 }
 
 void pl_executor_looking(pl_worker *w) { atomic_fetch_add(&w->e->looking, 1); }
@@ -313,12 +359,17 @@ static int refusal_locked(pl_executor *e) {
 }
 
 int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future **out) {
-  pthread_mutex_lock(&e->mu);
-  int err = refusal_locked(e);
-  pthread_mutex_unlock(&e->mu);
-  if (err != 0) {
-    lua_pop(L, n + 1);
-    return err;
+  int err;
+  /* Refuse before packing, so that the error says why (not a Transfer
+   * error about a value that would never be sent). */
+  if (atomic_load_explicit(&e->refusing, memory_order_relaxed)) {
+    pthread_mutex_lock(&e->mu);
+    err = refusal_locked(e);
+    pthread_mutex_unlock(&e->mu);
+    if (err != 0) {
+      lua_pop(L, n + 1);
+      return err;
+    }
   }
   /* Pack before anything is made: a kind may refuse a value (kind states
    * raises a Transfer error), and then nothing is lost. */
@@ -327,29 +378,30 @@ int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future 
   packed.mode = mode;
   packed.n = n;
   e->kind->pack(e, L, &packed);
+  pl_future *f = pl_future_new();
+  if (f == NULL) {
+    e->kind->drop(e, L, &packed);
+    return PL_EXEC_NOMEM;
+  }
   pthread_mutex_lock(&e->mu);
   pl_task *t = e->spare;
   if (t != NULL) {
     e->spare = t->next;
     e->nspare--;
-  }
-  pthread_mutex_unlock(&e->mu);
-  if (t == NULL && (t = malloc(sizeof *t)) == NULL) {
-    e->kind->drop(e, L, &packed);
-    return PL_EXEC_NOMEM;
-  }
-  pl_future *f = pl_future_new();
-  if (f == NULL) {
-    e->kind->drop(e, L, &packed);
-    recycle(e, t);
-    return PL_EXEC_NOMEM;
+  } else {
+    pthread_mutex_unlock(&e->mu);
+    t = malloc(sizeof *t);
+    if (t == NULL) {
+      e->kind->drop(e, L, &packed);
+      pl_future_decref(f);
+      return PL_EXEC_NOMEM;
+    }
+    pthread_mutex_lock(&e->mu);
   }
   *t = packed;
   t->f = f;
   pl_future_incref(f);  /* the task's */
-
-  pthread_mutex_lock(&e->mu);
-  if ((err = refusal_locked(e)) != 0) {  /* cannot happen under the lock; stay safe */
+  if ((err = refusal_locked(e)) != 0) {  /* shut down or broken while packing */
     pthread_mutex_unlock(&e->mu);
     e->kind->drop(e, L, t);
     pl_future_decref(f);
@@ -357,6 +409,12 @@ int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future 
     recycle(e, t);
     return err;
   }
+  t->next = NULL;
+  /* For the spins (who runs where): the submitter's CPU, and the one of
+   * the worker spinning for this task, if any. */
+  atomic_store_explicit(&e->submit_cpu, sched_getcpu(), memory_order_relaxed);
+  atomic_store_explicit(&f->runner_cpu, atomic_load_explicit(&e->spin_cpu, memory_order_relaxed),
+                        memory_order_relaxed);
   if (e->tail != NULL) e->tail->next = t;
   else e->head = t;
   e->tail = t;
@@ -460,6 +518,7 @@ static int shutdown_impl(pl_executor *e, lua_State *L, int wait, int cancel_futu
   pthread_mutex_lock(&e->mu);
   e->shutdown = 1;
   atomic_store(&e->closed, 1);
+  atomic_store(&e->refusing, 1);
   pthread_cond_broadcast(&e->work);
   pl_task *queue = NULL;
   if (cancel_futures) {
@@ -486,7 +545,9 @@ static int shutdown_impl(pl_executor *e, lua_State *L, int wait, int cancel_futu
     pthread_mutex_lock(&e->list_mu);
     for (pl_worker *w = e->workers; w != NULL; w = w->next) {
       pthread_mutex_lock(&w->cancel_mu);
-      if (w->busy) e->kind->interrupt(w);
+      atomic_store(&w->interrupting, 1);
+      if (atomic_load(&w->busy)) e->kind->interrupt(w);
+      atomic_store(&w->interrupting, 0);
       pthread_mutex_unlock(&w->cancel_mu);
     }
     pthread_mutex_unlock(&e->list_mu);
@@ -541,6 +602,7 @@ void pl_executor_break(pl_executor *e, const char *msg) {
   pthread_mutex_lock(&e->mu);
   if (!e->broken) {
     e->broken = 1;
+    atomic_store(&e->refusing, 1);
     e->broken_msg = strdup(msg);
   }
   pthread_mutex_unlock(&e->mu);

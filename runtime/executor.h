@@ -22,12 +22,16 @@
  * gets two tasks costs two threads, and `init` runs when a worker starts,
  * before its first task.  A worker that finds the queue empty lets go of
  * any lock (kind->idle), spins briefly on the queue length (more than one
- * core only: a trivial submit/result loop then never sleeps), and then
- * sleeps on `work` through pl_wait.  A worker counts as `looking` from the
- * moment its task has ended -- before the task's future is finished, so
- * before whoever waits on it can submit again -- until it has a new task
- * or sleeps: a submit wakes a sleeper, or starts a worker, only for tasks
- * that the looking workers cannot take.
+ * core only, and at most max_spinners workers at once: a trivial
+ * submit/result loop then never sleeps, and the other workers do not take
+ * CPU time from it), and then sleeps on `work` through pl_wait.  The
+ * submitter's and the spinner's CPUs are noted, so that a spin on a
+ * machine busier than its cores yields to a peer that shares its CPU
+ * instead of pausing until its time slice ends.  A worker counts as
+ * `looking` from the moment its task has ended -- before the task's
+ * future is finished, so before whoever waits on it can submit again --
+ * until it has a new task or sleeps: a submit wakes a sleeper, or starts a
+ * worker, only for tasks that the looking workers cannot take.
  *
  * Ordering: tasks start in submission order; with several workers they
  * finish in any order.  Results go back through the future only.
@@ -109,8 +113,9 @@ typedef struct pl_kind_ops {
   void (*run)(pl_worker *w, pl_task *t);
   /* Any thread, w->cancel_mu held, w busy: stop the task w is running. */
   void (*interrupt)(pl_worker *w);
-  /* Worker thread, w->cancel_mu held: forget a cancel meant for the task
-   * that just ended (or for an idle worker). */
+  /* Worker thread, w->cancel_mu held or no interrupter at work (see
+   * pl_executor_task_done): forget a cancel meant for the task that just
+   * ended (or for an idle worker). */
   void (*reset)(pl_worker *w);
   /* Worker thread, last; `release`: call kind->release for the executor
    * too (this is the last worker of a pool that is shut down). */
@@ -132,7 +137,10 @@ struct pl_worker {
   int index;                    /* 1, 2, ... within the pool */
   pl_tstate *ts;                /* set by kind->worker_start; may be NULL */
   pthread_mutex_t cancel_mu;
-  int busy;                     /* guarded by cancel_mu: has a task */
+  atomic_int busy;              /* has a task: written by the worker thread
+                                   (see pl_executor_task_done) */
+  atomic_int interrupting;      /* set under cancel_mu while an interrupter
+                                   looks at busy */
   void *kind;                   /* kind-private */
 };
 
@@ -160,7 +168,12 @@ struct pl_executor {
   atomic_long queued;           /* written under mu; read by spinning workers */
   atomic_int looking;           /* workers about to look for work, or spinning
                                    for it: they will see a task queued now */
+  atomic_int spinners;          /* workers spinning for work now */
+  atomic_int spin_cpu;          /* CPU of the worker spinning, or -1 */
+  atomic_int submit_cpu;        /* CPU of the last submit, or -1 */
+  int max_spinners;             /* at most this many spin at once */
   atomic_int closed;            /* shutdown, readable without mu */
+  atomic_int refusing;          /* shutdown or broken (set under mu) */
   atomic_uint interrupts;       /* bumped by every shutdown{interrupt=true} */
   int sleeping;                 /* guarded by mu: workers asleep on work */
   int looping;                  /* guarded by mu: workers not out of their loop */

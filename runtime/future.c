@@ -1,6 +1,7 @@
 /* Futures and waiters (see future.h for the design). */
 #include <sched.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -8,7 +9,14 @@
 
 /* How long a waiter spins before it sleeps.  A condition-variable wake-up
  * across cores costs tens of microseconds here; a trivial task done by a
- * worker that is spinning for work comes back in a few. */
+ * worker that is spinning for work comes back in about one.  The first
+ * PAUSE_NS of the spin use the CPU's pause (tens of nanoseconds a round),
+ * so a result that arrives within them is seen at once; after that each
+ * round yields the CPU (sched_yield: about half a microsecond here), so a
+ * thread we wait for on a machine busier than its cores runs instead of us
+ * burning its time slice.  A peer known to be on our own CPU cannot run
+ * while we pause at all: then every round yields. */
+#define PAUSE_NS 5000
 #define SPIN_NS 50000
 
 static int multicore;
@@ -22,61 +30,98 @@ int pl_spin_allowed(void) {
 
 void pl_spin_pause(void) { sched_yield(); }
 
-void pl_spin_while(atomic_int *word, int value) {
+void pl_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+int pl_spin_peer_here(const atomic_int *peer_cpu) {
+  if (peer_cpu == NULL) return 0;
+  int cpu = atomic_load_explicit(peer_cpu, memory_order_relaxed);
+  return cpu >= 0 && cpu == sched_getcpu();
+}
+
+void pl_spin_while_peer(atomic_int *word, int value, const atomic_int *peer_cpu) {
   if (!pl_spin_allowed()) return;
-  int64_t until = pl_now_ns() + SPIN_NS;
+  int64_t start = pl_now_ns();
+  int yielding = pl_spin_peer_here(peer_cpu);
   unsigned n = 0;
   while (atomic_load_explicit(word, memory_order_acquire) == value) {
-    pl_spin_pause();
-    if ((++n & 3) == 0 && pl_now_ns() > until) return;
+    if (yielding) pl_spin_pause();
+    else pl_cpu_relax();
+    if ((++n & 15) == 0) {
+      int64_t spent = pl_now_ns() - start;
+      if (spent > SPIN_NS) return;
+      yielding = spent > PAUSE_NS || pl_spin_peer_here(peer_cpu);
+    }
   }
 }
 
+void pl_spin_while(atomic_int *word, int value) { pl_spin_while_peer(word, value, NULL); }
+
 pl_future *pl_future_new(void) {
-  pl_future *f = calloc(1, sizeof *f);
+  pl_future *f = malloc(sizeof *f);
   if (f == NULL) return NULL;
-  if (pthread_mutex_init(&f->mu, NULL) != 0) goto no_mu;
-  if (pl_cond_init(&f->cv) != 0) goto no_cv;
+  if (pthread_mutex_init(&f->mu, NULL) != 0) {
+    free(f);
+    return NULL;
+  }
   atomic_init(&f->refs, 1);
   atomic_init(&f->state, PL_FUTURE_PENDING);
+  f->cv_ready = 0;
+  f->outcome = PL_OUTCOME_NONE;
+  f->orphan = 0;
+  f->sleepers = 0;
+  memset(&f->value, 0, sizeof f->value);
+  f->traceback = NULL;
+  f->links = NULL;
+  f->callbacks = NULL;
+  atomic_init(&f->has_callbacks, 0);
+  atomic_init(&f->runner_cpu, -1);
   return f;
-no_cv:
-  pthread_mutex_destroy(&f->mu);
-no_mu:
-  free(f);
-  return NULL;
 }
 
-void pl_future_incref(pl_future *f) { atomic_fetch_add(&f->refs, 1); }
+void pl_future_incref(pl_future *f) {
+  atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
 
 void pl_future_decref(pl_future *f) {
-  if (atomic_fetch_sub(&f->refs, 1) != 1) return;
+  if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
   /* Every holder orphans the future before letting go of it, so a value
    * is left only if it never had one (a failed submit); free what can be
    * freed without a state. */
   if (f->value.ops != NULL) f->value.ops->free(NULL, &f->value);
   free(f->traceback);
-  pthread_cond_destroy(&f->cv);
+  if (f->cv_ready) pthread_cond_destroy(&f->cv);
   pthread_mutex_destroy(&f->mu);
   free(f);
 }
 
+/* Lock-free: only cancel competes for PENDING, and it changes the state
+ * with the same compare-and-swap (under mu, for its waiters). */
 int pl_future_set_running_or_notify_cancel(pl_future *f) {
-  pthread_mutex_lock(&f->mu);
-  int ok = atomic_load(&f->state) == PL_FUTURE_PENDING;
-  if (ok) atomic_store_explicit(&f->state, PL_FUTURE_RUNNING, memory_order_release);
-  pthread_mutex_unlock(&f->mu);
-  return ok;
+  int expected = PL_FUTURE_PENDING;
+  return atomic_compare_exchange_strong_explicit(&f->state, &expected, PL_FUTURE_RUNNING,
+                                                 memory_order_acq_rel, memory_order_acquire);
 }
 
-int pl_future_store(pl_future *f, int outcome, const pl_value *v, char *traceback) {
-  pthread_mutex_lock(&f->mu);
+/* Holding mu. */
+static int store_locked(pl_future *f, int outcome, const pl_value *v, char *traceback) {
   int taken = !f->orphan;
   f->outcome = outcome;
   if (taken) {
     if (v != NULL) f->value = *v;
     f->traceback = traceback;
   }
+  return taken;
+}
+
+int pl_future_store(pl_future *f, int outcome, const pl_value *v, char *traceback) {
+  pthread_mutex_lock(&f->mu);
+  int taken = store_locked(f, outcome, v, traceback);
   pthread_mutex_unlock(&f->mu);
   return taken;
 }
@@ -90,22 +135,30 @@ static void record_locked(pl_waiter *w, size_t id, int failed) {
   if (w->sleeping > 0) pthread_cond_signal(&w->cv);
 }
 
-/* Tell every armed waiter that f is done; holding f->mu. */
+/* Tell every armed waiter that f is done; holding f->mu.  A link is done
+ * with before its id is recorded: once the waiter can pop the id, its
+ * owner may reuse the link's storage (imap_unordered does) for another
+ * future at once. */
 static void fire_links_locked(pl_future *f, int failed) {
-  for (pl_waitlink *l = f->links; l != NULL; l = l->next) {
+  pl_waitlink *l = f->links;
+  f->links = NULL;
+  while (l != NULL) {
+    pl_waitlink *next = l->next;
     pl_waiter *w = l->w;
+    size_t id = l->id;
+    l->armed = 0;
     pthread_mutex_lock(&w->mu);
     w->armed--;
-    record_locked(w, l->id, failed);
+    record_locked(w, id, failed);
     pthread_mutex_unlock(&w->mu);
-    l->armed = 0;
+    l = next;
   }
-  f->links = NULL;
 }
 
-static pl_future_cb *complete_locked(pl_future *f, int state) {
-  atomic_store_explicit(&f->state, state, memory_order_release);
-  fire_links_locked(f, state == PL_FUTURE_FINISHED && f->outcome == PL_OUTCOME_ERROR);
+/* The state is already final; tell everyone. */
+static pl_future_cb *notify_locked(pl_future *f, int state) {
+  if (f->links != NULL)
+    fire_links_locked(f, state == PL_FUTURE_FINISHED && f->outcome == PL_OUTCOME_ERROR);
   if (f->sleepers > 0) pthread_cond_broadcast(&f->cv);
   pl_future_cb *cbs = f->callbacks;
   f->callbacks = NULL;
@@ -114,7 +167,18 @@ static pl_future_cb *complete_locked(pl_future *f, int state) {
 
 pl_future_cb *pl_future_finish(pl_future *f) {
   pthread_mutex_lock(&f->mu);
-  pl_future_cb *cbs = complete_locked(f, PL_FUTURE_FINISHED);
+  atomic_store_explicit(&f->state, PL_FUTURE_FINISHED, memory_order_release);
+  pl_future_cb *cbs = notify_locked(f, PL_FUTURE_FINISHED);
+  pthread_mutex_unlock(&f->mu);
+  return cbs;
+}
+
+pl_future_cb *pl_future_complete(pl_future *f, int outcome, const pl_value *v, char *traceback,
+                                 int *taken) {
+  pthread_mutex_lock(&f->mu);
+  *taken = store_locked(f, outcome, v, traceback);
+  atomic_store_explicit(&f->state, PL_FUTURE_FINISHED, memory_order_release);
+  pl_future_cb *cbs = notify_locked(f, PL_FUTURE_FINISHED);
   pthread_mutex_unlock(&f->mu);
   return cbs;
 }
@@ -122,9 +186,13 @@ pl_future_cb *pl_future_finish(pl_future *f) {
 pl_future_cb *pl_future_cancel(pl_future *f, int *cancelled) {
   pl_future_cb *cbs = NULL;
   pthread_mutex_lock(&f->mu);
-  int s = atomic_load(&f->state);
-  if (s == PL_FUTURE_PENDING) cbs = complete_locked(f, PL_FUTURE_CANCELLED);
-  *cancelled = s == PL_FUTURE_PENDING || s == PL_FUTURE_CANCELLED;
+  int s = PL_FUTURE_PENDING;
+  if (atomic_compare_exchange_strong(&f->state, &s, PL_FUTURE_CANCELLED)) {
+    cbs = notify_locked(f, PL_FUTURE_CANCELLED);
+    *cancelled = 1;
+  } else {
+    *cancelled = s == PL_FUTURE_CANCELLED;
+  }
   pthread_mutex_unlock(&f->mu);
   return cbs;
 }
@@ -137,16 +205,16 @@ int pl_future_add_callback(pl_future *f, pl_future_cb *cb) {
     while (*p != NULL) p = &(*p)->next;
     cb->next = NULL;
     *p = cb;
+    atomic_store_explicit(&f->has_callbacks, 1, memory_order_relaxed);
   }
   pthread_mutex_unlock(&f->mu);
   return done;
 }
 
+/* Callbacks are never removed before the future is done, so the flag
+ * that add_callback raises is enough: no lock. */
 int pl_future_has_callbacks(pl_future *f) {
-  pthread_mutex_lock(&f->mu);
-  int has = f->callbacks != NULL;
-  pthread_mutex_unlock(&f->mu);
-  return has;
+  return atomic_load_explicit(&f->has_callbacks, memory_order_relaxed);
 }
 
 void pl_future_run_callbacks(lua_State *L, pl_future *f, pl_future_cb *list) {
@@ -158,23 +226,40 @@ void pl_future_run_callbacks(lua_State *L, pl_future *f, pl_future_cb *list) {
 }
 
 void pl_future_orphan(pl_future *f, lua_State *L) {
-  pthread_mutex_lock(&f->mu);
-  f->orphan = 1;
-  pl_value v = f->value;
-  f->value.ops = NULL;
-  pthread_mutex_unlock(&f->mu);
+  pl_value v;
+  if (pl_future_state(f) == PL_FUTURE_FINISHED) {
+    /* Nobody stores or reads `orphan` any more: no lock (see push). */
+    f->orphan = 1;
+    v = f->value;
+    f->value.ops = NULL;
+  } else {
+    pthread_mutex_lock(&f->mu);
+    f->orphan = 1;
+    v = f->value;
+    f->value.ops = NULL;
+    pthread_mutex_unlock(&f->mu);
+  }
   if (v.ops != NULL) v.ops->free(L, &v);
 }
 
+/* Once FINISHED (read with acquire: the completer wrote the outcome
+ * before it released the state), outcome and traceback never change, and
+ * the value changes only through the holder -- the caller: no lock. */
 int pl_future_push(lua_State *L, pl_future *f) {
-  pthread_mutex_lock(&f->mu);
-  pl_value v = f->value;
-  pthread_mutex_unlock(&f->mu);
+  pl_value v;
+  if (pl_future_state(f) == PL_FUTURE_FINISHED) {
+    v = f->value;
+  } else {
+    pthread_mutex_lock(&f->mu);
+    v = f->value;
+    pthread_mutex_unlock(&f->mu);
+  }
   if (v.ops == NULL) return 0;
   return v.ops->push(L, &v);
 }
 
 int pl_future_outcome(pl_future *f) {
+  if (pl_future_state(f) == PL_FUTURE_FINISHED) return f->outcome;
   pthread_mutex_lock(&f->mu);
   int o = f->outcome;
   pthread_mutex_unlock(&f->mu);
@@ -182,20 +267,35 @@ int pl_future_outcome(pl_future *f) {
 }
 
 const char *pl_future_traceback(pl_future *f) {
-  pthread_mutex_lock(&f->mu);
-  const char *tb = atomic_load(&f->state) == PL_FUTURE_FINISHED ? f->traceback : NULL;
-  pthread_mutex_unlock(&f->mu);
-  return tb;
+  return pl_future_state(f) == PL_FUTURE_FINISHED ? f->traceback : NULL;
 }
 
 int pl_future_wait(pl_future *f, pl_tstate *ts, int64_t deadline) {
   if (pl_future_done(f)) return PL_WAIT_WOKEN;
   if (deadline == INT64_MAX || deadline > pl_now_ns()) {
-    pl_spin_while(&f->state, PL_FUTURE_PENDING);
-    pl_spin_while(&f->state, PL_FUTURE_RUNNING);
+    pl_spin_while_peer(&f->state, PL_FUTURE_PENDING, &f->runner_cpu);
+    pl_spin_while_peer(&f->state, PL_FUTURE_RUNNING, &f->runner_cpu);
     if (pl_future_done(f)) return PL_WAIT_WOKEN;
   }
   int rc = PL_WAIT_WOKEN;
+  /* The condition variable is made by the first thread that sleeps: most
+   * futures never need one. */
+  pthread_mutex_lock(&f->mu);
+  if (!f->cv_ready && pl_future_state(f) < PL_FUTURE_FINISHED) {
+    if (pl_cond_init(&f->cv) != 0) {  /* out of resources: poll instead */
+      pthread_mutex_unlock(&f->mu);
+      while (!pl_future_done(f) && rc == PL_WAIT_WOKEN) {
+        pl_spin_pause();
+        if (pl_now_ns() >= deadline) rc = PL_WAIT_TIMEOUT;
+        else if (ts != NULL && pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED)
+          rc = PL_WAIT_CANCELLED;
+      }
+      return pl_future_done(f) ? PL_WAIT_WOKEN : rc;
+    }
+    f->cv_ready = 1;
+  }
+  pthread_mutex_unlock(&f->mu);
+  if (pl_future_done(f)) return PL_WAIT_WOKEN;
   pl_wait_begin(ts, &f->mu, &f->cv);
   pthread_mutex_lock(&f->mu);
   f->sleepers++;

@@ -15,12 +15,21 @@
  * right after the task that reached the count, unless the pool is shut
  * down and has nothing left to run.
  *
- * Payloads.  A task is one message (runtime/codec.h) encoded by the
+ * Payloads.  A task is a message (runtime/codec.h) encoded by the
  * submitter holding its own lock: the function, then its arguments (or the
  * items of a map chunk).  The codec caches what can be cached: the
  * submitter keeps each function's bytecode, the worker keeps functions
  * that have no upvalues but the globals, so a task that sends the same
- * function again costs neither lua_dump nor lua_load.  The outcome comes
+ * function again costs neither lua_dump nor lua_load.  A Lua function
+ * without upvalues, or whose one upvalue is the globals, encodes to the
+ * same bytes whenever it is sent; so the submitting state keeps that
+ * message (a weak table, function -> shared message) and a task carries
+ * the shared function message and a message of its arguments: a trivial
+ * task's encode is its arguments'.  A worker keeps the last function
+ * without upvalues it decoded from such a message, so running the same
+ * one again decodes only the arguments.  Anything else (a closure with
+ * other upvalues, whose values are read at submit, a C function, a
+ * callable table) travels in one message with its arguments.  The outcome comes
  * back as a message too: the future's value is the encoded results (or the
  * encoded error value), decoded by result() in the caller's state -- again
  * at every call, so each caller gets its own copy.
@@ -67,8 +76,18 @@ typedef struct sexec {
   char *broken_tb;       /* guarded by mu: the failed init's traceback */
 } sexec;
 
+/* The message of a function that encodes to the same bytes whenever it
+ * is sent (see Payloads), shared by the tasks that carry it. */
+typedef struct fnmsg {
+  atomic_int refs;
+  int nups;              /* 0: the decoded function can be kept as it is */
+  pl_msg *m;
+} fnmsg;
+
 typedef struct sworker {
   parlua rt;             /* the worker's runtime: rt.main is its family */
+  fnmsg *fm;             /* the function message last decoded (a reference) */
+  int fn_ref;            /* its function, in the worker's registry */
   lua_State *L;          /* rt.main.L, or NULL when closed */
   pl_tstate *ts;         /* this thread's tstate in rt.main */
   int holds;             /* worker thread only: it holds its own lock */
@@ -79,8 +98,6 @@ typedef struct sworker {
 } sworker;
 
 enum { SLOT_HANDLER = 1, SLOT_TRACEBACK = 2 };
-
-#define IDLE_PAUSES 2000  /* a pause is 10-140 cycles: a few microseconds */
 
 /* ---- values: encoded messages ---------------------------------------- */
 
@@ -103,14 +120,108 @@ static void set_value(pl_value *v, pl_msg *m) {
 
 /* ---- payloads -------------------------------------------------------- */
 
-/* Submitter, its lock held: [fn, v1..vn] -> one message. */
+static const char FNCACHE_KEY = 0;  /* registry: function -> fnmsg box (weak keys) */
+static const char FNBOX_MT[] = "parlua.states.fnmsg";
+
+static void fnmsg_decref(fnmsg *fm) {
+  if (fm == NULL || atomic_fetch_sub(&fm->refs, 1) != 1) return;
+  pl_msg_free(fm->m);
+  free(fm);
+}
+
+static int fnbox_gc(lua_State *L) {
+  fnmsg **box = lua_touserdata(L, 1);
+  fnmsg_decref(*box);
+  *box = NULL;
+  return 0;
+}
+
+/* The function at fi encodes to the same bytes whenever it is sent: a Lua
+ * function without upvalues, or whose one upvalue is the globals table
+ * (sent as "the receiver's globals").  *nups: its upvalue count. */
+static int same_every_time(lua_State *L, int fi, int *nups) {
+  if (lua_type(L, fi) != LUA_TFUNCTION || lua_iscfunction(L, fi)) return 0;
+  if (lua_getupvalue(L, fi, 1) == NULL) {
+    *nups = 0;
+    return 1;
+  }
+  int same = 0;
+  if (lua_getupvalue(L, fi, 2) == NULL) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+    same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  *nups = 1;
+  return same;
+}
+
+/* The shared message of the function at fi (absolute), made and cached on
+ * first use, or NULL when it must travel with its arguments.  No reference
+ * is taken: the function is on the stack, so its cache entry, which holds
+ * one, stays while the caller encodes the arguments. */
+static fnmsg *function_message(lua_State *L, int fi) {
+  int nups;
+  if (!same_every_time(L, fi, &nups)) return NULL;
+  luaL_checkstack(L, 6, "encoding a task");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &FNCACHE_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "k");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &FNCACHE_KEY);
+  }
+  int cache = lua_gettop(L);
+  fnmsg *fm = NULL;
+  lua_pushvalue(L, fi);
+  if (lua_rawget(L, cache) == LUA_TUSERDATA) fm = *(fnmsg **)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (fm == NULL) {
+    /* The box first: if encoding raises, its finalizer frees fm. */
+    fnmsg **box = lua_newuserdatauv(L, sizeof *box, 0);
+    *box = NULL;
+    if (luaL_newmetatable(L, FNBOX_MT)) {
+      lua_pushcfunction(L, fnbox_gc);
+      lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    fm = calloc(1, sizeof *fm);
+    if (fm == NULL) luaL_error(L, "not enough memory");
+    atomic_init(&fm->refs, 1);  /* the box's */
+    fm->nups = nups;
+    *box = fm;
+    fm->m = pl_codec_encode(L, fi, 1, "function", NULL);
+    lua_pushvalue(L, fi);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, cache);
+  }
+  lua_settop(L, cache - 1);
+  return fm;
+}
+
+/* Submitter, its lock held: [fn, v1..vn] -> the shared function message
+ * (t->b) and a message of the values, or one message of them all. */
 static void states_pack(pl_executor *e, lua_State *L, pl_task *t) {
   (void)e;
   /* Items of a map are counted within their chunk: this does not know
    * where the chunk starts. */
   const char *head = t->mode == PL_TASK_INIT ? "init function" : "function";
   const char *each = t->mode == PL_TASK_CALL ? "argument %d" : t->n == 1 ? "item" : "item %d of a chunk";
-  t->data = pl_codec_encode(L, -(t->n + 1), t->n + 1, head, each);
+  int fi = lua_absindex(L, -(t->n + 1));
+  fnmsg *fm = t->mode == PL_TASK_INIT ? NULL : function_message(L, fi);
+  if (fm != NULL) {
+    /* Named as in one message: the values are "argument 1", ... */
+    t->data = pl_codec_encode(L, fi + 1, t->n, NULL, each);
+    atomic_fetch_add(&fm->refs, 1);
+  } else {
+    t->data = pl_codec_encode(L, fi, t->n + 1, head, each);
+  }
+  t->b = (intptr_t)fm;
   lua_pop(L, t->n + 1);
 }
 
@@ -119,6 +230,8 @@ static void states_drop(pl_executor *e, lua_State *L, pl_task *t) {
   (void)L;
   pl_msg_free(t->data);
   t->data = NULL;
+  fnmsg_decref((fnmsg *)t->b);
+  t->b = 0;
 }
 
 /* ---- the worker's own lock ------------------------------------------- */
@@ -191,10 +304,33 @@ static pl_msg *encode_error(lua_State *L) {
 /* ---- running tasks --------------------------------------------------- */
 
 typedef struct call {
+  sworker *sw;
   const pl_task *t;
+  const fnmsg *fm;       /* the function, when apart from the values */
   const pl_msg *in;
   pl_msg *out;
 } call;
+
+/* [-0, +1] the function of c's shared function message: the worker's kept
+ * one when it is the same message, else decoded (and kept when it has no
+ * upvalues: nothing in it can differ from one task to the next). */
+static void push_function(lua_State *L, call *c) {
+  sworker *sw = c->sw;
+  if (c->fm == sw->fm) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sw->fn_ref);
+    return;
+  }
+  if (pl_codec_decode(L, c->fm->m) != 1 || lua_type(L, -1) != LUA_TFUNCTION)
+    luaL_error(L, "a malformed task");
+  if (c->fm->nups == 0) {
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, LUA_REGISTRYINDEX, sw->fn_ref);
+    fnmsg *fm = (fnmsg *)c->fm;
+    atomic_fetch_add(&fm->refs, 1);
+    fnmsg_decref(sw->fm);
+    sw->fm = fm;
+  }
+}
 
 /* [-k, +1] unpack the starmap item on top without metamethods. */
 static int unpack_item(lua_State *L) {
@@ -216,7 +352,12 @@ static int unpack_item(lua_State *L) {
 static int run_task(lua_State *L) {
   call *c = lua_touserdata(L, 1);
   lua_settop(L, 0);
-  int n = pl_codec_decode(L, c->in);
+  int n = 0;
+  if (c->fm != NULL) {
+    push_function(L, c);
+    n = 1;
+  }
+  n += pl_codec_decode(L, c->in);
   if (n < 1) return luaL_error(L, "an empty task");
   if (c->t == NULL || c->t->mode == PL_TASK_CALL) {
     lua_call(L, n - 1, LUA_MULTRET);
@@ -238,7 +379,9 @@ static int run_task(lua_State *L) {
 /* Run the message `in` (a task, or init when t is NULL) on the worker's
  * stack: LUA_OK with c->out, or an error with the error value on top. */
 static int protected_run(sworker *sw, const pl_task *t, const pl_msg *in, call *c) {
+  c->sw = sw;
   c->t = t;
+  c->fm = t != NULL ? (const fnmsg *)t->b : NULL;
   c->in = in;
   c->out = NULL;
   lua_pushcfunction(sw->L, run_task);
@@ -350,6 +493,9 @@ static void open_state(sworker *sw, pl_worker *w) {
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, task_handler, 1);
   lua_insert(L, SLOT_HANDLER);             /* [1] the handler */
+  lua_pushboolean(L, 0);
+  sw->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sw->fm = NULL;
   sw->ntasks = 0;
   if (e->init.n >= 0) run_init(sw, e);
 }
@@ -362,6 +508,8 @@ static void close_state(sworker *sw, pl_worker *w) {
   pl_runtime_shutdown(&sw->rt, sw->L);
   lua_close(sw->L);
   sw->L = NULL;
+  fnmsg_decref(sw->fm);  /* its function is gone with the state */
+  sw->fm = NULL;
   drop_lock(sw);
   pl_executor_set_tstate(w, NULL);
   pl_tstate_pop(sw->ts);
@@ -425,21 +573,25 @@ static void states_run(pl_worker *w, pl_task *t) {
     outcome = call_task(sw, t, &v, &tb);
   }
   states_drop(e, NULL, t);
-  if (!pl_future_store(f, outcome == PL_TASK_OK ? PL_OUTCOME_OK : PL_OUTCOME_ERROR, &v, tb)) {
+  /* Counted before the future is finished (whoever waits for it sees the
+   * statistics up to date), stored and finished under one lock. */
+  int recycle = e->max_tasks_per_worker > 0 && ++sw->ntasks >= e->max_tasks_per_worker;
+  int looking = !pl_future_has_callbacks(f) && !recycle;
+  pl_executor_task_done(w, outcome, looking);
+  int taken;
+  int stored = outcome == PL_TASK_OK ? PL_OUTCOME_OK : PL_OUTCOME_ERROR;
+  pl_future_cb *cbs = pl_future_complete(f, stored, &v, tb, &taken);
+  if (!taken) {
     msg_free(NULL, &v);  /* nobody holds the future any more */
     free(tb);
   }
-  int has_callbacks = pl_future_has_callbacks(f);
-  int recycle = e->max_tasks_per_worker > 0 && ++sw->ntasks >= e->max_tasks_per_worker;
-  pl_executor_task_done(w, outcome, !has_callbacks && !recycle);
-  pl_future_cb *cbs = pl_future_finish(f);
   if (cbs != NULL) run_callbacks(sw, w, f, cbs);
   /* A fresh state for the next task -- unless there will be none. */
   if (recycle && !(atomic_load(&e->closed) && !pl_executor_has_work(e))) {
     close_state(sw, w);
     open_state(sw, w);
   }
-  if (has_callbacks || recycle) pl_executor_looking(w);
+  if (!looking) pl_executor_looking(w);
 }
 
 static int states_worker_new(pl_worker *w, lua_State *L) {
@@ -461,33 +613,15 @@ static void states_worker_abandon(pl_worker *w, lua_State *L) {
 
 static void states_worker_start(pl_worker *w) { open_state(w->kind, w); }
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
 /* Keep the lock while idle unless a thread of the worker's state needs it
- * (a par.thread a task started, a nested pool's worker).  Then watch the
- * queue for a few microseconds with the CPU's pause before the executor's
- * own spin, whose sched_yield costs about half a microsecond a round here:
- * in a submit/result loop the next task is taken within ~0.1 us instead of
- * after the system call returns.  More than one core only. */
+ * (a par.thread a task started, a nested pool's worker). */
 static void states_idle(pl_worker *w) {
   sworker *sw = w->kind;
-  pl_executor *e = w->e;
   if (sw->holds) {
     pthread_mutex_lock(&sw->rt.mu);
     int others = sw->rt.live_threads > 0;
     pthread_mutex_unlock(&sw->rt.mu);
     if (others) drop_lock(sw);
-  }
-  if (!pl_spin_allowed()) return;
-  for (int i = 0; i < IDLE_PAUSES; i++) {
-    if (pl_executor_has_work(e) || atomic_load_explicit(&e->closed, memory_order_relaxed)) return;
-    cpu_relax();
   }
 }
 

@@ -257,12 +257,15 @@ static void threads_run(pl_worker *w, pl_task *t) {
   } else {
     outcome = call_task(tw, fam, t, &v, &tb);
   }
+  /* Stored while the lock is held (an orphan's value is freed here), the
+   * lock let go before the future is finished: whoever waits for it takes
+   * the lock back at once. */
   if (!pl_future_store(f, outcome == PL_TASK_OK ? PL_OUTCOME_OK : PL_OUTCOME_ERROR, &v, tb)) {
     value_free(tw->co, &v);  /* nobody holds the future any more */
     free(tb);
   }
-  int has_callbacks = pl_future_has_callbacks(f);
-  pl_executor_task_done(w, outcome, !has_callbacks);
+  int looking = !pl_future_has_callbacks(f);
+  pl_executor_task_done(w, outcome, looking);
   if (!pl_executor_has_work(e)) drop_lock(tw, fam);
   pl_future_cb *cbs = pl_future_finish(f);
   if (cbs != NULL) {
@@ -270,7 +273,7 @@ static void threads_run(pl_worker *w, pl_task *t) {
     pl_future_run_callbacks(tw->co, f, cbs);
     lua_settop(tw->co, SLOT_TRACEBACK);
   }
-  if (has_callbacks) pl_executor_looking(w);
+  if (!looking) pl_executor_looking(w);
 }
 
 /* ---- workers --------------------------------------------------------- */

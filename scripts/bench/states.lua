@@ -146,5 +146,4 @@ else
   print("  (python3 not found: no baseline)")
 end
 report("trivial submit+result", submit_rate / 1000, ">= 700", "k/s", submit_rate >= 700000)
-report("map, chunksize 1", map1_rate / 1e6, "-", "M/s", true)
 report("map, chunksize 500", map500_rate / 1e6, ">= 2.5", "M/s", map500_rate >= 2.5e6)

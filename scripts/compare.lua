@@ -77,15 +77,19 @@ local function cpu_items(workers)
   return items
 end
 
--- Each timing is the best of two runs: the machine is shared and noisy.
-local function best_of_two(f)
-  local a = table.pack(f())
-  local b = table.pack(f())
-  return table.unpack(a[1] <= b[1] and a or b)
+-- A timing is the best of a few runs (f returns the time first, then
+-- what goes with it): the machine is shared and noisy.
+local function best_of(runs, f)
+  local best = table.pack(f())
+  for _ = 2, runs do
+    local r = table.pack(f())
+    if r[1] < best[1] then best = r end
+  end
+  return table.unpack(best, 1, best.n)
 end
 
 local function run_serial(fn, items)
-  return best_of_two(function()
+  return best_of(2, function()
     local t0 = par.clock()
     for _, x in ipairs(items) do fn(x) end
     return par.clock() - t0
@@ -94,8 +98,12 @@ end
 
 local function run_pool(kind, workers, fn, items)
   local pool <close> = par.pool{kind = kind, workers = workers}
-  pool:map(function() end, (function() local w = {} for i = 1, workers do w[i] = i end return w end)())  -- start the workers
-  return best_of_two(function()
+  -- Start the workers and let them run a little first: the first
+  -- milliseconds of new threads on a busy machine are not what is measured.
+  local warm = {}
+  for i = 1, 2 * workers do warm[i] = 1e6 end
+  pool:map(count, warm)
+  return best_of(3, function()
     local before = par.gil_stats()
     local t0 = par.clock()
     pool:map(fn, items)
@@ -110,19 +118,26 @@ local results = {machine = {cores = ncpu, lua = _VERSION, parlua = par._VERSION}
 -- `bound` says what limits the speedup: "io" work overlaps on any number of
 -- workers, "cpu" work on at most one worker per core.
 local function experiment(name, title, bound, fn, items_for, worker_counts)
-  local rows = {}
-  progress(("%s: serial"):format(name))
-  local serial = run_serial(fn, items_for(1))
-  rows[1] = {kind = "serial", workers = 1, seconds = serial, speedup = 1, efficiency = 1}
+  -- This machine's speed drifts (shared cores): serial is timed again
+  -- before each kind and its best time is the baseline of every row.
+  local serial = math.huge
+  local rows = {{kind = "serial", workers = 1}}
   for _, kind in ipairs(kinds) do
+    progress(("%s: serial"):format(name))
+    serial = math.min(serial, run_serial(fn, items_for(1)))
     for _, w in ipairs(worker_counts) do
       progress(("%s: %s with %d workers"):format(name, kind, w))
       local t, switches, wait = run_pool(kind, w, fn, items_for(w))
-      local ideal = bound == "io" and w or math.min(w, ncpu)
-      local row = {kind = kind, workers = w, seconds = t, speedup = serial / t, efficiency = serial / t / ideal}
+      local row = {kind = kind, workers = w, seconds = t}
       if kind == "threads" then row.switches, row.lock_wait = switches, wait end
       rows[#rows + 1] = row
     end
+  end
+  rows[1].seconds = serial
+  for _, row in ipairs(rows) do
+    local ideal = bound == "io" and row.workers or math.min(row.workers, ncpu)
+    row.speedup = serial / row.seconds
+    row.efficiency = row.speedup / ideal
   end
   progress("")
   if tty then io.stderr:write("\r\27[K") end

@@ -15,7 +15,7 @@ for b in scripts/bench/*.lua; do
   echo "######## $b"
   timeout 900 "$BUILD/parlua" "$b" 2>&1 | tee "$out"
   # the lines that state a target (report in common.lua)
-  grep -E ' (ok|MISSED)$' "$out" | sed "s/^ */$(printf '%-10s' "$(basename "$b" .lua)")/" >> "$log"
+  grep -E ' (ok|MISSED)$' "$out" | sed "s/^ */$(printf '%-11s' "$(basename "$b" .lua)")/" >> "$log"
 done
 echo
 echo "######## summary: every target, its value in this run, and whether it was met"

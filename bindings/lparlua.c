@@ -8,9 +8,9 @@
  * parlua_leave.  At lua_close a sentinel finalizer joins threads and shuts
  * pools down before anything they use is finalized.
  */
-#include <dlfcn.h>
 #include <stdlib.h>
 
+#include "background.h"
 #include "bindings.h"
 #include "lprocess.h"
 
@@ -60,17 +60,10 @@ static int runtime_gc(lua_State *L) {
   return 0;
 }
 
-/* lua_close unloads this module (dlclose), but a par.thread that has just
- * finished may still be returning through its code; so the module stays
- * loaded for the life of the process. */
-static void pin_module(void) {
-  Dl_info info;
-  if (dladdr((void *)luaopen_parlua, &info) && info.dli_fname != NULL)
-    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-}
-
 static void adopt(lua_State *L) {
-  pin_module();
+  /* lua_close unloads this module (dlclose), but a par.thread that has
+   * just finished may still be returning through its code. */
+  pl_pin_library();
   parlua *rt = lua_newuserdatauv(L, sizeof *rt, 0);
   if (pl_runtime_init(rt, NULL) != 0) luaL_error(L, "parlua: cannot initialise the runtime");
   luaL_newmetatable(L, RUNTIME_MT);

@@ -1,6 +1,5 @@
 /* Starting worker processes by fork (see fork.h). */
 #include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include "lauxlib.h"
+#include "background.h"
 #include "conn.h"
 #include "fork.h"
 #include "portable.h"
@@ -220,30 +220,9 @@ static void *forker_main(void *arg) {
 /* The forker runs our code for good: in a stock lua5.4, lua_close would
  * dlclose parlua.so under it, so the library stays mapped (the handle is
  * never closed, on purpose). */
-static void pin_once_fn(void) {
-  Dl_info info;
-  if (dladdr((void *)&pin_once_fn, &info) != 0 && info.dli_fname != NULL)
-    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-}
-
-void pl_pin_library(void) {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, pin_once_fn);
-}
-
 static int start_forker_locked(void) {
   if (fk_started) return 0;
-  pl_pin_library();
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);  /* it must not take the host's signals */
-  pthread_attr_t attr;
-  pthread_t tid;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  int err = pthread_create(&tid, &attr, forker_main, NULL);
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  int err = pl_background_thread(forker_main, NULL, 0);  /* children run Lua on its stack */
   if (err != 0) return -err;
   fk_started = 1;
   return 0;

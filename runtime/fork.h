@@ -74,10 +74,6 @@ pid_t pl_fork_detached(struct pl_family *quiet, const int *keep, int nkeep,
 void pl_fork_guard_enter(void);
 void pl_fork_guard_leave(void);
 
-/* Keep this library mapped for good, for a thread that runs our code
- * forever (a stock lua5.4 would dlclose it at lua_close). */
-void pl_pin_library(void);
-
 /* In a child: flush stdout and stderr and leave at once. */
 void pl_child_exit(int status);
 /* 1 in a process made by pl_fork. */

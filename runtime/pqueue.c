@@ -13,7 +13,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "background.h"
 #include "clock.h"
 #include "fork.h"
 #include "portable.h"
@@ -234,19 +234,7 @@ static void start_feeder_locked(pl_pchan *c) {
   pthread_mutex_unlock(&feed_mu);
   c->feeding = 1;
   pl_sync_incref(&c->q->head);  /* the channel lives while it feeds */
-  pl_pin_library();             /* and our code, should lua_close come meanwhile */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  pthread_attr_t attr;
-  pthread_t tid;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  int err = pthread_create(&tid, &attr, feeder_main, c);
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (err != 0) {  /* put then writes itself, blocking (see enqueue) */
+  if (pl_background_thread(feeder_main, c, 64 * 1024) != 0) {  /* put then writes itself, blocking (see enqueue) */
     c->feeding = 0;
     pl_sync_decref(&c->q->head);
     pthread_mutex_lock(&feed_mu);

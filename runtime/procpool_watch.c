@@ -1,11 +1,10 @@
 /* Reaping the processes of idle processes-pool workers (see
  * procpool_watch.h). */
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 
+#include "background.h"
 #include "clock.h"
-#include "fork.h"
 #include "procpool_watch.h"
 #include "tstate.h"
 
@@ -41,20 +40,8 @@ static void *watch_main(void *arg) {
 }
 
 static void start_locked(void) {
-  pl_pin_library();  /* the thread runs our code for good */
   if (pl_cond_init(&cv) != 0) return;
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);  /* it must not take the host's signals */
-  pthread_attr_t attr;
-  pthread_t tid;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  int err = pthread_create(&tid, &attr, watch_main, NULL);
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
-  if (err != 0) {
+  if (pl_background_thread(watch_main, NULL, 64 * 1024) != 0) {
     pthread_cond_destroy(&cv);
     return;
   }

@@ -39,7 +39,6 @@
  * so no other thread ever sees it; one that was pending before is left
  * alone (signals do not queue, ours merged into it).
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -50,6 +49,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "background.h"
 #include "clock.h"
 #include "spawn.h"
 
@@ -395,17 +395,6 @@ static void *reap_main(void *arg) {
   return NULL;
 }
 
-/* The reaper thread runs our code after the runtime is gone: in a stock
- * lua5.4 that is after lua_close has dlclose()d parlua.so.  Keep the
- * library mapped for good (the handle is never closed, on purpose). */
-static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
-
-static void pin_library(void) {
-  Dl_info info;
-  if (dladdr((void *)&pin_library, &info) != 0 && info.dli_fname != NULL)
-    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-}
-
 void pl_reap_in_background(pid_t *pids, size_t n) {
   size_t live = 0;
   for (size_t i = 0; i < n; i++)
@@ -417,22 +406,11 @@ void pl_reap_in_background(pid_t *pids, size_t n) {
   }
   job->pids = pids;
   job->n = live;
-  pthread_once(&pin_once, pin_library);
-  /* The thread must not take signals meant for the host's threads. */
-  sigset_t all, old;
-  sigfillset(&all);
-  pthread_sigmask(SIG_BLOCK, &all, &old);
-  pthread_attr_t attr;
-  pthread_t tid;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&attr, 64 * 1024);
-  if (pthread_create(&tid, &attr, reap_main, job) != 0) {
+  /* It may run on after the runtime is gone (background.h). */
+  if (pl_background_thread(reap_main, job, 64 * 1024) != 0) {
     free(pids);
     free(job);
   }
-  pthread_attr_destroy(&attr);
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* ------------------------------------------------------------ communicate */

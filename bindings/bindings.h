@@ -29,6 +29,11 @@ void pl_open_codec(lua_State *L);
  * (pl_box_new): a new box holding a new reference to obj. */
 void pl_codec_push_box(lua_State *L, const pl_transfer_type *t, void *obj);
 
+/* [-0, +0] Register the metatable `tname`: `methods` in __index (or, with
+ * `index`, a function that gets the method table as its upvalue), and
+ * __gc, __close and __tostring where given (NULL: none). */
+void pl_new_class(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction index,
+                  lua_CFunction gc, lua_CFunction close, lua_CFunction tostring);
 /* Raises Shutdown once the runtime has closed.  Lua gives no finalizer to
  * userdata made while lua_close runs the last finalizers, so an object made
  * then would leak: constructors refuse before they allocate anything. */

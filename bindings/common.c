@@ -6,6 +6,23 @@
 
 #include "bindings.h"
 
+void pl_new_class(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction index,
+                  lua_CFunction gc, lua_CFunction close, lua_CFunction tostring) {
+  luaL_newmetatable(L, tname);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  if (index != NULL) lua_pushcclosure(L, index, 1);  /* the method table as its upvalue */
+  lua_setfield(L, -2, "__index");
+  const struct { const char *name; lua_CFunction f; } metamethods[] = {
+      {"__gc", gc}, {"__close", close}, {"__tostring", tostring}};
+  for (size_t i = 0; i < sizeof metamethods / sizeof metamethods[0]; i++) {
+    if (metamethods[i].f == NULL) continue;
+    lua_pushcfunction(L, metamethods[i].f);
+    lua_setfield(L, -2, metamethods[i].name);
+  }
+  lua_pop(L, 1);
+}
+
 void pl_check_not_closed(lua_State *L, const char *tname) {
   parlua *rt = pl_runtime_of(L);
   if (rt == NULL || !pl_runtime_is_closed(rt)) return;

@@ -248,18 +248,7 @@ void pl_open_pipe(lua_State *L) {
   static const luaL_Reg methods[] = {{"send", conn_send},   {"recv", conn_recv},
                                      {"poll", conn_poll},   {"close", conn_close},
                                      {"fileno", conn_fileno}, {NULL, NULL}};
-  luaL_newmetatable(L, CONN_MT);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushcclosure(L, conn_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, conn_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, conn_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, conn_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  pl_new_class(L, CONN_MT, methods, conn_index, conn_gc, conn_close, conn_tostring);
   pl_codec_register_type(L, &conn_type);
   lua_pushcfunction(L, pipe_new);
   lua_setfield(L, -2, "pipe");

@@ -584,14 +584,5 @@ void pl_open_pipe_end(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"read", pipe_read},   {"lines", pipe_lines}, {"write", pipe_write},
       {"close", pipe_close_m}, {"flush", pipe_flush}, {NULL, NULL}};
-  luaL_newmetatable(L, PIPE_MT);
-  luaL_newlib(L, methods);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, pipe_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, pipe_close_m);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, pipe_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  pl_new_class(L, PIPE_MT, methods, NULL, pipe_gc, pipe_close_m, pipe_tostring);
 }

@@ -472,16 +472,7 @@ void pl_open_process(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", process_start},         {"join", process_join}, {"is_alive", process_is_alive},
       {"terminate", process_terminate}, {"kill", process_kill}, {NULL, NULL}};
-  luaL_newmetatable(L, PROCESS_MT);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushcclosure(L, process_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, process_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, process_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  pl_new_class(L, PROCESS_MT, methods, process_index, process_gc, NULL, process_tostring);
   lua_pushcfunction(L, process_new);
   lua_setfield(L, -2, "process");
 }

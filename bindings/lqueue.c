@@ -386,16 +386,7 @@ void pl_open_queue(lua_State *L) {
       {"full", queue_full},         {"task_done", queue_task_done},
       {"join", queue_join},         {"close", queue_close},
       {"is_closed", queue_is_closed}, {NULL, NULL}};
-  luaL_newmetatable(L, QUEUE_MT);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushcclosure(L, queue_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, queue_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, queue_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  pl_new_class(L, QUEUE_MT, methods, queue_index, queue_gc, NULL, queue_tostring);
   pl_codec_register_type(L, &queue_type);
   lua_pushcfunction(L, queue_new);
   lua_setfield(L, -2, "queue");

@@ -900,17 +900,7 @@ void pl_open_subprocess(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"popen", sp_popen}, {"run", sp_run}, {"check_output", sp_check_output}, {NULL, NULL}};
   pl_open_pipe_end(L);
-  luaL_newmetatable(L, POPEN_MT);
-  luaL_newlib(L, popen_methods);
-  lua_pushcclosure(L, popen_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, popen_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, popen_close);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, popen_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  pl_new_class(L, POPEN_MT, popen_methods, popen_index, popen_gc, popen_close, popen_tostring);
   luaL_newmetatable(L, REAPER_MT);
   lua_pushcfunction(L, reaper_gc);
   lua_setfield(L, -2, "__gc");

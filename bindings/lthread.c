@@ -394,16 +394,7 @@ void pl_open_thread(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"start", thread_start},     {"join", thread_join},     {"is_alive", thread_is_alive},
       {"result", thread_result},   {"cancel", thread_cancel}, {NULL, NULL}};
-  luaL_newmetatable(L, THREAD_MT);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_pushcclosure(L, thread_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, thread_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, thread_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  pl_new_class(L, THREAD_MT, methods, thread_index, thread_gc, NULL, thread_tostring);
   lua_pushcfunction(L, thread_new);
   lua_setfield(L, -2, "thread");
 }

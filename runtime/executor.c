@@ -25,7 +25,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lauxlib.h"
 #include "clock.h"
+#include "errors.h"
 #include "executor.h"
 
 #define MAX_SPARE 256   /* recycled task records kept */
@@ -580,6 +582,41 @@ static void executor_close(void *ud, lua_State *L) {
   int hard = atomic_load(&e->fam->rt->interrupted);
   shutdown_impl(e, L, 1, hard, hard, 0);
   pl_executor_decref(e);
+}
+
+/* ---- for the kinds' workers ------------------------------------------ */
+
+int pl_task_unpack_args(lua_State *L, int raise) {
+  int item = lua_gettop(L);
+  if (!lua_istable(L, item)) {
+    if (raise) return luaL_error(L, "a starmap item is not a table of arguments");
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_Integer k;
+  lua_pushliteral(L, "n");
+  if (lua_rawget(L, item) == LUA_TNUMBER && lua_isinteger(L, -1)) k = lua_tointeger(L, -1);
+  else k = (lua_Integer)lua_rawlen(L, item);
+  lua_pop(L, 1);
+  if (k < 0) k = 0;
+  if (k > 1000000 || !lua_checkstack(L, (int)k + 1)) {
+    if (raise) return luaL_error(L, "too many arguments");
+    lua_pop(L, 1);
+    return 0;
+  }
+  for (lua_Integer i = 1; i <= k; i++) lua_rawgeti(L, item, i);
+  lua_remove(L, item);
+  return (int)k;
+}
+
+int pl_task_broken_init(lua_State *L) {
+  const char *tb = lua_tostring(L, 2);
+  if (tb == NULL) tb = "(no message)";
+  lua_pushlstring(L, tb, strcspn(tb, "\n"));
+  pl_error_push(L, PL_BROKEN_POOL, "pool init failed: %s", lua_tostring(L, -1));
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "cause");
+  return 1;
 }
 
 /* ---- state ----------------------------------------------------------- */

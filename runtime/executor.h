@@ -236,6 +236,15 @@ void pl_executor_set_tstate(pl_worker *w, pl_tstate *ts);
 /* Lock held, L a thread of e's state: kind->release, drop init, and let
  * the runtime forget the pool; for kind->worker_stop when `release`. */
 void pl_executor_release(pl_executor *e, lua_State *L);
+/* [-1, +k] unpack the starmap item on top without metamethods (which
+ * could run code where a kind cannot afford it): k arguments.  An item
+ * that is not a table or holds too many to push raises when `raise`, else
+ * gives no arguments (for a caller outside a protected call). */
+int pl_task_unpack_args(lua_State *L, int raise);
+/* [-2, +1] (protected) the BrokenPool error for init error (1) whose
+ * traceback is the string (2): its first line is the message, made by the
+ * handler with the error's __tostring, so no code runs here. */
+int pl_task_broken_init(lua_State *L);
 static inline int pl_executor_has_work(pl_executor *e) {
   return atomic_load_explicit(&e->queued, memory_order_relaxed) > 0;
 }

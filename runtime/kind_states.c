@@ -332,22 +332,6 @@ static void push_function(lua_State *L, call *c) {
   }
 }
 
-/* [-k, +1] unpack the starmap item on top without metamethods. */
-static int unpack_item(lua_State *L) {
-  int item = lua_gettop(L);
-  if (!lua_istable(L, item)) return luaL_error(L, "a starmap item is not a table of arguments");
-  lua_Integer k;
-  lua_pushliteral(L, "n");
-  if (lua_rawget(L, item) == LUA_TNUMBER && lua_isinteger(L, -1)) k = lua_tointeger(L, -1);
-  else k = (lua_Integer)lua_rawlen(L, item);
-  lua_pop(L, 1);
-  if (k < 0) k = 0;
-  if (k > 1000000 || !lua_checkstack(L, (int)k + 1)) return luaL_error(L, "too many arguments");
-  for (lua_Integer i = 1; i <= k; i++) lua_rawgeti(L, item, i);
-  lua_remove(L, item);
-  return (int)k;
-}
-
 /* Protected: decode the task, call it, encode what it returned. */
 static int run_task(lua_State *L) {
   call *c = lua_touserdata(L, 1);
@@ -368,7 +352,7 @@ static int run_task(lua_State *L) {
   for (int j = 2; j <= n; j++) {
     lua_pushvalue(L, 1);
     lua_pushvalue(L, j);
-    int nargs = c->t->mode == PL_TASK_STARMAP ? unpack_item(L) : 1;
+    int nargs = c->t->mode == PL_TASK_STARMAP ? pl_task_unpack_args(L, 1) : 1;
     lua_call(L, nargs, 1);
     lua_replace(L, j);
   }
@@ -403,18 +387,6 @@ static int call_task(sworker *sw, pl_task *t, pl_value *v, char **tb) {
   return PL_TASK_FAILED;
 }
 
-/* [-2, +1] (protected) the BrokenPool error for init error (1) whose
- * traceback is the string (2). */
-static int make_broken(lua_State *L) {
-  const char *tb = lua_tostring(L, 2);
-  if (tb == NULL) tb = "(no message)";
-  lua_pushlstring(L, tb, strcspn(tb, "\n"));
-  pl_error_push(L, PL_BROKEN_POOL, "pool init failed: %s", lua_tostring(L, -1));
-  lua_pushvalue(L, 1);
-  lua_setfield(L, -2, "cause");
-  return 1;
-}
-
 /* Run init; when it fails, break the pool (the first failure is kept). */
 static void run_init(sworker *sw, pl_executor *e) {
   lua_State *L = sw->L;
@@ -423,7 +395,7 @@ static void run_init(sworker *sw, pl_executor *e) {
   if (protected_run(sw, NULL, e->init.data, &c) == LUA_OK) return;
   char *tb = pl_take_traceback(L, SLOT_TRACEBACK);
   int err = lua_gettop(L);
-  lua_pushcfunction(L, make_broken);
+  lua_pushcfunction(L, pl_task_broken_init);
   lua_pushvalue(L, err);
   lua_pushstring(L, tb != NULL ? tb : "(no message)");
   pl_msg *m = NULL;

@@ -167,22 +167,6 @@ static void push_payload(lua_State *co, int n, int ref) {
   lua_remove(co, t);
 }
 
-/* [-1, +k] unpack the starmap item on top (a table, checked at submit)
- * without metamethods, which could raise outside the protected call. */
-static int unpack_item(lua_State *co) {
-  int item = lua_gettop(co);
-  lua_Integer k;
-  lua_pushliteral(co, "n");
-  if (lua_rawget(co, item) == LUA_TNUMBER && lua_isinteger(co, -1)) k = lua_tointeger(co, -1);
-  else k = (lua_Integer)lua_rawlen(co, item);
-  lua_pop(co, 1);
-  if (k < 0) k = 0;
-  if (k > 1000000 || !lua_checkstack(co, (int)k + 1)) k = 0;
-  for (lua_Integer i = 1; i <= k; i++) lua_rawgeti(co, item, i);
-  lua_remove(co, item);
-  return (int)k;
-}
-
 /* Call a task on co; its payload is used up.  Leaves co at [handler,
  * slot] and returns PL_TASK_OK or PL_TASK_FAILED with *v (and *tb). */
 static int call_task(tworker *tw, pl_family *fam, pl_task *t, pl_value *v, char **tb) {
@@ -204,7 +188,7 @@ static int call_task(tworker *tw, pl_family *fam, pl_task *t, pl_value *v, char 
       lua_pushvalue(co, SLOT_FN);
       if (n == 1) lua_pushvalue(co, 4);
       else lua_rawgeti(co, 4, j);
-      int nargs = t->mode == PL_TASK_STARMAP ? unpack_item(co) : 1;
+      int nargs = t->mode == PL_TASK_STARMAP ? pl_task_unpack_args(co, 0) : 1;  /* outside a pcall */
       status = lua_pcall(co, nargs, 1, SLOT_HANDLER);
       if (status == LUA_OK && n > 1) lua_rawseti(co, 5, j);
     }
@@ -278,19 +262,6 @@ static void threads_run(pl_worker *w, pl_task *t) {
 
 /* ---- workers --------------------------------------------------------- */
 
-/* [-2, +1] (protected) the BrokenPool error for init error `cause` (1)
- * whose traceback is the string (2): its first line is the message, made
- * by the handler with the error's __tostring without running code here. */
-static int make_broken(lua_State *L) {
-  const char *tb = lua_tostring(L, 2);
-  if (tb == NULL) tb = "(no message)";
-  lua_pushlstring(L, tb, strcspn(tb, "\n"));
-  pl_error_push(L, PL_BROKEN_POOL, "pool init failed: %s", lua_tostring(L, -1));
-  lua_pushvalue(L, 1);
-  lua_setfield(L, -2, "cause");
-  return 1;
-}
-
 /* Run init; on error break the pool (see the top of the file).  Nothing
  * here may raise outside a protected call: a worker has no handler of its
  * own, and Lua would rethrow into the main thread's. */
@@ -302,8 +273,8 @@ static void run_init(tworker *tw, pl_executor *e) {
   if (lua_pcall(co, e->init.n, 0, SLOT_HANDLER) == LUA_OK) return;
   char *tb = pl_take_traceback(co, SLOT_TRACEBACK);
   if (te->broken_ref == LUA_NOREF) {       /* the first init error breaks the pool */
-    lua_pushcfunction(co, make_broken);
-    lua_insert(co, -2);                    /* [make_broken, cause] */
+    lua_pushcfunction(co, pl_task_broken_init);
+    lua_insert(co, -2);                    /* [pl_task_broken_init, cause] */
     lua_pushstring(co, tb != NULL ? tb : "(no message)");
     if (lua_pcall(co, 2, 1, 0) == LUA_OK) {
       lua_getfield(co, -1, "message");

@@ -50,21 +50,6 @@ typedef struct ccall {
   pl_fdlist *fds;
 } ccall;
 
-static int unpack_item(lua_State *L) {
-  int item = lua_gettop(L);
-  if (!lua_istable(L, item)) return luaL_error(L, "a starmap item is not a table of arguments");
-  lua_Integer k;
-  lua_pushliteral(L, "n");
-  if (lua_rawget(L, item) == LUA_TNUMBER && lua_isinteger(L, -1)) k = lua_tointeger(L, -1);
-  else k = (lua_Integer)lua_rawlen(L, item);
-  lua_pop(L, 1);
-  if (k < 0) k = 0;
-  if (k > 1000000 || !lua_checkstack(L, (int)k + 1)) return luaL_error(L, "too many arguments");
-  for (lua_Integer i = 1; i <= k; i++) lua_rawgeti(L, item, i);
-  lua_remove(L, item);
-  return (int)k;
-}
-
 /* Protected: decode, call, encode the results (appended to c->out). */
 static int c_run(lua_State *L) {
   ccall *c = lua_touserdata(L, 1);
@@ -80,7 +65,7 @@ static int c_run(lua_State *L) {
   for (int j = 2; j <= n; j++) {
     lua_pushvalue(L, 1);
     lua_pushvalue(L, j);
-    int nargs = c->mode == PL_TASK_STARMAP ? unpack_item(L) : 1;
+    int nargs = c->mode == PL_TASK_STARMAP ? pl_task_unpack_args(L, 1) : 1;
     lua_call(L, nargs, 1);
     lua_replace(L, j);
   }
@@ -127,18 +112,6 @@ static void encode_error(lua_State *L, ccall *c) {
   lua_settop(L, err - 1);
 }
 
-/* [-2, +1] (protected) the BrokenPool error for init error (1) whose
- * traceback is the string (2). */
-static int make_broken(lua_State *L) {
-  const char *tb = lua_tostring(L, 2);
-  if (tb == NULL) tb = "(no message)";
-  lua_pushlstring(L, tb, strcspn(tb, "\n"));
-  pl_error_push(L, PL_BROKEN_POOL, "pool init failed: %s", lua_tostring(L, -1));
-  lua_pushvalue(L, 1);
-  lua_setfield(L, -2, "cause");
-  return 1;
-}
-
 static int send_all_blocking(int sock, const pl_obuf *b, const pl_fdlist *fds) {
   size_t off = 0;
   for (;;) {
@@ -182,7 +155,7 @@ static void child_serve(lua_State *L, pl_frame *f, pl_obuf *out, pl_fdlist *fds)
     uint32_t failed = 1;
     memcpy(out->data + 4, &failed, 4);
     if (init) {  /* the error becomes the pool's BrokenPool error */
-      lua_pushcfunction(L, make_broken);
+      lua_pushcfunction(L, pl_task_broken_init);
       lua_insert(L, -2);
       lua_pushstring(L, tb != NULL ? tb : "(no message)");
       if (lua_pcall(L, 2, 1, 0) != LUA_OK) {

@@ -619,6 +619,16 @@ int pl_task_broken_init(lua_State *L) {
   return 1;
 }
 
+int pl_task_unsendable_error(lua_State *L) {
+  const char *text = luaL_tolstring(L, 1, NULL);
+  if (lua_istable(L, 2)) lua_getfield(L, 2, "message");
+  else lua_pushvalue(L, 2);
+  const char *why = lua_tostring(L, -1);
+  pl_error_push(L, PL_TRANSFER, "%s (the error value cannot be sent back: %s)", text,
+                why != NULL ? why : "?");
+  return 1;
+}
+
 /* ---- state ----------------------------------------------------------- */
 
 void pl_executor_stats_get(pl_executor *e, pl_executor_stats *out) {

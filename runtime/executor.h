@@ -245,6 +245,9 @@ int pl_task_unpack_args(lua_State *L, int raise);
  * traceback is the string (2): its first line is the message, made by the
  * handler with the error's __tostring, so no code runs here. */
 int pl_task_broken_init(lua_State *L);
+/* [-2, +1] (protected) for a task's error value (1) that could not be
+ * encoded because of `why` (2): a Transfer error carrying the text of both. */
+int pl_task_unsendable_error(lua_State *L);
 static inline int pl_executor_has_work(pl_executor *e) {
   return atomic_load_explicit(&e->queued, memory_order_relaxed) > 0;
 }

@@ -276,24 +276,13 @@ static pl_msg *encode_one(lua_State *L, int idx, const char *head) {
   return m;
 }
 
-/* [err, why] -> a Transfer error carrying the text of both (protected). */
-static int make_transfer_error(lua_State *L) {
-  const char *text = luaL_tolstring(L, 1, NULL);
-  if (lua_istable(L, 2)) lua_getfield(L, 2, "message");
-  else lua_pushvalue(L, 2);
-  const char *why = lua_tostring(L, -1);
-  pl_error_push(L, PL_TRANSFER, "%s (the error value cannot be sent back: %s)", text,
-                why != NULL ? why : "?");
-  return 1;
-}
-
 /* The error value on top of L (popped) as a message: itself when it can be
  * sent, else a Transfer error with its text; NULL only without memory. */
 static pl_msg *encode_error(lua_State *L) {
   int err = lua_gettop(L);
   pl_msg *m = encode_one(L, err, "error value");
   if (m == NULL) {                          /* [err, why] */
-    lua_pushcfunction(L, make_transfer_error);
+    lua_pushcfunction(L, pl_task_unsendable_error);
     lua_insert(L, err);
     if (lua_pcall(L, 2, 1, 0) == LUA_OK) m = encode_one(L, -1, "error value");
   }

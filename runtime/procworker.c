@@ -79,17 +79,6 @@ static int c_encode_error(lua_State *L) {
   return 0;
 }
 
-/* [err, why] -> a Transfer error with the text of both. */
-static int make_transfer_error(lua_State *L) {
-  const char *text = luaL_tolstring(L, 1, NULL);
-  if (lua_istable(L, 2)) lua_getfield(L, 2, "message");
-  else lua_pushvalue(L, 2);
-  const char *why = lua_tostring(L, -1);
-  pl_error_push(L, PL_TRANSFER, "%s (the error value cannot be sent back: %s)", text,
-                why != NULL ? why : "?");
-  return 1;
-}
-
 /* Encode the error value on top (popped) into c->out: itself, or a
  * Transfer error with its text, or at worst a plain string. */
 static void encode_error(lua_State *L, ccall *c) {
@@ -98,7 +87,7 @@ static void encode_error(lua_State *L, ccall *c) {
   lua_pushvalue(L, err);
   lua_pushlightuserdata(L, c);
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) {          /* [err, why] */
-    lua_pushcfunction(L, make_transfer_error);
+    lua_pushcfunction(L, pl_task_unsendable_error);
     lua_insert(L, err);
     if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
       lua_settop(L, err - 1);

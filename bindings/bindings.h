@@ -53,6 +53,15 @@ double pl_opt_timeout(lua_State *L, int idx);
 
 /* Raise Cancelled if the calling thread was force-cancelled. */
 void pl_check_cancel(lua_State *L, pl_tstate *ts);
+/* Raise Cancelled after a wait that returned PL_WAIT_CANCELLED (marking a
+ * forced cancel delivered); never returns. */
+int pl_raise_cancelled(lua_State *L, pl_tstate *ts);
+
+/* Give the global lock away around a wait on obj, and take it back.  The
+ * extra reference keeps obj alive even if its box is finalized meanwhile. */
+typedef struct pl_sync pl_sync;
+pl_tstate *pl_block_begin(lua_State *L, pl_sync *obj);
+void pl_block_end(lua_State *L, pl_tstate *ts, pl_sync *obj);
 
 /* In a stock lua state, keep the shutdown sentinel the newest finalizable
  * object so it runs before any object a still-running thread may use. */

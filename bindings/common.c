@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "bindings.h"
+#include "sync.h"
 
 void pl_new_class(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction index,
                   lua_CFunction gc, lua_CFunction close, lua_CFunction tostring) {
@@ -65,6 +66,21 @@ void pl_check_cancel(lua_State *L, pl_tstate *ts) {
     atomic_store(&ts->cancel_delivered, 1);
     pl_error_raise_cancelled(L, ts);
   }
+}
+
+int pl_raise_cancelled(lua_State *L, pl_tstate *ts) {
+  pl_check_cancel(L, ts);
+  return pl_error_raise_cancelled(L, ts);
+}
+
+pl_tstate *pl_block_begin(lua_State *L, pl_sync *obj) {
+  pl_sync_incref(obj);
+  return pl_unlock(L);
+}
+
+void pl_block_end(lua_State *L, pl_tstate *ts, pl_sync *obj) {
+  pl_lock(L, ts);
+  pl_sync_decref(obj);
 }
 
 int pl_pcall_traced(lua_State *L, int nargs, int nresults) {

@@ -45,21 +45,6 @@ static pl_queue *check_queue(lua_State *L) {
   return pl_box_check(L, 1, QUEUE_MT, "queue");
 }
 
-static pl_tstate *block_begin(lua_State *L, pl_sync *obj) {
-  pl_sync_incref(obj);  /* the queue outlives its box while we wait */
-  return pl_unlock(L);
-}
-
-static void block_end(lua_State *L, pl_tstate *ts, pl_sync *obj) {
-  pl_lock(L, ts);
-  pl_sync_decref(obj);
-}
-
-static int raise_cancelled(lua_State *L, pl_tstate *ts) {
-  pl_check_cancel(L, ts);
-  return pl_error_raise_cancelled(L, ts);
-}
-
 /* [block,] [timeout] at idx: the seconds to wait, -1 forever, 0 not at all. */
 static double opt_wait(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TBOOLEAN) {
@@ -158,9 +143,9 @@ static int put_for(lua_State *L, pl_queue *q, double timeout) {
     make_item(L, q, 2, &it);
     rc = pl_queue_try_put(q, &it);
     if (rc == PL_SYNC_AGAIN && timeout != 0) {
-      ts = block_begin(L, &q->head);
+      ts = pl_block_begin(L, &q->head);
       rc = pl_queue_put(q, ts, deadline, &it);
-      block_end(L, ts, &q->head);
+      pl_block_end(L, ts, &q->head);
     }
     if (rc == PL_QUEUE_SHARED || rc == PL_QUEUE_MOVED) drop_item(L, &it);
   } while (rc == PL_QUEUE_SHARED || rc == PL_QUEUE_MOVED);
@@ -173,7 +158,7 @@ static int put_for(lua_State *L, pl_queue *q, double timeout) {
   case PL_SYNC_CLOSED:
     return pl_error_raise(L, PL_SHUTDOWN, "put on a closed queue");
   case PL_WAIT_CANCELLED:
-    return raise_cancelled(L, ts);
+    return pl_raise_cancelled(L, ts);
   default:
     return luaL_error(L, "not enough memory");
   }
@@ -186,9 +171,9 @@ static int get_for(lua_State *L, pl_queue *q, double timeout) {
   int rc = pl_queue_try_get(q, &it);
   if (rc == PL_SYNC_AGAIN && timeout != 0) {
     int64_t deadline = pl_deadline_after(timeout);
-    ts = block_begin(L, &q->head);
+    ts = pl_block_begin(L, &q->head);
     rc = pl_queue_get(q, ts, deadline, &it);
-    block_end(L, ts, &q->head);
+    pl_block_end(L, ts, &q->head);
   }
   switch (rc) {
   case 0:
@@ -201,7 +186,7 @@ static int get_for(lua_State *L, pl_queue *q, double timeout) {
   case PL_SYNC_CLOSED:
     return pl_error_raise(L, PL_SHUTDOWN, "get on a closed and empty queue");
   default:
-    return raise_cancelled(L, ts);
+    return pl_raise_cancelled(L, ts);
   }
 }
 
@@ -260,10 +245,10 @@ static int queue_join(lua_State *L) {
   int done = pl_queue_unfinished(q) == 0;
   if (!done && timeout != 0) {
     int64_t deadline = pl_deadline_after(timeout);
-    pl_tstate *ts = block_begin(L, &q->head);
+    pl_tstate *ts = pl_block_begin(L, &q->head);
     int rc = pl_queue_join(q, ts, deadline);
-    block_end(L, ts, &q->head);
-    if (rc == PL_WAIT_CANCELLED) raise_cancelled(L, ts);
+    pl_block_end(L, ts, &q->head);
+    if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
     if (rc == PL_QUEUE_MOVED) return pl_pqueue_join(L, q, timeout);
     done = rc == PL_WAIT_WOKEN;
   }

@@ -46,23 +46,6 @@ static const char BROKEN_BARRIER[] = PL_BROKEN_BARRIER;
 
 /* --- shared helpers --------------------------------------------------- */
 
-/* Give the global lock away around a wait on obj.  The extra reference
- * keeps obj alive even if its box is finalized meanwhile. */
-static pl_tstate *block_begin(lua_State *L, pl_sync *obj) {
-  pl_sync_incref(obj);
-  return pl_unlock(L);
-}
-
-static void block_end(lua_State *L, pl_tstate *ts, pl_sync *obj) {
-  pl_lock(L, ts);
-  pl_sync_decref(obj);
-}
-
-static int raise_cancelled(lua_State *L, pl_tstate *ts) {
-  pl_check_cancel(L, ts);
-  return pl_error_raise_cancelled(L, ts);
-}
-
 static int sync_gc(lua_State *L) {
   void **box = luaL_checkudata(L, 1, lua_tostring(L, lua_upvalueindex(1)));
   pl_sync *s = *box;
@@ -137,10 +120,10 @@ static int lock_acquire_for(lua_State *L, pl_synclock *lk, double timeout) {
   if (pl_synclock_try(lk)) return 1;
   if (timeout == 0) return 0;
   int64_t deadline = pl_deadline_after(timeout);
-  pl_tstate *ts = block_begin(L, &lk->head);
+  pl_tstate *ts = pl_block_begin(L, &lk->head);
   int rc = pl_synclock_acquire(lk, ts, deadline);
-  block_end(L, ts, &lk->head);
-  if (rc == PL_WAIT_CANCELLED) raise_cancelled(L, ts);
+  pl_block_end(L, ts, &lk->head);
+  if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
   return rc == PL_WAIT_WOKEN;
 }
 
@@ -226,10 +209,10 @@ static int event_wait(lua_State *L) {
   int set = pl_event_is_set(ev);
   if (!set && timeout != 0) {
     int64_t deadline = pl_deadline_after(timeout);
-    pl_tstate *ts = block_begin(L, &ev->head);
+    pl_tstate *ts = pl_block_begin(L, &ev->head);
     int rc = pl_event_wait(ev, ts, deadline);
-    block_end(L, ts, &ev->head);
-    if (rc == PL_WAIT_CANCELLED) raise_cancelled(L, ts);
+    pl_block_end(L, ts, &ev->head);
+    if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
     set = rc == PL_WAIT_WOKEN;
   }
   lua_pushboolean(L, set);
@@ -279,12 +262,12 @@ static int condition_release(lua_State *L) {
 static int condition_wait_for_notify(lua_State *L, pl_condition *c, double timeout) {
   if (!pl_synclock_owned(c->lock)) luaL_error(L, "cannot wait on un-acquired lock");
   int64_t deadline = pl_deadline_after(timeout);
-  pl_tstate *ts = block_begin(L, &c->head);
+  pl_tstate *ts = pl_block_begin(L, &c->head);
   int rc = pl_condition_wait(c, ts, deadline);
-  block_end(L, ts, &c->head);
+  pl_block_end(L, ts, &c->head);
   if (rc == PL_SYNC_NOT_HELD) luaL_error(L, "cannot wait on un-acquired lock");
   if (rc == PL_SYNC_NOMEM) luaL_error(L, "not enough memory");
-  if (rc == PL_WAIT_CANCELLED) raise_cancelled(L, ts);
+  if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
   return rc == PL_WAIT_WOKEN;
 }
 
@@ -368,10 +351,10 @@ static int semaphore_acquire_for(lua_State *L, pl_semaphore *s, double timeout) 
   if (pl_semaphore_try(s)) return 1;
   if (timeout == 0) return 0;
   int64_t deadline = pl_deadline_after(timeout);
-  pl_tstate *ts = block_begin(L, &s->head);
+  pl_tstate *ts = pl_block_begin(L, &s->head);
   int rc = pl_semaphore_acquire(s, ts, deadline);
-  block_end(L, ts, &s->head);
-  if (rc == PL_WAIT_CANCELLED) raise_cancelled(L, ts);
+  pl_block_end(L, ts, &s->head);
+  if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
   return rc == PL_WAIT_WOKEN;
 }
 
@@ -479,9 +462,9 @@ static int barrier_wait(lua_State *L) {
   int rc = pl_barrier_wait(b, NULL, 0, &index, 1);
   if (rc == PL_SYNC_AGAIN) {
     int64_t deadline = pl_deadline_after(timeout);
-    ts = block_begin(L, &b->head);
+    ts = pl_block_begin(L, &b->head);
     rc = pl_barrier_wait(b, ts, deadline, &index, 0);
-    block_end(L, ts, &b->head);
+    pl_block_end(L, ts, &b->head);
   }
   switch (rc) {
   case PL_WAIT_WOKEN:
@@ -491,7 +474,7 @@ static int barrier_wait(lua_State *L) {
     return pl_error_raise(L, PL_TIMEOUT, "barrier wait timed out after %f seconds; the barrier is now broken",
                           (lua_Number)timeout);
   case PL_WAIT_CANCELLED:
-    return raise_cancelled(L, ts);
+    return pl_raise_cancelled(L, ts);
   default:
     return pl_error_raise(L, BROKEN_BARRIER, "barrier is broken");
   }

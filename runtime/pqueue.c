@@ -252,6 +252,39 @@ static void count_out(pl_pchan *c, long long items) {
   if (c->fd[FD_SLOTS] >= 0) efd_add(c->fd[FD_SLOTS], (uint64_t)items);
 }
 
+/* Try to write the first item held back: 1 when there may be more to do
+ * (it went, was lost, or the socket was full and we waited up to wait_ms
+ * for room), 0 once nothing is held back -- then, for the feeder
+ * (`feeder`), the channel is told no feeder runs any more. */
+static int send_first_held(pl_pchan *c, int wait_ms, int feeder) {
+  pthread_mutex_lock(&c->mu);
+  pend *h = c->head;
+  if (h == NULL) {
+    if (feeder) {
+      c->feeding = 0;
+      pthread_cond_broadcast(&c->cv);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+  }
+  int r = send_dgram(c, h->buf, h->len, &h->fds);
+  if (r != 0) {
+    c->head = h->next;
+    if (c->head == NULL) c->tail = NULL;
+  }
+  pthread_mutex_unlock(&c->mu);
+  if (r == 0) {
+    struct pollfd pf = {c->fd[FD_W], POLLOUT, 0};
+    (void)poll(&pf, 1, wait_ms);
+    return 1;
+  }
+  if (r < 0) count_out(c, 1);  /* lost (cannot happen while we hold the reader) */
+  pl_fdlist_free(&h->fds);
+  free(h->buf);
+  free(h);
+  return 1;
+}
+
 /* Send the datagram now, or hold it back behind the ones already held
  * back.  Takes the buffer and descriptors.  0 or -errno. */
 static int enqueue(pl_pchan *c, unsigned char *buf, size_t len, pl_fdlist *fds) {
@@ -283,62 +316,15 @@ static int enqueue(pl_pchan *c, unsigned char *buf, size_t len, pl_fdlist *fds) 
   start_feeder_locked(c);
   int feeding = c->feeding;
   pthread_mutex_unlock(&c->mu);
-  if (!feeding) {  /* no thread could be started: write it ourselves */
-    for (;;) {
-      pthread_mutex_lock(&c->mu);
-      pend *h = c->head;
-      if (h == NULL) {
-        pthread_mutex_unlock(&c->mu);
-        break;
-      }
-      int r = send_dgram(c, h->buf, h->len, &h->fds);
-      if (r != 0) {
-        c->head = h->next;
-        if (c->head == NULL) c->tail = NULL;
-      }
-      pthread_mutex_unlock(&c->mu);
-      if (r == 0) {
-        struct pollfd pf = {c->fd[FD_W], POLLOUT, 0};
-        (void)poll(&pf, 1, 100);
-        continue;
-      }
-      if (r < 0) count_out(c, 1);
-      pl_fdlist_free(&h->fds);
-      free(h->buf);
-      free(h);
-    }
-  }
+  if (!feeding)  /* no thread could be started: write it ourselves */
+    while (send_first_held(c, 100, 0)) continue;
   return 0;
 }
 
 static void *feeder_main(void *arg) {
   pl_pchan *c = arg;
   pl_queue *q = c->q;
-  for (;;) {
-    pthread_mutex_lock(&c->mu);
-    pend *h = c->head;
-    if (h == NULL) {
-      c->feeding = 0;
-      pthread_cond_broadcast(&c->cv);
-      pthread_mutex_unlock(&c->mu);
-      break;
-    }
-    int r = send_dgram(c, h->buf, h->len, &h->fds);
-    if (r != 0) {
-      c->head = h->next;
-      if (c->head == NULL) c->tail = NULL;
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (r == 0) {
-      struct pollfd pf = {c->fd[FD_W], POLLOUT, 0};
-      (void)poll(&pf, 1, -1);
-      continue;
-    }
-    if (r < 0) count_out(c, 1);  /* lost (cannot happen while we hold the reader) */
-    pl_fdlist_free(&h->fds);
-    free(h->buf);
-    free(h);
-  }
+  while (send_first_held(c, -1, 1)) continue;
   pl_sync_decref(&q->head);
   pthread_mutex_lock(&feed_mu);
   feeders--;

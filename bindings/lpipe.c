@@ -50,23 +50,7 @@ static pl_conn *check_conn(lua_State *L) {
   return c;
 }
 
-static int raise_cancelled(lua_State *L, pl_tstate *ts) {
-  pl_check_cancel(L, ts);
-  return pl_error_raise_cancelled(L, ts);
-}
-
 /* ---- messages -------------------------------------------------------- */
-
-typedef struct outmsg {
-  pl_obuf b;
-  pl_fdlist fds;
-} outmsg;
-
-static int c_encode(lua_State *L) {
-  outmsg *o = lua_touserdata(L, 2);
-  pl_port_encode(L, 1, 1, "pipe message", NULL, &o->b, &o->fds);
-  return 0;
-}
 
 static int c_decode(lua_State *L) {
   pl_pmsg *m = lua_touserdata(L, 1);
@@ -91,28 +75,22 @@ static int conn_send(lua_State *L) {
   luaL_checkany(L, 2);
   if (!(c->flags & PL_CONN_WRITE)) return luaL_error(L, "this end of the pipe only receives");
   lua_settop(L, 2);
-  outmsg o;
-  memset(&o, 0, sizeof o);
-  pl_fdlist_init(&o.fds);
-  if (pl_obuf_frame_begin(&o.b, FRAME_MSG, 0, 0) != 0) return luaL_error(L, "not enough memory");
-  lua_pushcfunction(L, c_encode);
-  lua_pushvalue(L, 2);
-  lua_pushlightuserdata(L, &o);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-    pl_obuf_free(&o.b);
-    pl_fdlist_free(&o.fds);
-    return lua_error(L);
-  }
-  pl_obuf_frame_end(&o.b, 0);
-  o.b.data[3] = (unsigned char)o.fds.n;
+  pl_obuf b;
+  pl_fdlist fds;
+  memset(&b, 0, sizeof b);
+  pl_fdlist_init(&fds);
+  if (pl_obuf_frame_begin(&b, FRAME_MSG, 0, 0) != 0) return luaL_error(L, "not enough memory");
+  pl_port_encode_or_free(L, 2, "pipe message", &b, &fds);
+  pl_obuf_frame_end(&b, 0);
+  b.data[3] = (unsigned char)fds.n;
   pl_tstate *ts = pl_unlock(L);
-  int rc = pl_conn_send(c, ts, o.b.data, o.b.len, o.fds.fd, o.fds.n);
+  int rc = pl_conn_send(c, ts, b.data, b.len, fds.fd, fds.n);
   pl_lock(L, ts);
-  pl_obuf_free(&o.b);
-  pl_fdlist_free(&o.fds);  /* the receiver has its own copies */
+  pl_obuf_free(&b);
+  pl_fdlist_free(&fds);  /* the receiver has its own copies */
   switch (rc) {
   case 0: return 0;
-  case PL_WAIT_CANCELLED: return raise_cancelled(L, ts);
+  case PL_WAIT_CANCELLED: return pl_raise_cancelled(L, ts);
   case PL_CONN_CLOSED: return luaL_error(L, "attempt to use a closed pipe connection");
   case -EPIPE:
   case -ECONNRESET:
@@ -125,7 +103,7 @@ static int recv_error(lua_State *L, int rc, pl_tstate *ts, double timeout) {
   switch (rc) {
   case PL_WAIT_TIMEOUT:
     return pl_error_raise(L, PL_TIMEOUT, "nothing to receive within %f seconds", (lua_Number)timeout);
-  case PL_WAIT_CANCELLED: return raise_cancelled(L, ts);
+  case PL_WAIT_CANCELLED: return pl_raise_cancelled(L, ts);
   case PL_CONN_CLOSED: return luaL_error(L, "attempt to use a closed pipe connection");
   case PL_CONN_EOF: return pl_error_raise(L, PL_SHUTDOWN, "recv on a pipe whose other end is closed");
   case PL_CONN_MALFORMED: return pl_error_raise(L, PL_TRANSFER, "malformed message: the pipe does not carry parlua messages");

@@ -16,22 +16,6 @@
 #include "portable.h"
 #include "pqueue.h"
 
-typedef struct outmsg {
-  pl_obuf b;
-  pl_fdlist fds;
-} outmsg;
-
-static int c_encode(lua_State *L) {
-  outmsg *o = lua_touserdata(L, 2);
-  pl_port_encode(L, 1, 1, "queue item", NULL, &o->b, &o->fds);
-  return 0;
-}
-
-static int raise_cancelled(lua_State *L, pl_tstate *ts) {
-  pl_check_cancel(L, ts);
-  return pl_error_raise_cancelled(L, ts);
-}
-
 static int raise_waited(lua_State *L, const char *what, double timeout) {
   if (timeout <= 0) return pl_error_raise(L, PL_TIMEOUT, "queue is %s", what);
   return pl_error_raise(L, PL_TIMEOUT, "queue is %s (waited %f seconds)", what, (lua_Number)timeout);
@@ -39,28 +23,22 @@ static int raise_waited(lua_State *L, const char *what, double timeout) {
 
 int pl_pqueue_put(lua_State *L, pl_queue *q, int idx, double timeout) {
   pl_pchan *c = pl_pchan_of(q);
-  outmsg o;
-  memset(&o, 0, sizeof o);
-  pl_fdlist_init(&o.fds);
-  if (pl_obuf_frame_begin(&o.b, PL_PCHAN_ITEM, 0, 0) != 0) return luaL_error(L, "not enough memory");
-  lua_pushcfunction(L, c_encode);
-  lua_pushvalue(L, idx);
-  lua_pushlightuserdata(L, &o);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-    pl_obuf_free(&o.b);
-    pl_fdlist_free(&o.fds);
-    return lua_error(L);
-  }
+  pl_obuf b;
+  pl_fdlist fds;
+  memset(&b, 0, sizeof b);
+  pl_fdlist_init(&fds);
+  if (pl_obuf_frame_begin(&b, PL_PCHAN_ITEM, 0, 0) != 0) return luaL_error(L, "not enough memory");
+  pl_port_encode_or_free(L, idx, "queue item", &b, &fds);
   pl_sync_incref(&q->head);  /* the queue outlives its box while we wait */
   pl_tstate *ts = pl_unlock(L);
-  int rc = pl_pchan_put(c, ts, pl_deadline_after(timeout), &o.b, &o.fds);
+  int rc = pl_pchan_put(c, ts, pl_deadline_after(timeout), &b, &fds);
   pl_lock(L, ts);
   pl_sync_decref(&q->head);
   switch (rc) {
   case 0: return 0;
   case PL_WAIT_TIMEOUT: return raise_waited(L, "full", timeout);
   case PL_SYNC_CLOSED: return pl_error_raise(L, PL_SHUTDOWN, "put on a closed queue");
-  case PL_WAIT_CANCELLED: return raise_cancelled(L, ts);
+  case PL_WAIT_CANCELLED: return pl_raise_cancelled(L, ts);
   case PL_SYNC_NOMEM: return luaL_error(L, "not enough memory");
   default: return pl_error_raise_os(L, -rc, "queue put");
   }
@@ -78,7 +56,7 @@ int pl_pqueue_get(lua_State *L, pl_queue *q, double timeout) {
   case 0: break;
   case PL_WAIT_TIMEOUT: return raise_waited(L, "empty", timeout);
   case PL_SYNC_CLOSED: return pl_error_raise(L, PL_SHUTDOWN, "get on a closed and empty queue");
-  case PL_WAIT_CANCELLED: return raise_cancelled(L, ts);
+  case PL_WAIT_CANCELLED: return pl_raise_cancelled(L, ts);
   case PL_SYNC_NOMEM: return luaL_error(L, "not enough memory");
   case -EPROTO: return pl_error_raise(L, PL_TRANSFER, "malformed message: a queue item that is not one");
   default: return pl_error_raise_os(L, -rc, "queue get");
@@ -121,7 +99,7 @@ int pl_pqueue_join(lua_State *L, pl_queue *q, double timeout) {
     int rc = pl_pchan_join(c, ts, pl_deadline_after(timeout));
     pl_lock(L, ts);
     pl_sync_decref(&q->head);
-    if (rc == PL_WAIT_CANCELLED) raise_cancelled(L, ts);
+    if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
     done = rc == PL_WAIT_WOKEN;
   }
   lua_pushboolean(L, done);

@@ -229,6 +229,31 @@ void pl_port_encode(lua_State *L, int first, int n, const char *head, const char
   }
 }
 
+typedef struct encode_job {
+  const char *head;
+  pl_obuf *out;
+  pl_fdlist *fds;
+} encode_job;
+
+static int encode_protected(lua_State *L) {
+  encode_job *j = lua_touserdata(L, 2);
+  pl_port_encode(L, 1, 1, j->head, NULL, j->out, j->fds);
+  return 0;
+}
+
+void pl_port_encode_or_free(lua_State *L, int idx, const char *head, pl_obuf *out, pl_fdlist *fds) {
+  encode_job j = {head, out, fds};
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, encode_protected);
+  lua_pushvalue(L, idx);
+  lua_pushlightuserdata(L, &j);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    pl_obuf_free(out);
+    pl_fdlist_free(fds);
+    lua_error(L);
+  }
+}
+
 /* ---- unpacking ------------------------------------------------------- */
 
 int pl_port_unpack(const unsigned char *p, size_t len, int *fds, int nfds, int *used,

@@ -87,6 +87,11 @@ int pl_port_pack(const pl_msg *m, pl_obuf *out, pl_fdlist *fds, char *err, size_
 void pl_port_encode(lua_State *L, int first, int n, const char *head, const char *each,
                     pl_obuf *out, pl_fdlist *fds);
 
+/* [-0, +0] The one value at idx, encoded as by pl_port_encode (named
+ * `head`) after what out holds.  On an error out and fds are freed first:
+ * for a caller whose message would otherwise leak when the error unwinds. */
+void pl_port_encode_or_free(lua_State *L, int idx, const char *head, pl_obuf *out, pl_fdlist *fds);
+
 /* Read the portable form in [p, p+len), taking descriptors from fds[]
  * from *used on (each taken one is set to -1).  0, or -1 with err
  * (malformed: nothing is left half-made). */

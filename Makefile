@@ -30,7 +30,7 @@ XCFLAGS  = $(CFLAGS) $(WARN) -std=c11 -D_GNU_SOURCE -fPIC -pthread \
            -Iinclude -Iruntime -Ibindings $(LUA_CFLAGS) $(FFI_CFLAGS) $(SAN_FLAGS)
 SYSLIBS  = $(FFI_LIBS) -lm -ldl -pthread
 
-SRC      = $(wildcard runtime/*.c bindings/*.c)
+SRC      = $(wildcard runtime/*/*.c bindings/*.c)
 OBJ      = $(SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -39,9 +39,12 @@ HOST_EXAMPLE = $(BUILD)/embed_example
 .PHONY: all deps test run bench sanitize tsan fuzz install clean
 all: $(BUILD)/parlua $(BUILD)/libparlua.a $(BUILD)/libparlua.so $(BUILD)/parlua.so
 
-$(BUILD)/obj/%.o: %.c $(wildcard include/*.h runtime/*.h bindings/*.h)
+# -MMD: each object depends on exactly the headers it includes.
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(XCFLAGS) -c $< -o $@
+	$(CC) $(XCFLAGS) -MMD -MP -c $< -o $@
+
+-include $(OBJ:.o=.d)
 
 $(BUILD)/libparlua.a: $(OBJ)
 	@mkdir -p $(BUILD)
@@ -97,9 +100,9 @@ FUZZ_CC = clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURC
 fuzz:
 	@command -v clang >/dev/null || { echo "make fuzz needs clang: apt-get install clang" >&2; exit 1; }
 	@mkdir -p build-fuzz/cdecl_corpus build-fuzz/ffi_args_corpus build-fuzz/codec_corpus
-	$(FUZZ_CC) tests/fuzz/fuzz_cdecl.c runtime/cdecl.c -o build-fuzz/fuzz_cdecl
+	$(FUZZ_CC) tests/fuzz/fuzz_cdecl.c runtime/ffi/cdecl.c -o build-fuzz/fuzz_cdecl
 	$(FUZZ_CC) tests/fuzz/fuzz_ffi_args.c $(SRC) -o build-fuzz/fuzz_ffi_args $(LUA_LIBS) $(SYSLIBS)
-	$(FUZZ_CC) tests/fuzz/fuzz_codec.c runtime/codec.c runtime/decode.c runtime/errors.c -o build-fuzz/fuzz_codec $(LUA_LIBS) -pthread
+	$(FUZZ_CC) tests/fuzz/fuzz_codec.c runtime/codec/codec.c runtime/codec/decode.c runtime/core/errors.c -o build-fuzz/fuzz_codec $(LUA_LIBS) -pthread
 	build-fuzz/fuzz_cdecl -max_total_time=$(FUZZ_SECONDS) -max_len=512 build-fuzz/cdecl_corpus tests/fuzz/cdecl_corpus
 	build-fuzz/fuzz_ffi_args -max_total_time=$(FUZZ_SECONDS) -max_len=64 build-fuzz/ffi_args_corpus
 	build-fuzz/fuzz_codec -max_total_time=$(FUZZ_SECONDS) build-fuzz/codec_corpus tests/fuzz/codec_corpus

@@ -12,9 +12,9 @@
 
 #include "lua.h"
 #include "lauxlib.h"
-#include "errors.h"
-#include "runtime.h"
-#include "codec.h"
+#include "core/errors.h"
+#include "core/runtime.h"
+#include "codec/codec.h"
 
 void pl_open_core(lua_State *L);
 void pl_open_thread(lua_State *L);

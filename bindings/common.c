@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "bindings.h"
-#include "sync.h"
+#include "sync/sync.h"
 
 void pl_new_class(lua_State *L, const char *tname, const luaL_Reg *methods, lua_CFunction index,
                   lua_CFunction gc, lua_CFunction close, lua_CFunction tostring) {

@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "bindings.h"
-#include "codec.h"
+#include "codec/codec.h"
 
 void pl_codec_push_box(lua_State *L, const pl_transfer_type *t, void *obj) {
   if (luaL_getmetatable(L, t->tname) != LUA_TTABLE) {

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "bindings.h"
-#include "clock.h"
+#include "core/clock.h"
 
 static int core_clock(lua_State *L) {
   lua_pushnumber(L, (lua_Number)pl_now_ns() / 1e9);

@@ -50,7 +50,7 @@
 #include <string.h>
 
 #include "bindings.h"
-#include "cdecl.h"
+#include "ffi/cdecl.h"
 
 #define MAX_ARGS (2 * PL_CDECL_MAX_PARAMS)  /* fixed plus bound variadic */
 

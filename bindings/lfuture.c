@@ -34,7 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
+#include "core/clock.h"
 #include "lfuture.h"
 
 static const char FUTURE_MT[] = "parlua.Future";

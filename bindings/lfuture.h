@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 #include "bindings.h"
-#include "future.h"
+#include "sync/future.h"
 
 /* [-0, +1] a new Future box for f in a state of family fam; the box takes
  * over one reference.  mt: an index of the Future metatable, or 0. */

@@ -10,7 +10,7 @@
  */
 #include <stdlib.h>
 
-#include "background.h"
+#include "core/background.h"
 #include "bindings.h"
 #include "lprocess.h"
 

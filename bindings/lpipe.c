@@ -36,10 +36,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "conn.h"
+#include "core/clock.h"
+#include "proc/conn.h"
 #include "lprocess.h"
-#include "portable.h"
+#include "proc/portable.h"
 
 static const char CONN_MT[] = PL_CONN_TNAME;
 #define FRAME_MSG 0x4d

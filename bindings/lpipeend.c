@@ -9,7 +9,7 @@
  * and close() of a busy end leaves the descriptor for the busy thread to
  * close (closing it under a blocked poll could hand its number to an
  * unrelated file).  The read buffer belongs to whoever holds `busy`.
- * Reading and writing block through a pl_waiter (spawn.c), so a forced
+ * Reading and writing block through a pl_waiter (child.c), so a forced
  * cancel or an interrupt ends them.
  */
 #include <ctype.h>

@@ -9,7 +9,7 @@
 #include <pthread.h>
 
 #include "bindings.h"
-#include "spawn.h"
+#include "proc/child.h"
 
 typedef struct pl_pipe_end {
   pthread_mutex_t mu;  /* guards fd, busy, closed */

@@ -50,8 +50,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "executor.h"
+#include "core/clock.h"
+#include "pool/executor.h"
 #include "lfuture.h"
 
 static const char POOL_MT[] = "parlua.Pool";

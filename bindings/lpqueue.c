@@ -11,10 +11,10 @@
 #include <errno.h>
 #include <string.h>
 
-#include "clock.h"
+#include "core/clock.h"
 #include "lprocess.h"
-#include "portable.h"
-#include "pqueue.h"
+#include "proc/portable.h"
+#include "proc/pqueue.h"
 
 static int raise_waited(lua_State *L, const char *what, double timeout) {
   if (timeout <= 0) return pl_error_raise(L, PL_TIMEOUT, "queue is %s", what);

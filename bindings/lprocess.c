@@ -43,12 +43,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "fork.h"
+#include "core/clock.h"
+#include "proc/fork.h"
 #include "lprocess.h"
-#include "portable.h"
-#include "pqueue.h"
-#include "spawn.h"
+#include "proc/portable.h"
+#include "proc/pqueue.h"
+#include "proc/child.h"
 
 static const char PROCESS_MT[] = "parlua.Process";
 static const char PROCESS_COUNTER[] = "parlua.process_counter";

@@ -4,8 +4,8 @@
 #define PL_LPROCESS_H
 
 #include "bindings.h"
-#include "portable.h"
-#include "queue.h"
+#include "proc/portable.h"
+#include "sync/queue.h"
 
 void pl_open_process(lua_State *L);
 void pl_open_pipe(lua_State *L);

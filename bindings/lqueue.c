@@ -34,10 +34,10 @@
 #include <string.h>
 
 #include "bindings.h"
-#include "clock.h"
+#include "core/clock.h"
 #include "lprocess.h"
-#include "pqueue.h"
-#include "queue.h"
+#include "proc/pqueue.h"
+#include "sync/queue.h"
 
 static const char QUEUE_MT[] = "parlua.Queue";
 

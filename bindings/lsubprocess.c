@@ -5,7 +5,7 @@
  * kept in the Popen's user values so that p.stdout is always one object.
  * Everything that can block -- starting, reading, writing, waiting,
  * communicate -- runs without the global lock (pl_unlock/pl_lock) and
- * through a pl_waiter (spawn.c), so a forced cancel or an interrupt ends
+ * through a pl_waiter (child.c), so a forced cancel or an interrupt ends
  * it and other threads run meanwhile.
  *
  * The pipe ends themselves, and how one serves one operation at a time,
@@ -44,9 +44,9 @@
 #include <unistd.h>
 
 #include "bindings.h"
-#include "clock.h"
+#include "core/clock.h"
 #include "lpipeend.h"
-#include "spawn.h"
+#include "proc/child.h"
 
 static const char POPEN_MT[] = "parlua.Popen";
 static const char REAPER_MT[] = "parlua.Reaper";

@@ -32,8 +32,8 @@
 #include <string.h>
 
 #include "bindings.h"
-#include "clock.h"
-#include "sync.h"
+#include "core/clock.h"
+#include "sync/sync.h"
 
 static const char LOCK_MT[] = "parlua.Lock";
 static const char RLOCK_MT[] = "parlua.RLock";

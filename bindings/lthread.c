@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "bindings.h"
-#include "clock.h"
+#include "core/clock.h"
 
 static const char THREAD_MT[] = "parlua.Thread";
 

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cdecl.h"
+#include "ffi/cdecl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

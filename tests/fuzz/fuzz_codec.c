@@ -34,8 +34,8 @@
 #include "lua.h"
 #include "lauxlib.h"
 #include "lualib.h"
-#include "codec.h"
-#include "errors.h"
+#include "codec/codec.h"
+#include "core/errors.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

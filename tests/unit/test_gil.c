@@ -2,10 +2,10 @@
  * urgent requests, statistics. */
 #include <stdatomic.h>
 
-#include "clock.h"
-#include "gil.h"
+#include "core/clock.h"
+#include "core/gil.h"
 #include "runner.h"
-#include "runtime.h"
+#include "core/runtime.h"
 
 /* A family without a Lua state: enough for the lock, whose hook requests
  * then go nowhere, so holders here hand over by calling pl_gil_yield when

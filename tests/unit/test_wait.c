@@ -2,9 +2,9 @@
  * a thread blocked on any condition variable. */
 #include <stdatomic.h>
 
-#include "clock.h"
+#include "core/clock.h"
 #include "runner.h"
-#include "runtime.h"
+#include "core/runtime.h"
 
 static pl_family fam;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;

@@ -1,0 +1,53 @@
+/* Private to the parlua runtime: the error objects scripts see.
+ *
+ * An error is a table {kind = "Timeout", message = "..."} (plus fields of
+ * its kind) whose metatable gives tostring(e) == e.message.  Kinds are the
+ * strings below; par.errors maps each name to itself.
+ */
+#ifndef PL_ERRORS_H
+#define PL_ERRORS_H
+
+#include "lua.h"
+#include "core/tstate.h"
+
+#define PL_TIMEOUT "Timeout"
+#define PL_CANCELLED "Cancelled"
+#define PL_BROKEN_POOL "BrokenPool"
+#define PL_SHUTDOWN "Shutdown"
+#define PL_TRANSFER "Transfer"
+#define PL_CALLED_PROCESS_ERROR "CalledProcessError"
+#define PL_TIMEOUT_EXPIRED "TimeoutExpired"
+#define PL_OS_ERROR "OSError"
+#define PL_BROKEN_BARRIER "BrokenBarrier"
+
+/* [-0, +1] a new error object of `kind` with a formatted message. */
+void pl_error_push(lua_State *L, const char *kind, const char *fmt, ...);
+/* [-0, +0] raise one; never returns. */
+int pl_error_raise(lua_State *L, const char *kind, const char *fmt, ...);
+/* [-0, +0] raise an OSError for `err` (an errno) with a prefix. */
+int pl_error_raise_os(lua_State *L, int err, const char *what);
+/* [-0, +0] raise the Cancelled error a forced cancel or interrupt delivers. */
+int pl_error_raise_cancelled(lua_State *L, pl_tstate *ts);
+/* 1 when the value at idx is an error object of `kind` (any kind if NULL). */
+int pl_error_is(lua_State *L, int idx, const char *kind);
+/* [-0, +1] the error-object metatable. */
+void pl_error_metatable(lua_State *L);
+/* [-0, +0] remember that the error value at `err` came from a worker whose
+ * traceback is the string at `traceback`, so that a script dying of it
+ * shows both tracebacks. */
+void pl_error_note_origin(lua_State *L, int err, int traceback);
+/* [-0, +0] when the string error at idx is an "attempt to call/index a nil
+ * value (global 'x')", append why (globals are not copied to `kind`
+ * workers) and how to fix it. */
+void pl_error_add_global_hint(lua_State *L, int idx, const char *kind);
+/* A message handler that keeps the error value as it is and records its
+ * traceback in the table that is its upvalue 1, field "traceback". */
+int pl_traceback_recorder(lua_State *L);
+/* The traceback recorded in the table at `slot` (malloc'd, or NULL),
+ * cleared for the next call. */
+char *pl_take_traceback(lua_State *L, int slot);
+/* [-0, +1] the message handler used for every pcall the runtime makes:
+ * message (via __tostring for objects) plus a traceback. */
+int pl_msghandler(lua_State *L);
+
+#endif

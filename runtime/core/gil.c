@@ -1,0 +1,187 @@
+/* The global lock of one state family.  See gil.h for the rules and
+ * docs/global-lock.md for the reasoning.
+ *
+ * Hand-off in numbers: a condition-variable wake-up across cores costs tens
+ * of microseconds here, which is most of a 0.2 ms sleep.  So a waiter first
+ * spins briefly on `locked` (only on machines with more than one core): an
+ * urgent waiter sees the holder let go within microseconds of its request,
+ * and a holder that yielded sees the short-lived urgent holder leave again
+ * just as fast.  Longer waits sleep on `released`.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/clock.h"
+#include "core/gil.h"
+#include "core/tstate.h"
+
+#define SPIN_NS 50000  /* longest a waiter spins before it sleeps */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+int pl_gil_init(pl_gil *g, double interval) {
+  memset(g, 0, sizeof *g);
+  if (pthread_mutex_init(&g->mu, NULL) != 0) return -1;
+  if (pl_cond_init(&g->released) != 0) return -1;
+  if (pl_cond_init(&g->switched) != 0) return -1;
+  atomic_init(&g->locked, 0);
+  atomic_init(&g->taken, 0);
+  atomic_init(&g->drop_request, 0);
+  atomic_init(&g->interval_ns, 0);
+  g->spin = sysconf(_SC_NPROCESSORS_ONLN) > 1;
+  pl_gil_set_interval(g, interval);
+  return 0;
+}
+
+void pl_gil_destroy(pl_gil *g) {
+  pthread_cond_destroy(&g->switched);
+  pthread_cond_destroy(&g->released);
+  pthread_mutex_destroy(&g->mu);
+}
+
+void pl_gil_set_interval(pl_gil *g, double seconds) {
+  atomic_store(&g->interval_ns, (int_fast64_t)(seconds * 1e9));
+}
+
+double pl_gil_get_interval(pl_gil *g) {
+  return (double)atomic_load(&g->interval_ns) / 1e9;
+}
+
+static void request_drop_locked(pl_gil *g) {
+  if (!atomic_exchange(&g->drop_request, 1)) g->stats.drop_requests++;
+  /* Poke every time: the holder may have switched coroutines, or someone
+   * (a debugger, lua.c's own SIGINT handler) replaced the hook. */
+  if (g->holder != NULL) pl_tstate_poke(g->holder);
+}
+
+/* Spin, without the mutex, until `*word != value` or SPIN_NS pass. */
+static void spin_while_equal(pl_gil *g, atomic_uint_fast64_t *word, uint64_t value) {
+  if (!g->spin) return;
+  int64_t until = pl_now_ns() + SPIN_NS;
+  unsigned n = 0;
+  while (atomic_load_explicit(word, memory_order_acquire) == value) {
+    cpu_relax();
+    if ((++n & 63) == 0 && pl_now_ns() > until) return;
+  }
+}
+
+static void spin_while_locked(pl_gil *g) {
+  if (!g->spin) return;
+  int64_t until = pl_now_ns() + SPIN_NS;
+  unsigned n = 0;
+  while (atomic_load_explicit(&g->locked, memory_order_acquire)) {
+    cpu_relax();
+    if ((++n & 63) == 0 && pl_now_ns() > until) return;
+  }
+}
+
+static void take_locked(pl_gil *g, pl_tstate *ts, int64_t now) {
+  atomic_store(&g->locked, 1);
+  atomic_store(&g->drop_request, 0);
+  g->holder = ts;
+  g->taken_at = now;
+  g->stats.acquisitions++;
+  if (g->last_holder != ts) {
+    g->stats.switches++;
+    g->last_holder = ts;
+  }
+  atomic_fetch_add(&g->taken, 1);
+  pthread_cond_broadcast(&g->switched);
+}
+
+/* A regular waiter also stands back while an urgent one waits: with several
+ * CPU-bound threads queued, a thread back from a blocking call must not
+ * wait for them to take their turns first. */
+static int must_wait_locked(pl_gil *g, int urgent) {
+  return atomic_load(&g->locked) || (!urgent && g->urgent_waiters > 0);
+}
+
+void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent) {
+  int64_t start = pl_now_ns();
+  pthread_mutex_lock(&g->mu);
+  if (must_wait_locked(g, urgent)) {
+    int spun = 0;
+    g->waiters++;
+    if (urgent) g->urgent_waiters++;
+    while (must_wait_locked(g, urgent)) {
+      uint64_t seen = atomic_load(&g->taken);
+      if (urgent) request_drop_locked(g);
+      if (!spun) {
+        spun = 1;
+        pthread_mutex_unlock(&g->mu);
+        spin_while_locked(g);
+        pthread_mutex_lock(&g->mu);
+        continue;
+      }
+      struct timespec until =
+          pl_timespec_of(pl_now_ns() + atomic_load(&g->interval_ns));
+      int rc = pthread_cond_timedwait(&g->released, &g->mu, &until);
+      /* A whole interval passed and the same holder still has it: ask. */
+      if (rc == ETIMEDOUT && atomic_load(&g->locked) &&
+          atomic_load(&g->taken) == seen)
+        request_drop_locked(g);
+    }
+    g->waiters--;
+    if (urgent) g->urgent_waiters--;
+  }
+  int64_t now = pl_now_ns();
+  take_locked(g, ts, now);
+  g->stats.wait_seconds += (double)(now - start) / 1e9;
+  pthread_mutex_unlock(&g->mu);
+}
+
+static void let_go_locked(pl_gil *g, int64_t now) {
+  g->stats.hold_seconds += (double)(now - g->taken_at) / 1e9;
+  g->holder = NULL;
+  atomic_store(&g->locked, 0);
+  /* Urgent waiters must all look: the one woken might be a regular one. */
+  if (g->urgent_waiters > 0) pthread_cond_broadcast(&g->released);
+  else if (g->waiters > 0) pthread_cond_signal(&g->released);
+}
+
+void pl_gil_release(pl_gil *g, pl_tstate *ts) {
+  (void)ts;
+  pthread_mutex_lock(&g->mu);
+  let_go_locked(g, pl_now_ns());
+  pthread_mutex_unlock(&g->mu);
+}
+
+void pl_gil_yield(pl_gil *g, pl_tstate *ts) {
+  pthread_mutex_lock(&g->mu);
+  if (g->waiters == 0) {  /* whoever asked has gone: keep going */
+    atomic_store(&g->drop_request, 0);
+    pthread_mutex_unlock(&g->mu);
+    return;
+  }
+  uint64_t seen = atomic_load(&g->taken);
+  let_go_locked(g, pl_now_ns());
+  /* Forced switching: do not retake the lock before another thread had it,
+   * or a CPU-bound holder would win every race against a waking waiter. */
+  pthread_mutex_unlock(&g->mu);
+  spin_while_equal(g, &g->taken, seen);
+  pthread_mutex_lock(&g->mu);
+  while (atomic_load(&g->taken) == seen && g->waiters > 0)
+    pthread_cond_wait(&g->switched, &g->mu);
+  pthread_mutex_unlock(&g->mu);
+  pl_gil_acquire(g, ts, 0);
+}
+
+void pl_gil_get_stats(pl_gil *g, pl_gil_stats *out) {
+  pthread_mutex_lock(&g->mu);
+  *out = g->stats;
+  if (atomic_load(&g->locked))  /* count the current holding so far */
+    out->hold_seconds += (double)(pl_now_ns() - g->taken_at) / 1e9;
+  pthread_mutex_unlock(&g->mu);
+}
+
+int pl_gil_held_by(pl_gil *g, pl_tstate *ts) {
+  pthread_mutex_lock(&g->mu);
+  int held = atomic_load(&g->locked) && g->holder == ts;
+  pthread_mutex_unlock(&g->mu);
+  return held;
+}

@@ -1,0 +1,236 @@
+/* Per-OS-thread runtime state: the coroutine being run, cancel flags, and
+ * the interruptible wait every blocking call goes through (see tstate.h). */
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/clock.h"
+#include "core/runtime.h"
+#include "core/tstate.h"
+
+/* The innermost tstate of the calling OS thread; each links to the one it
+ * was entered from.  Thread-local, so two runtimes never see each other's. */
+static _Thread_local pl_tstate *current;
+
+/* ThreadSanitizer delivers a signal only when the thread next enters a call
+ * it intercepts, which a pure Lua loop never does.  Under it the hook polls
+ * every POLL_COUNT instructions instead of waiting for a poke; the cost does
+ * not matter there and the pokes stay in place as well. */
+#if defined(__SANITIZE_THREAD__)
+#define POLL_COUNT 1000
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define POLL_COUNT 1000
+#endif
+#endif
+#ifndef POLL_COUNT
+#define POLL_COUNT 0
+#endif
+
+static struct sigaction previous_poke_action;
+
+/* Arm the family's hook on L, the owner thread (or its signal handler)
+ * only, keeping a hook the script set itself to put back afterwards.  Only
+ * async-signal-safe calls. */
+static void arm(pl_tstate *ts, lua_State *L, int count) {
+  lua_Hook h = lua_gethook(L);
+  if (h != NULL && h != ts->fam->hook) {
+    ts->displaced_L = L;
+    ts->displaced_hook = h;
+    ts->displaced_mask = lua_gethookmask(L);
+    ts->displaced_count = lua_gethookcount(L);
+  }
+  lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, count);
+}
+
+/* Runs on the thread that was poked: arm the hook on what it is running. */
+static void poke_handler(int sig, siginfo_t *info, void *uctx) {
+  pl_tstate *ts = current;
+  if (ts != NULL) {
+    lua_State *L = atomic_load(&ts->running);
+    if (L != NULL) arm(ts, L, 1);
+  }
+  /* Whoever had the signal before us still gets it. */
+  if (previous_poke_action.sa_flags & SA_SIGINFO) {
+    if (previous_poke_action.sa_sigaction != NULL) previous_poke_action.sa_sigaction(sig, info, uctx);
+  } else if (previous_poke_action.sa_handler != SIG_DFL &&
+             previous_poke_action.sa_handler != SIG_IGN) {
+    previous_poke_action.sa_handler(sig);
+  }
+}
+
+/* The handler is process-wide by nature; it is installed once. */
+static void install_poke_handler(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = poke_handler;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(PL_POKE_SIGNAL, &sa, &previous_poke_action);
+}
+
+int pl_cond_init(pthread_cond_t *cv) {
+  pthread_condattr_t attr;
+  if (pthread_condattr_init(&attr) != 0) return -1;
+  pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+  int rc = pthread_cond_init(cv, &attr);
+  pthread_condattr_destroy(&attr);
+  return rc == 0 ? 0 : -1;
+}
+
+pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running) {
+  pl_tstate *ts = calloc(1, sizeof *ts);
+  if (ts == NULL) return NULL;
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, install_poke_handler);
+  ts->fam = fam;
+  ts->owner = pthread_self();
+  atomic_init(&ts->running, running);
+  atomic_init(&ts->cancel, PL_CANCEL_NONE);
+  atomic_init(&ts->interrupted, 0);
+  atomic_init(&ts->cancel_delivered, 0);
+  atomic_init(&ts->pokers, 0);
+  atomic_init(&ts->pokes_sent, 0);
+  pthread_mutex_init(&ts->wait_guard, NULL);
+  pthread_mutex_init(&ts->sleep_mu, NULL);
+  pl_cond_init(&ts->sleep_cv);
+  pl_family_add_tstate(fam, ts);
+  return ts;
+}
+
+void pl_tstate_free(pl_tstate *ts) {
+  if (ts == NULL) return;
+  pl_family_remove_tstate(ts->fam, ts);
+  pthread_cond_destroy(&ts->sleep_cv);
+  pthread_mutex_destroy(&ts->sleep_mu);
+  pthread_mutex_destroy(&ts->wait_guard);
+  free(ts);
+}
+
+void pl_tstate_push(pl_tstate *ts) {
+  ts->outer = current;
+  current = ts;
+}
+
+/* Usually the innermost, but not always: two stock states adopted on one
+ * thread may close in any order. */
+void pl_tstate_pop(pl_tstate *ts) {
+  for (pl_tstate **p = &current; *p != NULL; p = &(*p)->outer) {
+    if (*p == ts) {
+      *p = ts->outer;
+      break;
+    }
+  }
+  ts->outer = NULL;
+}
+
+pl_tstate *pl_tstate_current(pl_family *fam) {
+  for (pl_tstate *ts = current; ts != NULL; ts = ts->outer)
+    if (ts->fam == fam) return ts;
+  return NULL;
+}
+
+static int needs_hook(pl_tstate *ts) {
+  return (atomic_load(&ts->cancel) == PL_CANCEL_FORCED &&
+          !atomic_load(&ts->cancel_delivered)) ||
+         pl_gil_drop_requested(&ts->fam->gil);
+}
+
+/* running is NULL now, so no new poke is sent (pl_tstate_poke checks it
+ * after counting itself in pokers: one of the two sees the other).  Wait
+ * out the pokers that decided before, and take any signal they sent: a
+ * pending signal is delivered when a system call returns. */
+static void settle_pokes(pl_tstate *ts) {
+  while (atomic_load(&ts->pokers) > 0) sched_yield();
+  unsigned sent = atomic_load(&ts->pokes_sent);
+  if (sent != ts->pokes_settled) {
+    sched_yield();
+    ts->pokes_settled = sent;
+  }
+}
+
+void pl_tstate_set_running(pl_tstate *ts, lua_State *L) {
+  atomic_store(&ts->running, L);
+  if (L == NULL) settle_pokes(ts);
+  else if (needs_hook(ts)) arm(ts, L, 1);
+  else if (POLL_COUNT) arm(ts, L, POLL_COUNT);
+}
+
+void pl_tstate_poke(pl_tstate *ts) {
+  if (pthread_equal(ts->owner, pthread_self())) {
+    lua_State *L = atomic_load(&ts->running);
+    if (L != NULL) arm(ts, L, 1);
+  } else {
+    atomic_fetch_add(&ts->pokers, 1);
+    if (atomic_load(&ts->running) != NULL) {
+      atomic_fetch_add(&ts->pokes_sent, 1);
+      pthread_kill(ts->owner, PL_POKE_SIGNAL);
+    }
+    atomic_fetch_sub(&ts->pokers, 1);
+  }
+}
+
+void pl_tstate_unpoke(pl_tstate *ts, lua_State *L) {
+  if (ts->displaced_L == L) {  /* the script's own hook comes back */
+    ts->displaced_L = NULL;
+    lua_sethook(L, ts->displaced_hook, ts->displaced_mask, ts->displaced_count);
+  } else if (POLL_COUNT) {
+    lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, POLL_COUNT);
+  } else {
+    lua_sethook(L, NULL, 0, 0);
+  }
+}
+
+void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt) {
+  if (interrupt) atomic_store(&ts->interrupted, 1);
+  int cur = atomic_load(&ts->cancel);
+  while (cur < level && !atomic_compare_exchange_weak(&ts->cancel, &cur, level)) {
+  }
+  if (level < PL_CANCEL_FORCED) return;
+  pl_tstate_poke(ts);
+  pthread_mutex_lock(&ts->wait_guard);
+  if (ts->wait_mu != NULL) {
+    pthread_mutex_lock(ts->wait_mu);
+    pthread_cond_broadcast(ts->wait_cv);
+    pthread_mutex_unlock(ts->wait_mu);
+  }
+  pthread_mutex_unlock(&ts->wait_guard);
+}
+
+void pl_tstate_reset_cancel(pl_tstate *ts) {
+  atomic_store(&ts->cancel, PL_CANCEL_NONE);
+  atomic_store(&ts->interrupted, 0);
+  atomic_store(&ts->cancel_delivered, 0);
+}
+
+void pl_wait_begin(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv) {
+  if (ts == NULL) return;
+  pthread_mutex_lock(&ts->wait_guard);
+  ts->wait_mu = mu;
+  ts->wait_cv = cv;
+  pthread_mutex_unlock(&ts->wait_guard);
+}
+
+void pl_wait_end(pl_tstate *ts) {
+  if (ts == NULL) return;
+  pthread_mutex_lock(&ts->wait_guard);
+  ts->wait_mu = NULL;
+  ts->wait_cv = NULL;
+  pthread_mutex_unlock(&ts->wait_guard);
+}
+
+int pl_wait(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv, int64_t deadline_ns) {
+  if (ts != NULL && atomic_load(&ts->cancel) == PL_CANCEL_FORCED) return PL_WAIT_CANCELLED;
+  int rc;
+  if (deadline_ns == INT64_MAX) {
+    rc = pthread_cond_wait(cv, mu);
+  } else {
+    struct timespec until = pl_timespec_of(deadline_ns);
+    rc = pthread_cond_timedwait(cv, mu, &until);
+  }
+  if (ts != NULL && atomic_load(&ts->cancel) == PL_CANCEL_FORCED) return PL_WAIT_CANCELLED;
+  if (rc == ETIMEDOUT) return PL_WAIT_TIMEOUT;
+  return PL_WAIT_WOKEN;
+}

@@ -1,0 +1,217 @@
+/* The worker process of kind "processes" (see kind_processes.c for the
+ * whole design): its loop, running in the child that fork.c made.
+ *
+ * It builds its own runtime and state (pl_child_rt_open), says so
+ * (STARTED), then serves the frames of its socket one at a time until the
+ * parent closes it: INIT
+ * runs the pool's init (READY, or INIT_FAILED with the BrokenPool error
+ * made here, as kind states does), TASK runs a call or a map chunk
+ * (RESULT: the results, or the error value with its traceback).  Values
+ * are decoded from and encoded to the portable form, so a result that
+ * cannot reach the parent (a coroutine, a lock) fails the task with a
+ * Transfer error saying which result it was.  An error value that cannot
+ * be sent back is replaced by a Transfer error carrying its text.
+ *
+ * While it waits for the next frame it gives its state's lock away (a
+ * par.thread a task started runs meanwhile), flushes stdout after each
+ * task (so what a task prints appears in order with the parent's output),
+ * and collects its garbage after a task that held pipes or queues, so that
+ * its copies of their descriptors close and their other ends see it.  At
+ * the end it closes its state as parlua_close would -- waiting for the
+ * threads its tasks started -- and waits until the items it put on queues
+ * have been written out.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lauxlib.h"
+#include "core/errors.h"
+#include "pool/executor.h"
+#include "proc/fork.h"
+#include "proc/portable.h"
+#include "proc/pqueue.h"
+#include "pool/procworker.h"
+
+enum { SLOT_HANDLER = 1, SLOT_TRACEBACK = 2 };
+
+static int task_handler(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TSTRING) pl_error_add_global_hint(L, 1, "processes");
+  return pl_traceback_recorder(L);
+}
+
+typedef struct ccall {
+  int mode;
+  int init;
+  pl_pmsg *in;
+  pl_obuf *out;
+  pl_fdlist *fds;
+} ccall;
+
+/* Protected: decode, call, encode the results (appended to c->out). */
+static int c_run(lua_State *L) {
+  ccall *c = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  int n = pl_pmsg_decode(L, c->in);
+  if (n < 1) return luaL_error(L, "an empty task");
+  if (c->init || c->mode == PL_TASK_CALL) {
+    lua_call(L, n - 1, LUA_MULTRET);
+    if (!c->init) pl_port_encode(L, 1, lua_gettop(L), NULL, "result %d", c->out, c->fds);
+    return 0;
+  }
+  luaL_checkstack(L, 4, "running a map chunk");
+  for (int j = 2; j <= n; j++) {
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, j);
+    int nargs = c->mode == PL_TASK_STARMAP ? pl_task_unpack_args(L, 1) : 1;
+    lua_call(L, nargs, 1);
+    lua_replace(L, j);
+  }
+  pl_port_encode(L, 2, n - 1, NULL, n == 2 ? "result" : "result %d of a chunk", c->out, c->fds);
+  return 0;
+}
+
+static int c_encode_error(lua_State *L) {
+  ccall *c = lua_touserdata(L, 2);
+  pl_port_encode(L, 1, 1, "error value", NULL, c->out, c->fds);
+  return 0;
+}
+
+/* Encode the error value on top (popped) into c->out: itself, or a
+ * Transfer error with its text, or at worst a plain string. */
+static void encode_error(lua_State *L, ccall *c) {
+  int err = lua_gettop(L);
+  lua_pushcfunction(L, c_encode_error);
+  lua_pushvalue(L, err);
+  lua_pushlightuserdata(L, c);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {          /* [err, why] */
+    lua_pushcfunction(L, pl_task_unsendable_error);
+    lua_insert(L, err);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+      lua_settop(L, err - 1);
+      lua_pushliteral(L, "an error that cannot be sent back");
+    }
+    lua_pushcfunction(L, c_encode_error);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, c);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+  }
+  lua_settop(L, err - 1);
+}
+
+static int send_all_blocking(int sock, const pl_obuf *b, const pl_fdlist *fds) {
+  size_t off = 0;
+  for (;;) {
+    int r = pl_wire_send(sock, b->data, b->len, &off, fds->fd, fds->n);
+    if (r != 0) return r < 0 ? r : 0;
+    struct pollfd pf = {sock, POLLOUT, 0};
+    (void)poll(&pf, 1, -1);
+  }
+}
+
+/* Run one INIT or TASK frame and build the reply in out/fds. */
+static void child_serve(lua_State *L, pl_frame *f, pl_obuf *out, pl_fdlist *fds) {
+  int init = f->type == F_INIT;
+  out->len = 0;
+  pl_fdlist_free(fds);
+  pl_pmsg in;
+  char err[256];
+  int ok = 0;
+  uint64_t tblen = 0;
+  size_t prefix;
+  ccall c = {(int)f->aux, init, &in, out, fds};
+  int unpacked = pl_port_unpack_frame(f, 0, &in, err, sizeof err) == 0;
+  if (pl_obuf_frame_begin(out, init ? F_READY : F_RESULT, 0, 0) != 0) _exit(71);
+  prefix = out->len;
+  if (pl_obuf_put(out, &tblen, sizeof tblen) != 0) _exit(71);
+  if (!unpacked) {
+    lua_pushfstring(L, "cannot receive the task: %s", err);
+    pl_error_push(L, PL_TRANSFER, "%s", lua_tostring(L, -1));
+    lua_remove(L, -2);
+  } else {
+    lua_pushcfunction(L, c_run);
+    lua_pushlightuserdata(L, &c);
+    ok = lua_pcall(L, 1, 0, SLOT_HANDLER) == LUA_OK;
+    pl_pmsg_free(&in);
+  }
+  if (!ok) {  /* [error value]: prefix, traceback, error */
+    char *tb = unpacked ? pl_take_traceback(L, SLOT_TRACEBACK) : NULL;
+    out->len = prefix;
+    pl_fdlist_free(fds);
+    out->data[2] = init ? F_INIT_FAILED : F_RESULT;
+    uint32_t failed = 1;
+    memcpy(out->data + 4, &failed, 4);
+    if (init) {  /* the error becomes the pool's BrokenPool error */
+      lua_pushcfunction(L, pl_task_broken_init);
+      lua_insert(L, -2);
+      lua_pushstring(L, tb != NULL ? tb : "(no message)");
+      if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        pl_error_push(L, PL_BROKEN_POOL, "pool init failed");
+      }
+    }
+    tblen = tb != NULL ? strlen(tb) : 0;
+    if (pl_obuf_put(out, &tblen, sizeof tblen) != 0 || pl_obuf_put(out, tb, (size_t)tblen) != 0) _exit(71);
+    free(tb);
+    encode_error(L, &c);
+  }
+  pl_obuf_frame_end(out, 0);
+  out->data[3] = (unsigned char)fds->n;
+  lua_settop(L, SLOT_TRACEBACK);
+}
+
+int pl_procworker_main(void *ud) {
+  pl_procworker_ctx *x = ud;
+  pl_child_rt c;
+  pl_child_rt_open(&c, x->preloads, x->interval, x->name);
+  lua_State *L = c.L;
+  lua_settop(L, 0);
+  lua_newtable(L);                         /* [2] the traceback slot */
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, task_handler, 1);
+  lua_insert(L, SLOT_HANDLER);             /* [1] the handler */
+  pl_rbuf rb;
+  pl_rbuf_init(&rb);
+  pl_obuf out = {NULL, 0, 0};
+  pl_fdlist fds;
+  pl_fdlist_init(&fds);
+  if (pl_obuf_frame_begin(&out, F_STARTED, 0, 0) != 0) _exit(71);
+  pl_obuf_frame_end(&out, 0);
+  if (send_all_blocking(x->sock, &out, &fds) != 0) _exit(0);
+  for (;;) {
+    pl_frame f;
+    int r = pl_rbuf_next(&rb, &f);
+    if (r < 0) break;
+    if (r == 0) {
+      pl_child_rt_unlock(&c);
+      r = pl_rbuf_fill(&rb, x->sock, 1);
+      pl_child_rt_lock(&c);
+      if (r <= 0) break;  /* the parent closed the socket: time to go */
+      continue;
+    }
+    if (f.type != F_INIT && f.type != F_TASK) {
+      pl_frame_free(&f);
+      break;
+    }
+    int had_objects = f.nfds > 0;
+    child_serve(L, &f, &out, &fds);
+    had_objects = had_objects || fds.n > 0;
+    fflush(stdout);
+    pl_child_rt_unlock(&c);
+    r = send_all_blocking(x->sock, &out, &fds);
+    pl_child_rt_lock(&c);
+    pl_fdlist_free(&fds);
+    if (r != 0) break;
+    /* Let go of this process's copies of the pipes and queues the task
+     * held now, so that their other ends see them closed. */
+    if (had_objects) lua_gc(L, LUA_GCCOLLECT);
+  }
+  pl_rbuf_free(&rb);
+  pl_obuf_free(&out);
+  pl_child_rt_close(&c);
+  pl_pchan_flush_all();
+  return 0;
+}
+

@@ -1,0 +1,140 @@
+/* Private to the parlua runtime: child processes.
+ *
+ * Three small engines with no knowledge of Lua:
+ *   - pl_spawn starts a program with posix_spawn (glibc: clone(CLONE_VFORK),
+ *     so starting stays fast however large the parent is), wiring its
+ *     stdin/stdout/stderr to new pipes, /dev/null or given descriptors, in a
+ *     given directory and environment.  The child gets an empty signal mask,
+ *     default dispositions for the signals a host or the runtime changes for
+ *     its own reasons, and no descriptor but 0, 1 and 2.
+ *   - pl_proc waits for one specific child (waitpid on its pid, never -1;
+ *     pidfd_open + poll where the kernel has it), so a host's own children
+ *     are never reaped by us.
+ *   - pl_communicate feeds a child's stdin and drains its stdout and stderr
+ *     at once with poll, so no pipe filling up can deadlock it.
+ *
+ * Every wait goes through a pl_waiter: poll that a forced cancel or an
+ * interrupt of the waiting thread ends at once (see child.c).  None of
+ * these functions may be called holding the global lock.
+ */
+#ifndef PL_CHILD_H
+#define PL_CHILD_H
+
+#include <poll.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "core/tstate.h"
+
+/* ---- waiting: poll that a forced cancel interrupts ---- */
+
+typedef struct pl_waiter {
+  pl_tstate *ts;         /* NULL: a thread the runtime does not know */
+  int block_pipe;        /* SIGPIPE is held back for the waiter's life */
+  int pipe_was_pending;  /* a SIGPIPE was pending before we blocked it */
+  int epipe;             /* a write of ours failed with EPIPE */
+  int armed;             /* the mask was changed and must be restored */
+  int sliced;            /* the poke cannot reach us: wake up now and then */
+  sigset_t old;          /* the thread's mask before begin */
+  sigset_t during;       /* the mask while blocked in ppoll */
+} pl_waiter;
+
+/* `block_pipe`: writes to pipes will be made (see child.c on SIGPIPE). */
+void pl_waiter_begin(pl_waiter *w, pl_tstate *ts, int block_pipe);
+void pl_waiter_end(pl_waiter *w);
+/* Wait for events on fds (n may be 0: a plain sleep) until deadline_ns
+ * (INT64_MAX: forever).  Returns the number of ready fds, 0 on timeout,
+ * PL_POLL_CANCELLED, or -errno. */
+#define PL_POLL_CANCELLED (-100000)
+int pl_waiter_poll(pl_waiter *w, struct pollfd *fds, nfds_t n, int64_t deadline_ns);
+/* Record an EPIPE from a write made under the waiter. */
+void pl_waiter_note_epipe(pl_waiter *w);
+
+/* ---- starting ---- */
+
+enum { PL_IO_INHERIT, PL_IO_PIPE, PL_IO_DEVNULL, PL_IO_FD, PL_IO_STDOUT };
+
+typedef struct pl_io {
+  int how;  /* PL_IO_*; PL_IO_STDOUT only for stderr */
+  int fd;   /* PL_IO_FD: the descriptor the child gets (not taken over) */
+} pl_io;
+
+typedef struct pl_spawn_req {
+  char *const *argv;     /* argv[0] is looked up in this process's PATH */
+  char *const *envp;     /* NULL: inherit the environment */
+  const char *cwd;       /* NULL: inherit */
+  pl_io io[3];
+} pl_spawn_req;
+
+typedef struct pl_spawn_res {
+  pid_t pid;
+  int pidfd;             /* -1 when the kernel has no pidfd_open */
+  int fds[3];            /* our ends of PL_IO_PIPE streams, else -1; O_CLOEXEC|O_NONBLOCK */
+} pl_spawn_res;
+
+/* 0, or an errno (nothing is left open or running then).  A failing chdir
+ * and a failing exec report alike; pl_spawn_check_cwd tells them apart. */
+int pl_spawn(const pl_spawn_req *req, pl_spawn_res *res);
+/* 0 when `cwd` could be changed to, else the errno chdir would give. */
+int pl_spawn_check_cwd(const char *cwd);
+
+/* ---- waiting for a child ---- */
+
+typedef struct pl_proc {
+  pid_t pid;
+  int pidfd;             /* guarded by mu; -1 when unsupported or closed */
+  pthread_mutex_t mu;    /* guards reaped, status: two waiters never both reap */
+  int reaped;
+  int status;            /* the waitpid status; 0 when someone else reaped it */
+  int waiters;           /* threads polling pidfd: it is closed after the last */
+} pl_proc;
+
+void pl_proc_init(pl_proc *p, pid_t pid, int pidfd);
+void pl_proc_destroy(pl_proc *p);
+/* 1 when the child has ended (and is reaped now), 0 while it runs. */
+int pl_proc_poll(pl_proc *p);
+/* Wait for the end until deadline_ns.  PL_WAIT_WOKEN (ended),
+ * PL_WAIT_TIMEOUT or PL_WAIT_CANCELLED.  `w` may have ts == NULL for a
+ * wait nothing can cancel. */
+int pl_proc_wait(pl_proc *p, pl_waiter *w, int64_t deadline_ns);
+/* Send `sig` unless the child is already reaped (its pid may be reused
+ * then).  0, or an errno. */
+int pl_proc_signal(pl_proc *p, int sig);
+/* Python's convention: exit status, or minus the signal number. */
+int pl_proc_returncode(const pl_proc *p);
+
+/* Children nobody waits for any more: reap them without blocking, and
+ * hand the ones still running to a detached thread that waits for each
+ * by its pid.  `pids` is taken over. */
+int pl_reap_nohang(pid_t pid);  /* 1 when gone (reaped now or by another) */
+void pl_reap_in_background(pid_t *pids, size_t n);
+
+/* ---- communicate ---- */
+
+typedef struct pl_bytes {
+  char *data;
+  size_t len, cap;
+} pl_bytes;
+
+typedef struct pl_comm {
+  int fd[3];             /* stdin (write end), stdout, stderr; -1 when done */
+  int in_nonblock;       /* fd[0] is O_NONBLOCK (else writes of PIPE_BUF) */
+  const char *input;     /* stays valid across calls (anchored by the caller) */
+  size_t input_len, input_off;
+  pl_bytes out[3];       /* out[1], out[2]: what stdout and stderr gave */
+} pl_comm;
+
+/* Exchange data until stdin is fully written and stdout/stderr reached
+ * EOF; each fd is closed (and set to -1) as soon as it is done.  Resumable
+ * after a timeout or cancel.  0, PL_WAIT_TIMEOUT, PL_WAIT_CANCELLED, or
+ * -errno (ENOMEM included). */
+int pl_communicate(pl_comm *c, pl_waiter *w, int64_t deadline_ns);
+
+int pl_bytes_reserve(pl_bytes *b, size_t extra);
+void pl_bytes_free(pl_bytes *b);
+
+#endif

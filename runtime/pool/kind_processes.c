@@ -29,7 +29,8 @@
  * A short pipeline.  A round trip per task costs two wake-ups (the
  * process's and the worker thread's), far more than a trivial task.  So
  * while many tasks wait and this worker's tasks are short (the last one
- * took under SHORT_NS), the worker thread sends a task and goes back to
+ * took under SHORT_NS, since the worker last found no work, and the oldest
+ * one in flight has not run longer), the worker thread sends a task and goes back to
  * the executor for the next one at once, keeping up to DEPTH tasks in
  * flight in its process's socket, and collects results in order when the
  * pipeline is full or when no task is left to take (kind->idle).  The
@@ -632,6 +633,7 @@ static int keep_going(pl_worker *w) {
   long threshold = e->max_workers > 2 ? e->max_workers : 2;
   return pw->flen < DEPTH && pw->proc.sock >= 0 && !atomic_load(&pw->proc.interrupted) &&
          pw->last_ns > 0 && pw->last_ns < SHORT_NS &&
+         pl_now_ns() - pw->sent_at[pw->fhead] < SHORT_NS &&  /* the oldest is not a long one */
          atomic_load_explicit(&e->queued, memory_order_relaxed) >= threshold &&
          (e->max_tasks_per_worker == 0 || pw->ntasks < e->max_tasks_per_worker);
 }
@@ -743,12 +745,16 @@ static void processes_worker_start(pl_worker *w) {
   free(why);  /* the next task tries again, and reports it */
 }
 
-/* No task is waiting: complete what is in flight before sleeping. */
+/* No task is waiting: complete what is in flight before sleeping.  The
+ * tasks that come next are measured anew: short ones before a pause say
+ * nothing of the next batch (4 long tasks after a warm-up of trivial ones
+ * went 3+1 on 2 workers while they were trusted to be short). */
 static void processes_idle(pl_worker *w) {
   pworker *pw = w->kind;
   pl_fork_guard_enter();
   drain(w, 0);
   pl_fork_guard_leave();
+  pw->last_ns = 0;
   pl_pproc_idle(&pw->proc);
 }
 

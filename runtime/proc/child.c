@@ -459,11 +459,27 @@ static int feed(pl_comm *c, pl_waiter *w) {
   return 0;
 }
 
+/* Bulk transfers.  A pipe holds 64 KiB by default, so 64 MiB through
+ * `cat` cost a thousand rounds of wake-ups on each side; a 1 MiB pipe
+ * needs sixty-four.  A pipe grows only once it proves busy (input this
+ * large, a read that found it full): the kernel charges every pipe's size
+ * to the user (fs/pipe-user-pages-soft), and past that allowance new pipes
+ * get a single page, so growing them all would slow the many small ones. */
+#define BULK_PIPE_SIZE (1 << 20)
+#define SMALL_PIPE_SIZE 65536
+
+static void grow_pipe(pl_comm *c, int i) {
+  if (c->grown[i]) return;
+  c->grown[i] = 1;
+  (void)fcntl(c->fd[i], F_SETPIPE_SZ, BULK_PIPE_SIZE);  /* a refusal only costs speed */
+}
+
 /* One read from stdout or stderr. */
 static int drain(pl_comm *c, int i) {
   pl_bytes *b = &c->out[i];
-  if (pl_bytes_reserve(b, 65536) != 0) return -ENOMEM;
+  if (pl_bytes_reserve(b, c->grown[i] ? BULK_PIPE_SIZE : SMALL_PIPE_SIZE) != 0) return -ENOMEM;
   ssize_t n = read(c->fd[i], b->data + b->len, b->cap - b->len);
+  if (n >= SMALL_PIPE_SIZE) grow_pipe(c, i);
   if (n > 0) {
     b->len += (size_t)n;
   } else if (n == 0) {
@@ -480,6 +496,7 @@ int pl_communicate(pl_comm *c, pl_waiter *w, int64_t deadline_ns) {
     close_quietly(c->fd[0]);
     c->fd[0] = -1;
   }
+  if (c->fd[0] >= 0 && c->in_nonblock && c->input_len - c->input_off > BULK_PIPE_SIZE) grow_pipe(c, 0);
   while (c->fd[0] >= 0 || c->fd[1] >= 0 || c->fd[2] >= 0) {
     struct pollfd pf[3];
     int which[3];

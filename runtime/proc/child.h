@@ -126,6 +126,7 @@ typedef struct pl_comm {
   const char *input;     /* stays valid across calls (anchored by the caller) */
   size_t input_len, input_off;
   pl_bytes out[3];       /* out[1], out[2]: what stdout and stderr gave */
+  int grown[3];          /* the pipe was given a bulk size (child.c) */
 } pl_comm;
 
 /* Exchange data until stdin is fully written and stdout/stderr reached

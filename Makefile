@@ -13,6 +13,9 @@ FFI_CFLAGS := $(shell pkg-config --cflags libffi 2>/dev/null)
 FFI_LIBS   := $(shell pkg-config --libs libffi 2>/dev/null)
 # $(PREFIX)/lib/lua/5.4 is on Debian lua5.4's cpath for both /usr and /usr/local.
 LUA_CMOD   ?= $(PREFIX)/lib/lua/5.4
+# One version, written in include/parlua.h; the soname carries its major.
+VERSION := $(shell sed -n 's/^\#define PARLUA_VERSION_NUMBER "\(.*\)"/\1/p' include/parlua.h)
+SONAME  := libparlua.so.$(firstword $(subst ., ,$(VERSION)))
 
 ifeq ($(SANITIZER),)
 SAN_FLAGS :=
@@ -36,8 +39,9 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 HOST_EXAMPLE = $(BUILD)/embed_example
 
-.PHONY: all deps test run bench sanitize tsan fuzz install clean
+.PHONY: all module deps test run bench sanitize tsan fuzz install uninstall clean
 all: $(BUILD)/parlua $(BUILD)/libparlua.a $(BUILD)/libparlua.so $(BUILD)/parlua.so
+module: $(BUILD)/parlua.so  # what the rockspecs build
 
 # -MMD: each object depends on exactly the headers it includes.
 $(BUILD)/obj/%.o: %.c
@@ -50,8 +54,11 @@ $(BUILD)/libparlua.a: $(OBJ)
 	@mkdir -p $(BUILD)
 	rm -f $@ && ar rcs $@ $^
 
+# libparlua.so.X.Y.Z with its soname libparlua.so.X, and the usual links.
 $(BUILD)/libparlua.so: $(OBJ)
-	$(CC) $(SAN_FLAGS) -shared -o $@ $^ $(LUA_LIBS) $(SYSLIBS)
+	$(CC) $(SAN_FLAGS) -shared -Wl,-soname,$(SONAME) -o $(BUILD)/libparlua.so.$(VERSION) $^ $(LUA_LIBS) $(SYSLIBS)
+	ln -sf libparlua.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf $(SONAME) $@
 
 # The Lua module: no -llua, the symbols come from the lua5.4 that loads it.
 $(BUILD)/parlua.so: $(OBJ)
@@ -107,15 +114,25 @@ fuzz:
 	build-fuzz/fuzz_ffi_args -max_total_time=$(FUZZ_SECONDS) -max_len=64 build-fuzz/ffi_args_corpus
 	build-fuzz/fuzz_codec -max_total_time=$(FUZZ_SECONDS) build-fuzz/codec_corpus tests/fuzz/codec_corpus
 
+INSTALLED = bin/parlua lib/libparlua.a lib/libparlua.so lib/$(SONAME) lib/libparlua.so.$(VERSION) \
+            include/parlua.h lib/pkgconfig/parlua.pc
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(LUA_CMOD)
 	install -m 755 $(BUILD)/parlua $(DESTDIR)$(PREFIX)/bin/parlua
 	install -m 644 $(BUILD)/libparlua.a $(DESTDIR)$(PREFIX)/lib/libparlua.a
-	install -m 755 $(BUILD)/libparlua.so $(DESTDIR)$(PREFIX)/lib/libparlua.so
+	install -m 755 $(BUILD)/libparlua.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/libparlua.so.$(VERSION)
+	ln -sf libparlua.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libparlua.so
 	install -m 644 include/parlua.h $(DESTDIR)$(PREFIX)/include/parlua.h
 	install -m 755 $(BUILD)/parlua.so $(DESTDIR)$(LUA_CMOD)/parlua.so
-	sed -e 's|@PREFIX@|$(PREFIX)|g' parlua.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/parlua.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' parlua.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/parlua.pc
+
+# Removes what install put there, and the folders only parlua's files needed
+# when they are left empty (the prefix's bin, lib and include stay).
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALLED)) $(DESTDIR)$(LUA_CMOD)/parlua.so
+	rmdir $(DESTDIR)$(LUA_CMOD) $(dir $(DESTDIR)$(LUA_CMOD)) $(DESTDIR)$(PREFIX)/lib/pkgconfig 2>/dev/null || true
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz

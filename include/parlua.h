@@ -25,7 +25,10 @@
 extern "C" {
 #endif
 
-#define PARLUA_VERSION "parlua 0.1"
+/* The one place the version is written: the Makefile reads it for the
+ * shared library's name and parlua.pc, a spec checks the rockspec's. */
+#define PARLUA_VERSION_NUMBER "0.1.0"
+#define PARLUA_VERSION "parlua " PARLUA_VERSION_NUMBER
 
 typedef struct parlua parlua;
 

@@ -10,16 +10,21 @@
 -- the same experiments with Python's concurrent.futures in the same run.
 --
 --   parlua scripts/compare.lua [--sleep S] [--work N] [--workers 2,4]
---                              [--python] [--json] [--svg FILE]
+--                              [--python] [--json] [--out DIR | --svg FILE]
+-- The chart is DIR/parlua-compare.svg, DIR build/ of the checkout by
+-- default; its path is printed.  A smoke run (PARLUA_SMOKE, inside make
+-- test) writes a temporary file of its own and removes it, so that it never
+-- replaces a chart the user made.
 local par = require "parlua"
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "scripts"
 local chart = dofile(here .. "/compare/chart.lua")
 
 local opts = {
   sleep = 0.1, work = 1.2e8, workers = nil, python = false, json = false,
-  svg = os.getenv("TMPDIR") and os.getenv("TMPDIR") .. "/parlua-compare.svg" or "/tmp/parlua-compare.svg",
+  out = here == "scripts" and "build" or here .. "/../build", svg = nil,
 }
-if os.getenv("PARLUA_SMOKE") then opts.sleep, opts.work = 0.01, 2e6 end
+local smoke = os.getenv("PARLUA_SMOKE") ~= nil
+if smoke then opts.sleep, opts.work = 0.01, 2e6 end
 do
   local i = 1
   while arg and arg[i] do
@@ -33,9 +38,19 @@ do
     elseif a == "--python" then opts.python = true
     elseif a == "--json" then opts.json = true
     elseif a == "--svg" then opts.svg = assert(arg[i + 1], "--svg needs a file"); i = i + 1
+    elseif a == "--out" then opts.out = assert(arg[i + 1], "--out needs a folder"); i = i + 1
     else error("unknown option " .. a .. " (see the comment at the top of compare.lua)", 0) end
     i = i + 1
   end
+end
+local temporary_chart = not opts.svg and smoke
+if temporary_chart then
+  opts.svg = os.tmpname()
+elseif not opts.svg then
+  if not os.execute(("mkdir -p '%s'"):format(opts.out:gsub("'", "'\\''"))) then
+    error("cannot make the folder " .. opts.out .. " for the chart", 0)
+  end
+  opts.svg = opts.out .. "/parlua-compare.svg"
 end
 local ncpu = par.cpu_count()
 opts.workers = opts.workers or (ncpu > 2 and {2, ncpu} or {2, 4})
@@ -311,6 +326,7 @@ if opts.json then
 else
   if py then print_python(py) end
   print_summary(py)
-  print(("\nchart: %s"):format(opts.svg))
+  print(("\nchart: %s%s"):format(opts.svg, temporary_chart and " (a smoke run's: removed)" or ""))
 end
+if temporary_chart then os.remove(opts.svg) end
 return results  -- for scripts/bench/compare.lua

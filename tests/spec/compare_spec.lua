@@ -2,9 +2,15 @@
 -- chart and its options, on tiny work so the suite stays quick.
 local support = dofile("tests/spec/support.lua")
 
-local function compare(args)
+-- Run compare.lua with `args`; opts.env is put before the command, opts.dir
+-- is a copy of the checkout's scripts/ to run in (as if it were the clone).
+local function compare(args, opts)
+  opts = opts or {}
+  local function absolute(path) return path:sub(1, 1) == "/" and path or os.getenv("PWD") .. "/" .. path end
   local lua = os.getenv("PARLUA_LUA") or "lua5.4"
-  local cmd = ("LUA_CPATH='%s/?.so;;' %s scripts/compare.lua %s 2>&1"):format(support.build_dir(), lua, args)
+  if lua:find("/") then lua = absolute(lua) end
+  local cmd = ("cd '%s' && LUA_CPATH='%s/?.so;;' %s %s scripts/compare.lua %s 2>&1"):format(
+    opts.dir or ".", absolute(support.build_dir()), opts.env or "", lua, args)
   local p = io.popen(cmd)
   local out = p:read("a")
   local ok = p:close()
@@ -60,6 +66,40 @@ describe("scripts/compare.lua", function()
     for _, label in ipairs{"ideal", "parlua threads", "parlua states", "parlua processes"} do
       assert.is_truthy(text:find(">" .. label, 1, true), label)
     end
+  end)
+
+  describe("where the chart goes", function()
+    local dir
+    before_each(function()
+      dir = io.popen("mktemp -d"):read("l")
+      assert(os.execute(("mkdir -p '%s/scripts/compare' && cp scripts/compare.lua '%s/scripts/' && cp scripts/compare/chart.lua '%s/scripts/compare/'"):format(dir, dir, dir)))
+    end)
+    after_each(function() os.execute(("rm -rf '%s'"):format(dir)) end)
+
+    local quick = "--work 2e5 --sleep 0.002 --workers 2"
+    it("is build/parlua-compare.svg of the checkout by default, and its path is printed", function()
+      local out, ok = compare(quick, {dir = dir})
+      assert.is_true(ok, out)
+      assert.is_truthy(out:find("\nchart: build/parlua-compare.svg\n", 1, true), out)
+      assert.is_truthy(io.open(dir .. "/build/parlua-compare.svg"), "no chart in build/")
+    end)
+
+    it("is DIR/parlua-compare.svg with --out DIR, made when missing", function()
+      local out, ok = compare(quick .. (" --out '%s/charts/new'"):format(dir))
+      assert.is_true(ok, out)
+      assert.is_truthy(out:find(("chart: %s/charts/new/parlua-compare.svg"):format(dir), 1, true), out)
+      check_balanced(assert(io.open(dir .. "/charts/new/parlua-compare.svg")):read("a"))
+    end)
+
+    it("is a temporary file, removed, in a smoke run: a user's chart in build/ stays", function()
+      assert(os.execute(("mkdir '%s/build' && echo mine > '%s/build/parlua-compare.svg'"):format(dir, dir)))
+      local out, ok = compare(quick, {dir = dir, env = "PARLUA_SMOKE=1"})
+      assert.is_true(ok, out)
+      local path = out:match("\nchart: (%S+) %(a smoke run's: removed%)\n")
+      assert.is_truthy(path, out)
+      assert.is_nil(io.open(path))
+      assert.equal("mine\n", io.open(dir .. "/build/parlua-compare.svg"):read("a"))
+    end)
   end)
 
   it("refuses an unknown option and names it", function()

@@ -53,7 +53,7 @@ double pl_opt_timeout(lua_State *L, int idx);
 
 /* Raise Cancelled if the calling thread was force-cancelled. */
 void pl_check_cancel(lua_State *L, pl_tstate *ts);
-/* Raise Cancelled after a wait that returned PL_WAIT_CANCELLED (marking a
+/* Raise Cancelled after a wait that returned PL_ECANCELLED (marking a
  * forced cancel delivered); never returns. */
 int pl_raise_cancelled(lua_State *L, pl_tstate *ts);
 

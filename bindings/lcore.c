@@ -24,12 +24,12 @@ static int core_sleep(lua_State *L) {
     return 0;
   }
   int64_t deadline = pl_deadline_after(seconds);
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   pl_unlock(L);
   if (ts != NULL) {
     pl_wait_begin(ts, &ts->sleep_mu, &ts->sleep_cv);
     pthread_mutex_lock(&ts->sleep_mu);
-    while (rc == PL_WAIT_WOKEN) rc = pl_wait(ts, &ts->sleep_mu, &ts->sleep_cv, deadline);
+    while (rc == PL_OK) rc = pl_wait(ts, &ts->sleep_mu, &ts->sleep_cv, deadline);
     pthread_mutex_unlock(&ts->sleep_mu);
     pl_wait_end(ts);
   } else {
@@ -38,7 +38,7 @@ static int core_sleep(lua_State *L) {
     }
   }
   pl_lock(L, ts);
-  if (rc == PL_WAIT_CANCELLED) pl_check_cancel(L, ts);
+  if (rc == PL_ECANCELLED) pl_check_cancel(L, ts);
   return 0;
 }
 

@@ -98,11 +98,11 @@ static int block(lua_State *L, pl_tstate *ts, pl_future *f, int64_t deadline, in
     pl_gil_acquire(&ts->fam->gil, ts, urgent);
     pl_tstate_set_running(ts, L);
   }
-  if (rc == PL_WAIT_CANCELLED) {
+  if (rc == PL_ECANCELLED) {
     pl_check_cancel(L, ts);
     pl_error_raise_cancelled(L, ts);
   }
-  return rc == PL_WAIT_WOKEN;
+  return rc == PL_OK;
 }
 
 int pl_future_block(lua_State *L, pl_future *f, int64_t deadline, int urgent) {
@@ -327,14 +327,14 @@ static waitset *waitset_new(lua_State *L, int idx) {
   return ws;
 }
 
-/* Wait without the lock; PL_WAIT_* (raises Cancelled). */
+/* Wait without the lock; PL_OK or PL_ETIMEOUT (raises Cancelled). */
 static int waitset_wait(lua_State *L, waitset *ws, size_t target, int stop_on_error) {
   pl_tstate *ts = pl_tstate_of(L);
   pl_check_cancel(L, ts);
   pl_unlock(L);
   int rc = pl_waiter_wait(ws->w, ts, ws->deadline, target, stop_on_error);
   pl_lock(L, ts);
-  if (rc == PL_WAIT_CANCELLED) {
+  if (rc == PL_ECANCELLED) {
     waitset_release(ws, L);
     pl_check_cancel(L, ts);
     pl_error_raise_cancelled(L, ts);
@@ -408,7 +408,7 @@ static int as_completed_step(lua_State *L) {
   }
   size_t id;
   while (!pl_waiter_pop(ws->w, &id)) {
-    if (ws->timeout == 0 || waitset_wait(L, ws, ws->yielded + 1, 0) != PL_WAIT_WOKEN) {
+    if (ws->timeout == 0 || waitset_wait(L, ws, ws->yielded + 1, 0) != PL_OK) {
       size_t left = ws->n - ws->yielded;
       size_t n = ws->n;
       waitset_release(ws, L);

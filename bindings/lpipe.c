@@ -90,8 +90,8 @@ static int conn_send(lua_State *L) {
   pl_fdlist_free(&fds);  /* the receiver has its own copies */
   switch (rc) {
   case 0: return 0;
-  case PL_WAIT_CANCELLED: return pl_raise_cancelled(L, ts);
-  case PL_CONN_CLOSED: return luaL_error(L, "attempt to use a closed pipe connection");
+  case PL_ECANCELLED: return pl_raise_cancelled(L, ts);
+  case PL_ECLOSED: return luaL_error(L, "attempt to use a closed pipe connection");
   case -EPIPE:
   case -ECONNRESET:
     return pl_error_raise_os(L, -rc, "send on a pipe whose other end is closed");
@@ -101,13 +101,13 @@ static int conn_send(lua_State *L) {
 
 static int recv_error(lua_State *L, int rc, pl_tstate *ts, double timeout) {
   switch (rc) {
-  case PL_WAIT_TIMEOUT:
+  case PL_ETIMEOUT:
     return pl_error_raise(L, PL_TIMEOUT, "nothing to receive within %f seconds", (lua_Number)timeout);
-  case PL_WAIT_CANCELLED: return pl_raise_cancelled(L, ts);
-  case PL_CONN_CLOSED: return luaL_error(L, "attempt to use a closed pipe connection");
-  case PL_CONN_EOF: return pl_error_raise(L, PL_SHUTDOWN, "recv on a pipe whose other end is closed");
-  case PL_CONN_MALFORMED: return pl_error_raise(L, PL_TRANSFER, "malformed message: the pipe does not carry parlua messages");
-  case PL_CONN_NOTREAD: return luaL_error(L, "this end of the pipe only sends");
+  case PL_ECANCELLED: return pl_raise_cancelled(L, ts);
+  case PL_ECLOSED: return luaL_error(L, "attempt to use a closed pipe connection");
+  case PL_EEOF: return pl_error_raise(L, PL_SHUTDOWN, "recv on a pipe whose other end is closed");
+  case PL_EMALFORMED: return pl_error_raise(L, PL_TRANSFER, "malformed message: the pipe does not carry parlua messages");
+  case PL_ENOTREAD: return luaL_error(L, "this end of the pipe only sends");
   default: return pl_error_raise_os(L, -rc, "recv");
   }
 }
@@ -123,7 +123,7 @@ static int conn_recv(lua_State *L) {
   if (rc != 0) return recv_error(L, rc, ts, timeout);
   if (f.type != FRAME_MSG) {
     pl_frame_free(&f);
-    return recv_error(L, PL_CONN_MALFORMED, ts, timeout);
+    return recv_error(L, PL_EMALFORMED, ts, timeout);
   }
   pl_pmsg m;
   char err[256];
@@ -143,8 +143,8 @@ static int conn_poll(lua_State *L) {
   pl_tstate *ts = pl_unlock(L);
   int rc = pl_conn_poll(c, ts, deadline);
   pl_lock(L, ts);
-  if (rc < 0 || rc == PL_WAIT_CANCELLED) {
-    if (rc == PL_CONN_EOF) rc = 1;
+  if (rc < 0 || rc == PL_ECANCELLED) {
+    if (rc == PL_EEOF) rc = 1;
     else return recv_error(L, rc, ts, timeout);
   }
   lua_pushboolean(L, rc == 1);

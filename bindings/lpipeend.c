@@ -54,15 +54,15 @@ static pl_pipe_end *check_pipe(lua_State *L, int idx) {
 }
 
 int pl_pipe_end_acquire(pl_pipe_end *pe, pl_tstate *ts) {
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   pl_wait_begin(ts, &pe->mu, &pe->cv);
   pthread_mutex_lock(&pe->mu);
-  while (pe->busy && !pe->closed && rc != PL_WAIT_CANCELLED) rc = pl_wait(ts, &pe->mu, &pe->cv, INT64_MAX);
-  if (rc != PL_WAIT_CANCELLED) {
-    if (pe->closed) rc = -1;
+  while (pe->busy && !pe->closed && rc != PL_ECANCELLED) rc = pl_wait(ts, &pe->mu, &pe->cv, INT64_MAX);
+  if (rc != PL_ECANCELLED) {
+    if (pe->closed) rc = PL_ECLOSED;
     else {
       pe->busy = 1;
-      rc = PL_WAIT_WOKEN;
+      rc = PL_OK;
     }
   }
   pthread_mutex_unlock(&pe->mu);
@@ -99,7 +99,7 @@ void pl_pipe_end_close(pl_pipe_end *pe) {
 
 
 /* Read more into the buffer (offsets from `start` stay valid).  0 (data
- * or EOF came), PL_POLL_CANCELLED, or -errno. */
+ * or EOF came), PL_ECANCELLED, or -errno. */
 static int fill(pl_pipe_end *pe, pl_waiter *w) {
   if (pe->eof) return 0;
   if (pe->start > 0 && pe->buf.cap - pe->buf.len < READ_CHUNK) {
@@ -131,7 +131,7 @@ static int fill(pl_pipe_end *pe, pl_waiter *w) {
   }
 }
 
-/* Write all of data.  0, PL_POLL_CANCELLED, or -errno (EPIPE included). */
+/* Write all of data.  0, PL_ECANCELLED, or -errno (EPIPE included). */
 static int write_all(pl_pipe_end *pe, pl_waiter *w, const char *data, size_t len) {
   int need_poll = !pe->nonblock;
   while (len > 0) {
@@ -238,7 +238,7 @@ static int read_number(rn *r) {
 
 /* Work out every format's result, filling the buffer as needed; nothing is
  * consumed yet.  *nok: formats that succeeded (the next one, if any,
- * failed); *used: bytes they took.  0, PL_POLL_CANCELLED or -errno. */
+ * failed); *used: bytes they took.  0, PL_ECANCELLED or -errno. */
 static int read_formats(pl_pipe_end *pe, pl_waiter *w, readfmt *f, int nf, int *nok, size_t *used) {
   size_t pos = 0;
   int e = 0, i;
@@ -415,7 +415,7 @@ static int read_values(lua_State *L, pl_pipe_end *pe, int first) {
   size_t used = 0;
   char small[SMALL_RESULT];
   char *block = NULL;
-  if (rc == PL_WAIT_WOKEN) {
+  if (rc == PL_OK) {
     pl_waiter w;
     pl_waiter_begin(&w, ts, 0);
     e = read_formats(pe, &w, f, nf, &nok, &used);
@@ -424,11 +424,11 @@ static int read_values(lua_State *L, pl_pipe_end *pe, int first) {
     pl_pipe_end_release(pe, 0);
   }
   pl_lock(L, ts);
-  if (rc == PL_WAIT_CANCELLED || e == PL_POLL_CANCELLED) {
+  if (rc == PL_ECANCELLED || e == PL_ECANCELLED) {
     pl_check_cancel(L, ts);
     return luaL_error(L, "read cancelled");
   }
-  if (rc != PL_WAIT_WOKEN) return luaL_error(L, "attempt to use a closed file");
+  if (rc != PL_OK) return luaL_error(L, "attempt to use a closed file");
   if (e != 0) return fileresult_errno(L, -e);
   results res = {f, nok < nf ? nok + 1 : nok, nok < nf};
   if (block == small) return push_values(L, &res);
@@ -507,7 +507,7 @@ static int pipe_write(lua_State *L) {
   pl_tstate *ts = pl_unlock(L);
   int rc = pl_pipe_end_acquire(pe, ts);
   int e = 0;
-  if (rc == PL_WAIT_WOKEN) {
+  if (rc == PL_OK) {
     pl_waiter w;
     pl_waiter_begin(&w, ts, 1);
     for (int arg = 2; arg <= top && e == 0; arg++) {
@@ -519,11 +519,11 @@ static int pipe_write(lua_State *L) {
     pl_pipe_end_release(pe, 0);
   }
   pl_lock(L, ts);
-  if (rc == PL_WAIT_CANCELLED || e == PL_POLL_CANCELLED) {
+  if (rc == PL_ECANCELLED || e == PL_ECANCELLED) {
     pl_check_cancel(L, ts);
     return luaL_error(L, "write cancelled");
   }
-  if (rc != PL_WAIT_WOKEN) return luaL_error(L, "attempt to use a closed file");
+  if (rc != PL_OK) return luaL_error(L, "attempt to use a closed file");
   if (e != 0) return fileresult_errno(L, -e);
   lua_settop(L, 1);
   return 1;

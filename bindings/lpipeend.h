@@ -30,8 +30,8 @@ typedef struct pl_pipe_end {
 pl_pipe_end *pl_pipe_end_new(lua_State *L, int writable);
 /* The end at idx, or NULL when it is something else. */
 pl_pipe_end *pl_pipe_end_test(lua_State *L, int idx);
-/* Take the end for one operation, without the global lock: PL_WAIT_WOKEN
- * (taken), PL_WAIT_CANCELLED, or -1 when it was closed meanwhile. */
+/* Take the end for one operation, without the global lock: PL_OK
+ * (taken), PL_ECANCELLED, or PL_ECLOSED when it was closed meanwhile. */
 int pl_pipe_end_acquire(pl_pipe_end *pe, pl_tstate *ts);
 /* End an operation; `fd_gone`: the operation closed the descriptor. */
 void pl_pipe_end_release(pl_pipe_end *pe, int fd_gone);

@@ -86,17 +86,17 @@ static int is_callable(lua_State *L, int idx) {
 /* Raise the error an executor call reported. */
 static int raise_exec(lua_State *L, pl_executor *e, int err) {
   switch (err) {
-  case PL_EXEC_SHUTDOWN:
+  case PL_ESHUTDOWN:
     return pl_error_raise(L, PL_SHUTDOWN, "cannot submit after shutdown");
-  case PL_EXEC_BROKEN: {
+  case PL_EBROKENPOOL: {
     char *msg = pl_executor_broken(e);
     lua_pushstring(L, msg != NULL ? msg : "the pool is broken");
     free(msg);
     return pl_error_raise(L, PL_BROKEN_POOL, "the pool is broken: %s", lua_tostring(L, -1));
   }
-  case PL_EXEC_NOTHREAD:
+  case PL_ENOTHREAD:
     return pl_error_raise(L, PL_OS_ERROR, "cannot start a pool worker");
-  case PL_EXEC_SELF:
+  case PL_ESELF:
     return luaL_error(L, "cannot wait for a pool to shut down from one of its own tasks "
                          "(use shutdown{wait = false})");
   default:
@@ -242,8 +242,8 @@ static int pool_shutdown(lua_State *L) {
     interrupt = opt_flag(L, 2, "interrupt", 0);
   }
   int rc = pl_executor_shutdown(e, L, wait, cancel, interrupt);
-  if (rc == PL_EXEC_SELF) return raise_exec(L, e, rc);
-  if (rc == PL_WAIT_CANCELLED) {
+  if (rc == PL_ESELF) return raise_exec(L, e, rc);
+  if (rc == PL_ECANCELLED) {
     pl_tstate *ts = pl_tstate_of(L);
     pl_check_cancel(L, ts);
     return pl_error_raise_cancelled(L, ts);
@@ -508,13 +508,13 @@ static size_t next_unordered(lua_State *L, mapper *m) {
     pl_unlock(L);
     int rc = pl_waiter_wait(m->w, ts, m->deadline, finished + 1, 0);
     pl_lock(L, ts);
-    if (rc == PL_WAIT_CANCELLED) {
+    if (rc == PL_ECANCELLED) {
       mapper_release(m, L);
       pl_check_cancel(L, ts);
       pl_error_raise_cancelled(L, ts);
     }
-    if (rc == PL_WAIT_TIMEOUT && !pl_waiter_pop(m->w, &id)) raise_timeout(L, m);
-    if (rc == PL_WAIT_TIMEOUT) return id;
+    if (rc == PL_ETIMEOUT && !pl_waiter_pop(m->w, &id)) raise_timeout(L, m);
+    if (rc == PL_ETIMEOUT) return id;
   }
 }
 

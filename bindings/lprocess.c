@@ -199,7 +199,8 @@ static pid_t fork_child(pl_family *quiet, pctx *x, pl_tstate *ts, int *pidfd) {
   }
 }
 
-/* Wait for the end until deadline, without the lock.  PL_WAIT_*. */
+/* Wait for the end until deadline, without the lock.  PL_OK, PL_ETIMEOUT or
+ * PL_ECANCELLED. */
 static int wait_end(lua_State *L, pl_process *p, int64_t deadline, int cancellable) {
   pl_waiter w;
   pl_tstate *ts = L != NULL ? pl_unlock(L) : NULL;
@@ -215,12 +216,12 @@ static int wait_end(lua_State *L, pl_process *p, int64_t deadline, int cancellab
 static void process_close(void *ud, lua_State *L) {
   pl_process *p = ud;
   int hard = p->daemon || atomic_load(&p->rt->interrupted);
-  if (!hard && wait_end(L, p, INT64_MAX, 1) == PL_WAIT_WOKEN) {
+  if (!hard && wait_end(L, p, INT64_MAX, 1) == PL_OK) {
     process_unref(p);
     return;
   }
   (void)pl_proc_signal(&p->proc, SIGTERM);
-  if (wait_end(L, p, pl_deadline_after(GRACE_SECONDS), 0) != PL_WAIT_WOKEN) {
+  if (wait_end(L, p, pl_deadline_after(GRACE_SECONDS), 0) != PL_OK) {
     (void)pl_proc_signal(&p->proc, SIGKILL);
     wait_end(L, p, INT64_MAX, 0);
   }
@@ -366,7 +367,7 @@ static int process_start(lua_State *L) {
     pl_obuf_free(&o.b);
     pl_fdlist_free(&o.fds);
     set_state(p, P_NEW);
-    if (rc == PL_ECLOSED) return pl_error_raise(L, PL_SHUTDOWN, "cannot start a process: the runtime is closing");
+    if (rc == PL_ECLOSING) return pl_error_raise(L, PL_SHUTDOWN, "cannot start a process: the runtime is closing");
     return luaL_error(L, "not enough memory");
   }
   int pidfd;
@@ -397,12 +398,12 @@ static int process_join(lua_State *L) {
   double timeout = pl_opt_timeout(L, 2);
   if (!is_started(p)) return luaL_error(L, "cannot join a process before it is started");
   int rc = wait_end(L, p, pl_deadline_after(timeout), 1);
-  if (rc == PL_WAIT_CANCELLED) {
+  if (rc == PL_ECANCELLED) {
     pl_tstate *ts = pl_tstate_of(L);
     pl_check_cancel(L, ts);
     return pl_error_raise_cancelled(L, ts);
   }
-  lua_pushboolean(L, rc == PL_WAIT_WOKEN);
+  lua_pushboolean(L, rc == PL_OK);
   return 1;
 }
 

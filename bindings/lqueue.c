@@ -142,22 +142,22 @@ static int put_for(lua_State *L, pl_queue *q, double timeout) {
     if (pl_pchan_of(q) != NULL) return pl_pqueue_put(L, q, 2, timeout);
     make_item(L, q, 2, &it);
     rc = pl_queue_try_put(q, &it);
-    if (rc == PL_SYNC_AGAIN && timeout != 0) {
+    if (rc == PL_EWOULDWAIT && timeout != 0) {
       ts = pl_block_begin(L, &q->head);
       rc = pl_queue_put(q, ts, deadline, &it);
       pl_block_end(L, ts, &q->head);
     }
-    if (rc == PL_QUEUE_SHARED || rc == PL_QUEUE_MOVED) drop_item(L, &it);
-  } while (rc == PL_QUEUE_SHARED || rc == PL_QUEUE_MOVED);
+    if (rc == PL_ESHARED || rc == PL_EMOVED) drop_item(L, &it);
+  } while (rc == PL_ESHARED || rc == PL_EMOVED);
   if (rc == 0) return 0;
   drop_item(L, &it);  /* not stored: let go of the value */
   switch (rc) {
-  case PL_SYNC_AGAIN:
-  case PL_WAIT_TIMEOUT:
+  case PL_EWOULDWAIT:
+  case PL_ETIMEOUT:
     return raise_waited(L, "full", timeout);
-  case PL_SYNC_CLOSED:
+  case PL_ECLOSED:
     return pl_error_raise(L, PL_SHUTDOWN, "put on a closed queue");
-  case PL_WAIT_CANCELLED:
+  case PL_ECANCELLED:
     return pl_raise_cancelled(L, ts);
   default:
     return luaL_error(L, "not enough memory");
@@ -169,7 +169,7 @@ static int get_for(lua_State *L, pl_queue *q, double timeout) {
   pl_tstate *ts = NULL;
   if (pl_pchan_of(q) != NULL) return pl_pqueue_get(L, q, timeout);
   int rc = pl_queue_try_get(q, &it);
-  if (rc == PL_SYNC_AGAIN && timeout != 0) {
+  if (rc == PL_EWOULDWAIT && timeout != 0) {
     int64_t deadline = pl_deadline_after(timeout);
     ts = pl_block_begin(L, &q->head);
     rc = pl_queue_get(q, ts, deadline, &it);
@@ -178,12 +178,12 @@ static int get_for(lua_State *L, pl_queue *q, double timeout) {
   switch (rc) {
   case 0:
     return push_item(L, &it);
-  case PL_QUEUE_MOVED:  /* sent to another process meanwhile */
+  case PL_EMOVED:  /* sent to another process meanwhile */
     return pl_pqueue_get(L, q, timeout);
-  case PL_SYNC_AGAIN:
-  case PL_WAIT_TIMEOUT:
+  case PL_EWOULDWAIT:
+  case PL_ETIMEOUT:
     return raise_waited(L, "empty", timeout);
-  case PL_SYNC_CLOSED:
+  case PL_ECLOSED:
     return pl_error_raise(L, PL_SHUTDOWN, "get on a closed and empty queue");
   default:
     return pl_raise_cancelled(L, ts);
@@ -232,8 +232,8 @@ static int queue_full(lua_State *L) {
 
 static int queue_task_done(lua_State *L) {
   pl_queue *q = check_queue(L);
-  int rc = pl_pchan_of(q) != NULL ? PL_QUEUE_MOVED : pl_queue_task_done(q);
-  if (rc == PL_QUEUE_MOVED) return pl_pqueue_task_done(L, q);
+  int rc = pl_pchan_of(q) != NULL ? PL_EMOVED : pl_queue_task_done(q);
+  if (rc == PL_EMOVED) return pl_pqueue_task_done(L, q);
   if (rc != 0) return luaL_error(L, "task_done() called too many times");
   return 0;
 }
@@ -248,9 +248,9 @@ static int queue_join(lua_State *L) {
     pl_tstate *ts = pl_block_begin(L, &q->head);
     int rc = pl_queue_join(q, ts, deadline);
     pl_block_end(L, ts, &q->head);
-    if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
-    if (rc == PL_QUEUE_MOVED) return pl_pqueue_join(L, q, timeout);
-    done = rc == PL_WAIT_WOKEN;
+    if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+    if (rc == PL_EMOVED) return pl_pqueue_join(L, q, timeout);
+    done = rc == PL_OK;
   }
   lua_pushboolean(L, done);
   return 1;

@@ -570,17 +570,17 @@ static int push_returncode(lua_State *L, popen_t *p) {
   return 1;
 }
 
-/* Wait for the child without the lock: PL_WAIT_WOKEN or PL_WAIT_TIMEOUT;
+/* Wait for the child without the lock: PL_OK or PL_ETIMEOUT;
  * raises Cancelled.  Not `cancellable`: reaping a child just killed. */
 static int wait_child(lua_State *L, popen_t *p, int64_t deadline, int cancellable) {
-  if (pl_proc_poll(&p->proc)) return PL_WAIT_WOKEN;
+  if (pl_proc_poll(&p->proc)) return PL_OK;
   pl_tstate *ts = pl_unlock(L);
   pl_waiter w;
   pl_waiter_begin(&w, cancellable ? ts : NULL, 0);
   int rc = pl_proc_wait(&p->proc, &w, deadline);
   pl_waiter_end(&w);
   pl_lock(L, ts);
-  if (rc == PL_WAIT_CANCELLED) {
+  if (rc == PL_ECANCELLED) {
     pl_check_cancel(L, ts);
     return luaL_error(L, "wait cancelled");
   }
@@ -594,7 +594,7 @@ static int popen_poll(lua_State *L) {
 static int popen_wait(lua_State *L) {
   popen_t *p = check_live(L);
   double timeout = pl_opt_timeout(L, 2);
-  if (wait_child(L, p, pl_deadline_after(timeout), 1) == PL_WAIT_TIMEOUT)
+  if (wait_child(L, p, pl_deadline_after(timeout), 1) == PL_ETIMEOUT)
     return raise_timeout(L, 1, 2, 0, 0);
   lua_pushinteger(L, pl_proc_returncode(&p->proc));
   return 1;
@@ -678,19 +678,19 @@ static int popen_communicate(lua_State *L) {
   p->comm_busy = 1;
 
   pl_tstate *ts = pl_unlock(L);
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   int taken[3] = {0, 0, 0};
-  for (int i = 0; i < 3 && rc == PL_WAIT_WOKEN; i++) {
+  for (int i = 0; i < 3 && rc == PL_OK; i++) {
     if (pe[i] == NULL) continue;
     int a = pl_pipe_end_acquire(pe[i], ts);
-    if (a == PL_WAIT_CANCELLED) rc = a;
-    else taken[i] = a == PL_WAIT_WOKEN;  /* a closed end is simply done */
+    if (a == PL_ECANCELLED) rc = a;
+    else taken[i] = a == PL_OK;  /* a closed end is simply done */
   }
-  if (rc == PL_WAIT_WOKEN) {
+  if (rc == PL_OK) {
     for (int i = 0; i < 3; i++) p->comm.fd[i] = taken[i] ? pe[i]->fd : -1;
     p->comm.in_nonblock = taken[0] && pe[0]->nonblock;
     /* What a reader left pl_pipe_end_buffered comes first. */
-    for (int i = 1; i < 3 && rc == PL_WAIT_WOKEN; i++) {
+    for (int i = 1; i < 3 && rc == PL_OK; i++) {
       if (!taken[i] || pl_pipe_end_buffered(pe[i]) == 0) continue;
       if (pl_bytes_reserve(&p->comm.out[i], pl_pipe_end_buffered(pe[i])) != 0) {
         rc = -ENOMEM;
@@ -701,7 +701,7 @@ static int popen_communicate(lua_State *L) {
       pe[i]->start = pe[i]->buf.len = 0;
     }
   }
-  if (rc == PL_WAIT_WOKEN) {
+  if (rc == PL_OK) {
     pl_waiter w;
     pl_waiter_begin(&w, ts, p->comm.fd[0] >= 0);
     rc = pl_communicate(&p->comm, &w, deadline);
@@ -715,16 +715,16 @@ static int popen_communicate(lua_State *L) {
   pl_lock(L, ts);
   p->comm_busy = 0;
 
-  if (rc == PL_WAIT_CANCELLED) {
+  if (rc == PL_ECANCELLED) {
     pl_check_cancel(L, ts);
     return luaL_error(L, "communicate cancelled");
   }
-  if (rc < 0) return pl_error_raise_os(L, -rc, "communicate");
+  if (rc != 0 && rc != PL_ETIMEOUT) return pl_error_raise_os(L, -rc, "communicate");
   for (int i = 1; i < 3; i++) {  /* 7, 8 */
     if (pe[i] != NULL) lua_pushlstring(L, p->comm.out[i].data != NULL ? p->comm.out[i].data : "", p->comm.out[i].len);
     else lua_pushnil(L);
   }
-  if (rc == PL_WAIT_TIMEOUT) return raise_timeout(L, 1, 3, pe[1] ? 7 : 0, pe[2] ? 8 : 0);
+  if (rc == PL_ETIMEOUT) return raise_timeout(L, 1, 3, pe[1] ? 7 : 0, pe[2] ? 8 : 0);
   lua_pushvalue(L, 7);
   lua_setiuservalue(L, 1, UV_OUT);
   lua_pushvalue(L, 8);

@@ -123,8 +123,8 @@ static int lock_acquire_for(lua_State *L, pl_synclock *lk, double timeout) {
   pl_tstate *ts = pl_block_begin(L, &lk->head);
   int rc = pl_synclock_acquire(lk, ts, deadline);
   pl_block_end(L, ts, &lk->head);
-  if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
-  return rc == PL_WAIT_WOKEN;
+  if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+  return rc == PL_OK;
 }
 
 static const char *lock_release_error(pl_synclock *lk) {
@@ -212,8 +212,8 @@ static int event_wait(lua_State *L) {
     pl_tstate *ts = pl_block_begin(L, &ev->head);
     int rc = pl_event_wait(ev, ts, deadline);
     pl_block_end(L, ts, &ev->head);
-    if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
-    set = rc == PL_WAIT_WOKEN;
+    if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+    set = rc == PL_OK;
   }
   lua_pushboolean(L, set);
   return 1;
@@ -265,10 +265,10 @@ static int condition_wait_for_notify(lua_State *L, pl_condition *c, double timeo
   pl_tstate *ts = pl_block_begin(L, &c->head);
   int rc = pl_condition_wait(c, ts, deadline);
   pl_block_end(L, ts, &c->head);
-  if (rc == PL_SYNC_NOT_HELD) luaL_error(L, "cannot wait on un-acquired lock");
-  if (rc == PL_SYNC_NOMEM) luaL_error(L, "not enough memory");
-  if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
-  return rc == PL_WAIT_WOKEN;
+  if (rc == PL_ENOTHELD) luaL_error(L, "cannot wait on un-acquired lock");
+  if (rc == PL_ENOMEM) luaL_error(L, "not enough memory");
+  if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+  return rc == PL_OK;
 }
 
 static int condition_wait(lua_State *L) {
@@ -354,8 +354,8 @@ static int semaphore_acquire_for(lua_State *L, pl_semaphore *s, double timeout) 
   pl_tstate *ts = pl_block_begin(L, &s->head);
   int rc = pl_semaphore_acquire(s, ts, deadline);
   pl_block_end(L, ts, &s->head);
-  if (rc == PL_WAIT_CANCELLED) pl_raise_cancelled(L, ts);
-  return rc == PL_WAIT_WOKEN;
+  if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+  return rc == PL_OK;
 }
 
 static int semaphore_acquire(lua_State *L) {
@@ -460,20 +460,20 @@ static int barrier_wait(lua_State *L) {
   int index = -1;
   pl_tstate *ts = NULL;
   int rc = pl_barrier_wait(b, NULL, 0, &index, 1);
-  if (rc == PL_SYNC_AGAIN) {
+  if (rc == PL_EWOULDWAIT) {
     int64_t deadline = pl_deadline_after(timeout);
     ts = pl_block_begin(L, &b->head);
     rc = pl_barrier_wait(b, ts, deadline, &index, 0);
     pl_block_end(L, ts, &b->head);
   }
   switch (rc) {
-  case PL_WAIT_WOKEN:
+  case PL_OK:
     lua_pushinteger(L, index);
     return 1;
-  case PL_WAIT_TIMEOUT:
+  case PL_ETIMEOUT:
     return pl_error_raise(L, PL_TIMEOUT, "barrier wait timed out after %f seconds; the barrier is now broken",
                           (lua_Number)timeout);
-  case PL_WAIT_CANCELLED:
+  case PL_ECANCELLED:
     return pl_raise_cancelled(L, ts);
   default:
     return pl_error_raise(L, BROKEN_BARRIER, "barrier is broken");

@@ -123,16 +123,16 @@ static void *thread_main(void *arg) {
 /* Wait until t is done or the deadline passes, without the lock.
  * Returns 1 when done; raises Cancelled when this thread was cancelled. */
 static int wait_done(lua_State *L, pl_thread *t, int64_t deadline) {
-  int rc = PL_WAIT_WOKEN, done;
+  int rc = PL_OK, done;
   pl_tstate *ts = pl_unlock(L);
   pl_wait_begin(ts, &t->mu, &t->cv);
   pthread_mutex_lock(&t->mu);
-  while (t->state != T_DONE && rc == PL_WAIT_WOKEN) rc = pl_wait(ts, &t->mu, &t->cv, deadline);
+  while (t->state != T_DONE && rc == PL_OK) rc = pl_wait(ts, &t->mu, &t->cv, deadline);
   done = t->state == T_DONE;
   pthread_mutex_unlock(&t->mu);
   pl_wait_end(ts);
   pl_lock(L, ts);
-  if (!done && rc == PL_WAIT_CANCELLED) pl_check_cancel(L, ts);
+  if (!done && rc == PL_ECANCELLED) pl_check_cancel(L, ts);
   return done;
 }
 
@@ -241,7 +241,7 @@ static int thread_start(lua_State *L) {
     pthread_mutex_lock(&t->mu);
     t->state = T_NEW;
     pthread_mutex_unlock(&t->mu);
-    if (rc == PL_ECLOSED)
+    if (rc == PL_ECLOSING)
       return pl_error_raise(L, PL_SHUTDOWN, "cannot start a thread: the runtime is closing");
     return luaL_error(L, "not enough memory");
   }

@@ -63,7 +63,7 @@ int pl_runtime_add_closer(parlua *rt, pl_closer **slot, int order,
   if (rt->closed) {
     pthread_mutex_unlock(&rt->mu);
     free(c);
-    return PL_ECLOSED;
+    return PL_ECLOSING;
   }
   c->next = rt->closers;
   if (rt->closers != NULL) rt->closers->prev = c;

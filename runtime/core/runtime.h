@@ -86,9 +86,8 @@ parlua *pl_runtime_of(lua_State *L);
 
 /* Register a closer; *slot points at it until it is removed or taken by
  * shutdown (which sets *slot to NULL under rt->mu before calling it).
- * 0, PL_ENOMEM, or PL_ECLOSED once shutdown has finished (a finalizer run
+ * 0, PL_ENOMEM, or PL_ECLOSING once shutdown has finished (a finalizer run
  * by lua_close must not start a thread that would outlive the state). */
-enum { PL_ENOMEM = -1, PL_ECLOSED = -2 };
 int pl_runtime_add_closer(parlua *rt, pl_closer **slot, int order,
                           void (*close)(void *, lua_State *), void *ud);
 /* 1 once shutdown has finished: nothing new may start. */

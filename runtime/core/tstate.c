@@ -222,7 +222,7 @@ void pl_wait_end(pl_tstate *ts) {
 }
 
 int pl_wait(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv, int64_t deadline_ns) {
-  if (ts != NULL && atomic_load(&ts->cancel) == PL_CANCEL_FORCED) return PL_WAIT_CANCELLED;
+  if (ts != NULL && atomic_load(&ts->cancel) == PL_CANCEL_FORCED) return PL_ECANCELLED;
   int rc;
   if (deadline_ns == INT64_MAX) {
     rc = pthread_cond_wait(cv, mu);
@@ -230,7 +230,7 @@ int pl_wait(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv, int64_t dead
     struct timespec until = pl_timespec_of(deadline_ns);
     rc = pthread_cond_timedwait(cv, mu, &until);
   }
-  if (ts != NULL && atomic_load(&ts->cancel) == PL_CANCEL_FORCED) return PL_WAIT_CANCELLED;
-  if (rc == ETIMEDOUT) return PL_WAIT_TIMEOUT;
-  return PL_WAIT_WOKEN;
+  if (ts != NULL && atomic_load(&ts->cancel) == PL_CANCEL_FORCED) return PL_ECANCELLED;
+  if (rc == ETIMEDOUT) return PL_ETIMEOUT;
+  return PL_OK;
 }

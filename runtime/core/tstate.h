@@ -22,6 +22,8 @@
 #include <stdint.h>
 #include "lua.h"
 
+#include "core/status.h"
+
 typedef struct pl_family pl_family;
 typedef struct pl_tstate pl_tstate;
 
@@ -29,7 +31,6 @@ typedef struct pl_tstate pl_tstate;
 #define PL_POKE_SIGNAL SIGURG
 
 enum { PL_CANCEL_NONE = 0, PL_CANCEL_SOFT = 1, PL_CANCEL_FORCED = 2 };
-enum { PL_WAIT_WOKEN = 0, PL_WAIT_TIMEOUT = 1, PL_WAIT_CANCELLED = 2 };
 
 struct pl_tstate {
   pl_family *fam;
@@ -103,7 +104,7 @@ static inline int pl_tstate_cancel_level(pl_tstate *ts) {
  *   lock(mu); while (!ready) { rc = pl_wait(ts, mu, cv, deadline); if (rc) break; }
  *   unlock(mu);
  *   pl_wait_end(ts);
- * pl_wait returns PL_WAIT_CANCELLED at once when a forced cancel is pending.
+ * pl_wait returns PL_ECANCELLED at once when a forced cancel is pending.
  * `ts` may be NULL (a thread unknown to the runtime): then nothing cancels. */
 void pl_wait_begin(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv);
 int pl_wait(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv, int64_t deadline_ns);

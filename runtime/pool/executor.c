@@ -181,19 +181,19 @@ static void spin_for_work(pl_executor *e) {
 static int start_worker(pl_executor *e, lua_State *L, int index) {
   parlua *rt = e->fam->rt;
   pl_worker *w = calloc(1, sizeof *w);
-  if (w == NULL) return PL_EXEC_NOMEM;
+  if (w == NULL) return PL_ENOMEM;
   w->e = e;
   w->index = index;
   atomic_init(&w->busy, 0);
   atomic_init(&w->interrupting, 0);
   if (pthread_mutex_init(&w->cancel_mu, NULL) != 0) {
     free(w);
-    return PL_EXEC_NOMEM;
+    return PL_ENOMEM;
   }
   if (e->kind->worker_new(w, L) != 0) {
     pthread_mutex_destroy(&w->cancel_mu);
     free(w);
-    return PL_EXEC_NOMEM;
+    return PL_ENOMEM;
   }
   pthread_mutex_lock(&e->list_mu);
   w->next = e->workers;
@@ -221,7 +221,7 @@ static int start_worker(pl_executor *e, lua_State *L, int index) {
   pthread_mutex_destroy(&w->cancel_mu);
   free(w);
   pl_executor_decref(e);
-  return PL_EXEC_NOTHREAD;
+  return PL_ENOTHREAD;
 }
 
 void pl_executor_set_tstate(pl_worker *w, pl_tstate *ts) {
@@ -255,7 +255,7 @@ static pl_task *take(pl_worker *w, pl_task *done) {
       int rc = pl_wait(w->ts, &e->mu, &e->work, INT64_MAX);
       e->sleeping--;
       atomic_fetch_add(&e->looking, 1);
-      if (rc == PL_WAIT_CANCELLED) {
+      if (rc == PL_ECANCELLED) {
         /* An interrupt of the whole runtime found this worker idle: it
          * meant nothing to it. */
         pthread_mutex_unlock(&e->mu);
@@ -355,8 +355,8 @@ static void *worker_main(void *arg) {
 /* ---- submit ---------------------------------------------------------- */
 
 static int refusal_locked(pl_executor *e) {
-  if (e->shutdown) return PL_EXEC_SHUTDOWN;
-  if (e->broken) return PL_EXEC_BROKEN;
+  if (e->shutdown) return PL_ESHUTDOWN;
+  if (e->broken) return PL_EBROKENPOOL;
   return 0;
 }
 
@@ -383,7 +383,7 @@ int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future 
   pl_future *f = pl_future_new();
   if (f == NULL) {
     e->kind->drop(e, L, &packed);
-    return PL_EXEC_NOMEM;
+    return PL_ENOMEM;
   }
   pthread_mutex_lock(&e->mu);
   pl_task *t = e->spare;
@@ -396,7 +396,7 @@ int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future 
     if (t == NULL) {
       e->kind->drop(e, L, &packed);
       pl_future_decref(f);
-      return PL_EXEC_NOMEM;
+      return PL_ENOMEM;
     }
     pthread_mutex_lock(&e->mu);
   }
@@ -502,13 +502,13 @@ static int on_own_worker(pl_executor *e, lua_State *L) {
 
 /* Wait, without the lock, until every worker thread is gone. */
 static int wait_gone(pl_executor *e, lua_State *L, int interruptible) {
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   pl_tstate *ts = pl_unlock(L);
   pl_tstate *wts = interruptible ? ts : NULL;
   pl_wait_begin(wts, &e->mu, &e->gone);
   pthread_mutex_lock(&e->mu);
-  while (e->alive > 0 && rc == PL_WAIT_WOKEN) rc = pl_wait(wts, &e->mu, &e->gone, INT64_MAX);
-  if (e->alive == 0) rc = PL_WAIT_WOKEN;
+  while (e->alive > 0 && rc == PL_OK) rc = pl_wait(wts, &e->mu, &e->gone, INT64_MAX);
+  if (e->alive == 0) rc = PL_OK;
   pthread_mutex_unlock(&e->mu);
   pl_wait_end(wts);
   pl_lock(L, ts);
@@ -567,7 +567,7 @@ static int shutdown_impl(pl_executor *e, lua_State *L, int wait, int cancel_futu
 
 int pl_executor_shutdown(pl_executor *e, lua_State *L, int wait, int cancel_futures,
                          int interrupt) {
-  if (wait && on_own_worker(e, L)) return PL_EXEC_SELF;
+  if (wait && on_own_worker(e, L)) return PL_ESELF;
   return shutdown_impl(e, L, wait, cancel_futures, interrupt, 1);
 }
 

@@ -71,15 +71,6 @@ typedef struct pl_task pl_task;
 enum { PL_TASK_CALL, PL_TASK_MAP, PL_TASK_STARMAP, PL_TASK_INIT /* the pool's init, packed */ };
 enum { PL_TASK_OK, PL_TASK_FAILED, PL_TASK_CANCELLED };
 
-/* Errors of pl_executor_submit and pl_executor_shutdown. */
-enum {
-  PL_EXEC_SHUTDOWN = -1,  /* submit after shutdown */
-  PL_EXEC_BROKEN = -2,    /* the pool is broken (a worker's init failed) */
-  PL_EXEC_NOMEM = -3,
-  PL_EXEC_NOTHREAD = -4,  /* no worker could be started */
-  PL_EXEC_SELF = -5       /* shutdown(wait) from one of the pool's own tasks */
-};
-
 struct pl_task {
   pl_task *next;
   pl_future *f;
@@ -203,11 +194,12 @@ void pl_executor_incref(pl_executor *e);
 void pl_executor_decref(pl_executor *e);
 
 /* [-(n+1), +0] Submit [fn, v1..vn] from the top of L (lock held).  0 and
- * *out a future with a reference for the caller, or a PL_EXEC_* error
- * (the values are popped either way; may raise through kind->pack). */
+ * *out a future with a reference for the caller, or PL_ESHUTDOWN,
+ * PL_EBROKENPOOL (a worker's init failed), PL_ENOMEM or PL_ENOTHREAD (no
+ * worker could be started) (the values are popped either way; may raise through kind->pack). */
 int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future **out);
 
-/* Lock held.  0, PL_EXEC_SELF (nothing done), or PL_WAIT_CANCELLED when the
+/* Lock held.  0, PL_ESELF (nothing done), or PL_ECANCELLED when the
  * caller was cancelled while it waited (the shutdown itself happened). */
 int pl_executor_shutdown(pl_executor *e, lua_State *L, int wait, int cancel_futures,
                          int interrupt);

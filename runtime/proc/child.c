@@ -107,7 +107,7 @@ void pl_waiter_end(pl_waiter *w) {
 
 int pl_waiter_poll(pl_waiter *w, struct pollfd *fds, nfds_t n, int64_t deadline_ns) {
   for (;;) {
-    if (w->ts != NULL && pl_tstate_cancel_level(w->ts) == PL_CANCEL_FORCED) return PL_POLL_CANCELLED;
+    if (w->ts != NULL && pl_tstate_cancel_level(w->ts) == PL_CANCEL_FORCED) return PL_ECANCELLED;
     int64_t until = deadline_ns;
     struct timespec tmo, *tp = NULL;
     if (w->sliced || until != INT64_MAX) {
@@ -313,13 +313,13 @@ int pl_proc_wait(pl_proc *p, pl_waiter *w, int64_t deadline_ns) {
   pthread_mutex_lock(&p->mu);
   if (reap_locked(p)) {
     pthread_mutex_unlock(&p->mu);
-    return PL_WAIT_WOKEN;
+    return PL_OK;
   }
   p->waiters++;
   int fd = p->pidfd;
   pthread_mutex_unlock(&p->mu);
 
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   int64_t delay = 500000;  /* the fallback's first sleep: 0.5 ms */
   for (;;) {
     int r;
@@ -337,12 +337,12 @@ int pl_proc_wait(pl_proc *p, pl_waiter *w, int64_t deadline_ns) {
     int done = reap_locked(p);
     pthread_mutex_unlock(&p->mu);
     if (done) break;
-    if (r == PL_POLL_CANCELLED) {
-      rc = PL_WAIT_CANCELLED;
+    if (r == PL_ECANCELLED) {
+      rc = PL_ECANCELLED;
       break;
     }
     if (r == 0) {
-      rc = PL_WAIT_TIMEOUT;
+      rc = PL_ETIMEOUT;
       break;
     }
     if (r < 0) fd = -1;  /* a broken pidfd: fall back to sleeping */
@@ -509,8 +509,7 @@ int pl_communicate(pl_comm *c, pl_waiter *w, int64_t deadline_ns) {
       which[n++] = i;
     }
     int r = pl_waiter_poll(w, pf, n, deadline_ns);
-    if (r == 0) return PL_WAIT_TIMEOUT;
-    if (r == PL_POLL_CANCELLED) return PL_WAIT_CANCELLED;
+    if (r == 0) return PL_ETIMEOUT;
     if (r < 0) return r;
     for (nfds_t k = 0; k < n; k++) {
       if (pf[k].revents == 0) continue;

@@ -48,8 +48,7 @@ void pl_waiter_begin(pl_waiter *w, pl_tstate *ts, int block_pipe);
 void pl_waiter_end(pl_waiter *w);
 /* Wait for events on fds (n may be 0: a plain sleep) until deadline_ns
  * (INT64_MAX: forever).  Returns the number of ready fds, 0 on timeout,
- * PL_POLL_CANCELLED, or -errno. */
-#define PL_POLL_CANCELLED (-100000)
+ * PL_ECANCELLED, or -errno. */
 int pl_waiter_poll(pl_waiter *w, struct pollfd *fds, nfds_t n, int64_t deadline_ns);
 /* Record an EPIPE from a write made under the waiter. */
 void pl_waiter_note_epipe(pl_waiter *w);
@@ -97,8 +96,8 @@ void pl_proc_init(pl_proc *p, pid_t pid, int pidfd);
 void pl_proc_destroy(pl_proc *p);
 /* 1 when the child has ended (and is reaped now), 0 while it runs. */
 int pl_proc_poll(pl_proc *p);
-/* Wait for the end until deadline_ns.  PL_WAIT_WOKEN (ended),
- * PL_WAIT_TIMEOUT or PL_WAIT_CANCELLED.  `w` may have ts == NULL for a
+/* Wait for the end until deadline_ns.  PL_OK (ended),
+ * PL_ETIMEOUT or PL_ECANCELLED.  `w` may have ts == NULL for a
  * wait nothing can cancel. */
 int pl_proc_wait(pl_proc *p, pl_waiter *w, int64_t deadline_ns);
 /* Send `sig` unless the child is already reaped (its pid may be reused
@@ -131,7 +130,7 @@ typedef struct pl_comm {
 
 /* Exchange data until stdin is fully written and stdout/stderr reached
  * EOF; each fd is closed (and set to -1) as soon as it is done.  Resumable
- * after a timeout or cancel.  0, PL_WAIT_TIMEOUT, PL_WAIT_CANCELLED, or
+ * after a timeout or cancel.  0, PL_ETIMEOUT, PL_ECANCELLED, or
  * -errno (ENOMEM included). */
 int pl_communicate(pl_comm *c, pl_waiter *w, int64_t deadline_ns);
 

@@ -95,19 +95,19 @@ void pl_conn_decref(pl_conn *c) {
 
 /* Wait for the turn *flag; 0 (taken, the descriptor in use), or a code. */
 static int take_turn(pl_conn *c, int *flag, pl_tstate *ts, int64_t deadline) {
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   pthread_mutex_lock(&c->mu);
   if (*flag && !c->closed) {
     pthread_mutex_unlock(&c->mu);
     pl_wait_begin(ts, &c->mu, &c->cv);
     pthread_mutex_lock(&c->mu);
-    while (*flag && !c->closed && rc == PL_WAIT_WOKEN) rc = pl_wait(ts, &c->mu, &c->cv, deadline);
+    while (*flag && !c->closed && rc == PL_OK) rc = pl_wait(ts, &c->mu, &c->cv, deadline);
     pthread_mutex_unlock(&c->mu);
     pl_wait_end(ts);
     pthread_mutex_lock(&c->mu);
   }
-  if (c->closed) rc = PL_CONN_CLOSED;
-  else if (*flag) rc = rc == PL_WAIT_WOKEN ? PL_WAIT_TIMEOUT : rc;
+  if (c->closed) rc = PL_ECLOSED;
+  else if (*flag) rc = rc == PL_OK ? PL_ETIMEOUT : rc;
   else rc = 0;
   if (rc == 0) {
     *flag = 1;
@@ -136,14 +136,13 @@ static int is_closed(pl_conn *c) {
 }
 
 /* Poll the socket for `events` and the wake eventfd.  1 ready, 0 at the
- * deadline, PL_WAIT_CANCELLED, PL_CONN_CLOSED, or -errno. */
+ * deadline, PL_ECANCELLED, PL_ECLOSED, or -errno. */
 static int wait_io(pl_conn *c, pl_waiter *w, short events, int64_t deadline) {
   struct pollfd pf[2] = {{c->fd, events, 0}, {c->wake, POLLIN, 0}};
   int r = pl_waiter_poll(w, pf, 2, deadline);
-  if (r == PL_POLL_CANCELLED) return PL_WAIT_CANCELLED;
   if (r < 0) return r;
   if (r == 0) return 0;
-  if (pf[1].revents != 0 && is_closed(c)) return PL_CONN_CLOSED;
+  if (pf[1].revents != 0 && is_closed(c)) return PL_ECLOSED;
   return 1;
 }
 
@@ -151,7 +150,7 @@ static int wait_io(pl_conn *c, pl_waiter *w, short events, int64_t deadline) {
 
 int pl_conn_send(pl_conn *c, pl_tstate *ts, const unsigned char *buf, size_t len,
                  const int *fds, int nfds) {
-  if (!(c->flags & PL_CONN_WRITE)) return PL_CONN_NOTWRITE;
+  if (!(c->flags & PL_CONN_WRITE)) return PL_ENOTWRITE;
   int rc = take_turn(c, &c->sending, ts, INT64_MAX);
   if (rc != 0) return rc;
   pl_waiter w;
@@ -182,7 +181,7 @@ int pl_conn_send(pl_conn *c, pl_tstate *ts, const unsigned char *buf, size_t len
 /* ---- receiving ------------------------------------------------------- */
 
 /* With the receive turn: buffer until a frame (or the end) is there.
- * 1 ready, 0 at the deadline, PL_WAIT_CANCELLED, or a negative code. */
+ * 1 ready, 0 at the deadline, PL_ECANCELLED, or a negative code. */
 static int fill_until_frame(pl_conn *c, pl_tstate *ts, int64_t deadline) {
   pl_waiter w;
   int armed = 0, rc;
@@ -192,7 +191,7 @@ static int fill_until_frame(pl_conn *c, pl_tstate *ts, int64_t deadline) {
       break;
     }
     if (c->rb.broken) {
-      rc = PL_CONN_MALFORMED;
+      rc = PL_EMALFORMED;
       break;
     }
     int r = pl_rbuf_fill(&c->rb, c->fd, 0);
@@ -204,7 +203,7 @@ static int fill_until_frame(pl_conn *c, pl_tstate *ts, int64_t deadline) {
       /* A header that can never be right: say so now, not at the end. */
       int k = pl_rbuf_check(&c->rb);
       if (k < 0) {
-        rc = k == -EPROTO ? PL_CONN_MALFORMED : k;
+        rc = k == -EPROTO ? PL_EMALFORMED : k;
         break;
       }
       continue;
@@ -232,26 +231,26 @@ static int fill_until_frame(pl_conn *c, pl_tstate *ts, int64_t deadline) {
 }
 
 int pl_conn_recv(pl_conn *c, pl_tstate *ts, int64_t deadline, pl_frame *f) {
-  if (!(c->flags & PL_CONN_READ)) return PL_CONN_NOTREAD;
+  if (!(c->flags & PL_CONN_READ)) return PL_ENOTREAD;
   int rc = take_turn(c, &c->receiving, ts, deadline);
   if (rc != 0) return rc;
   rc = fill_until_frame(c, ts, deadline);
   if (rc == 1) {
     int n = pl_rbuf_next(&c->rb, f);
     if (n == 1) rc = 0;
-    else if (n == 0) rc = c->rb.end > c->rb.start ? PL_CONN_MALFORMED : PL_CONN_EOF;  /* a cut frame */
-    else rc = n == -EPROTO ? PL_CONN_MALFORMED : n;
+    else if (n == 0) rc = c->rb.end > c->rb.start ? PL_EMALFORMED : PL_EEOF;  /* a cut frame */
+    else rc = n == -EPROTO ? PL_EMALFORMED : n;
   } else if (rc == 0) {
-    rc = PL_WAIT_TIMEOUT;
+    rc = PL_ETIMEOUT;
   }
   give_turn(c, &c->receiving);
   return rc;
 }
 
 int pl_conn_poll(pl_conn *c, pl_tstate *ts, int64_t deadline) {
-  if (!(c->flags & PL_CONN_READ)) return PL_CONN_NOTREAD;
+  if (!(c->flags & PL_CONN_READ)) return PL_ENOTREAD;
   int rc = take_turn(c, &c->receiving, ts, deadline);
-  if (rc == PL_WAIT_TIMEOUT) return 0;
+  if (rc == PL_ETIMEOUT) return 0;
   if (rc != 0) return rc;
   rc = fill_until_frame(c, ts, deadline);
   give_turn(c, &c->receiving);
@@ -287,7 +286,7 @@ int pl_conn_fileno(pl_conn *c) {
 
 int pl_conn_export(pl_conn *c, pl_fdlist *l) {
   pthread_mutex_lock(&c->mu);
-  int rc = c->closed ? PL_CONN_CLOSED : pl_fdlist_dup(l, c->fd);
+  int rc = c->closed ? PL_ECLOSED : pl_fdlist_dup(l, c->fd);
   pthread_mutex_unlock(&c->mu);
   return rc;
 }

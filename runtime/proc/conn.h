@@ -34,15 +34,6 @@
 
 enum { PL_CONN_READ = 1, PL_CONN_WRITE = 2 };
 
-/* Results besides 0, PL_WAIT_TIMEOUT and PL_WAIT_CANCELLED. */
-enum {
-  PL_CONN_CLOSED = -30,     /* closed in this process */
-  PL_CONN_EOF = -31,        /* the other end is closed everywhere */
-  PL_CONN_MALFORMED = -32,  /* the stream is not frames */
-  PL_CONN_NOTREAD = -33,    /* recv/poll on a send-only end */
-  PL_CONN_NOTWRITE = -34    /* send on a receive-only end */
-};
-
 typedef struct pl_conn {
   atomic_int refs;
   uint64_t id;
@@ -71,13 +62,13 @@ void pl_conn_decref(pl_conn *c);
 
 /* Send one frame (buf holds header and payload) carrying fds.  Blocks
  * until it is all written.  A forced cancel stops it only before the
- * first byte, so a frame is never left half-sent.  0, PL_WAIT_CANCELLED,
- * PL_CONN_CLOSED, PL_CONN_NOTWRITE, or -errno (-EPIPE: nobody can read). */
+ * first byte, so a frame is never left half-sent.  0, PL_ECANCELLED,
+ * PL_ECLOSED, PL_ENOTWRITE, or -errno (-EPIPE: nobody can read). */
 int pl_conn_send(pl_conn *c, pl_tstate *ts, const unsigned char *buf, size_t len,
                  const int *fds, int nfds);
-/* Receive one frame until the deadline.  0 (f filled), PL_WAIT_TIMEOUT,
- * PL_WAIT_CANCELLED, PL_CONN_CLOSED, PL_CONN_EOF, PL_CONN_MALFORMED,
- * PL_CONN_NOTREAD, or -errno. */
+/* Receive one frame until the deadline.  0 (f filled), PL_ETIMEOUT,
+ * PL_ECANCELLED, PL_ECLOSED, PL_EEOF, PL_EMALFORMED,
+ * PL_ENOTREAD, or -errno. */
 int pl_conn_recv(pl_conn *c, pl_tstate *ts, int64_t deadline, pl_frame *f);
 /* 1 when recv would not block (a frame is there, or the end of the
  * stream), 0 at the deadline, or an error code as for recv. */
@@ -87,7 +78,7 @@ void pl_conn_close(pl_conn *c);
 int pl_conn_is_closed(pl_conn *c);
 /* The descriptor, or -1 when closed. */
 int pl_conn_fileno(pl_conn *c);
-/* Add a duplicate of the descriptor to l (for a frame): 0, PL_CONN_CLOSED,
+/* Add a duplicate of the descriptor to l (for a frame): 0, PL_ECLOSED,
  * or -errno. */
 int pl_conn_export(pl_conn *c, pl_fdlist *l);
 /* A forked child: start the process-wide lock of adopt afresh. */

@@ -171,7 +171,7 @@ int pl_port_pack(const pl_msg *m, pl_obuf *out, pl_fdlist *fds, char *err, size_
     if (strcmp(o->type->tname, PL_CONN_TNAME) == 0) {
       pl_conn *c = o->obj;
       rc = pl_conn_export(c, fds);
-      if (rc == PL_CONN_CLOSED) {
+      if (rc == PL_ECLOSED) {
         snprintf(err, errlen, "cannot send a closed pipe connection");
         goto fail;
       }

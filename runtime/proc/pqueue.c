@@ -349,7 +349,7 @@ void pl_pchan_child_reset(void) {
 /* ---- waiting --------------------------------------------------------- */
 
 /* ppoll on fd (and the closed eventfd unless the queue is closed already,
- * then in slices).  1 ready, 0 deadline, PL_WAIT_CANCELLED, -errno. */
+ * then in slices).  1 ready, 0 deadline, PL_ECANCELLED, -errno. */
 static int wait_fd(pl_pchan *c, pl_waiter *w, int fd, int64_t deadline) {
   struct pollfd pf[2] = {{fd, POLLIN, 0}, {c->fd[FD_CLOSED], POLLIN, 0}};
   nfds_t n = 2;
@@ -360,7 +360,6 @@ static int wait_fd(pl_pchan *c, pl_waiter *w, int fd, int64_t deadline) {
     if (slice < until) until = slice;
   }
   int r = pl_waiter_poll(w, pf, n, until);
-  if (r == PL_POLL_CANCELLED) return PL_WAIT_CANCELLED;
   if (r == 0 && until != deadline) return 1;  /* a slice: look again */
   return r;
 }
@@ -384,7 +383,7 @@ int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl
     if (rc != 0) goto fail;
   }
   if (atomic_load(&c->page->closed)) {
-    rc = PL_SYNC_CLOSED;
+    rc = PL_ECLOSED;
     goto fail;
   }
   int slot = 0;
@@ -402,11 +401,11 @@ int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl
         break;
       }
       if (atomic_load(&c->page->closed)) {
-        rc = PL_SYNC_CLOSED;
+        rc = PL_ECLOSED;
         break;
       }
       if (deadline != INT64_MAX && pl_now_ns() >= deadline) {
-        rc = PL_WAIT_TIMEOUT;
+        rc = PL_ETIMEOUT;
         break;
       }
       if (!armed) {
@@ -414,7 +413,7 @@ int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl
         armed = 1;
       }
       int r = wait_fd(c, &w, c->fd[FD_SLOTS], deadline);
-      if (r == 0) rc = PL_WAIT_TIMEOUT;
+      if (r == 0) rc = PL_ETIMEOUT;
       else if (r < 0) rc = r;
       if (rc != 0) break;
     }
@@ -425,7 +424,7 @@ int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl
   if (atomic_load(&c->page->closed)) {
     page_unlock(c->page);
     if (slot) efd_add(c->fd[FD_SLOTS], 1);
-    rc = PL_SYNC_CLOSED;
+    rc = PL_ECLOSED;
     goto fail;
   }
   c->page->len++;
@@ -434,12 +433,12 @@ int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl
   rc = enqueue(c, buf, item->len, fds);
   if (rc != 0) count_out(c, 1);
   item->len = 0;
-  return rc == -ENOMEM ? PL_SYNC_NOMEM : rc;
+  return rc == -ENOMEM ? PL_ENOMEM : rc;
 fail:
   free(buf);
   item->len = 0;
   pl_fdlist_free(fds);
-  return rc == -ENOMEM ? PL_SYNC_NOMEM : rc;
+  return rc == -ENOMEM ? PL_ENOMEM : rc;
 }
 
 /* ---- get ------------------------------------------------------------- */
@@ -541,7 +540,7 @@ int pl_pchan_get(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_frame *f) {
       break;
     }
     if (r < 0) {
-      rc = r == -ENOMEM ? PL_SYNC_NOMEM : r;
+      rc = r == -ENOMEM ? PL_ENOMEM : r;
       break;
     }
     if (atomic_load(&c->page->closed)) {
@@ -549,12 +548,12 @@ int pl_pchan_get(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_frame *f) {
       long long left = c->page->len;
       page_unlock(c->page);
       if (left <= 0) {
-        rc = PL_SYNC_CLOSED;
+        rc = PL_ECLOSED;
         break;
       }
     }
     if (deadline != INT64_MAX && pl_now_ns() >= deadline) {
-      rc = PL_WAIT_TIMEOUT;
+      rc = PL_ETIMEOUT;
       break;
     }
     if (!armed) {
@@ -588,7 +587,7 @@ long long pl_pchan_maxsize(pl_pchan *c) { return c->maxsize; }
 int pl_pchan_task_done(pl_pchan *c) {
   int rc = 0;
   page_lock(c->page);
-  if (c->page->unfinished <= 0) rc = PL_SYNC_TOO_MANY;
+  if (c->page->unfinished <= 0) rc = PL_ETOOMANY;
   else add_unfinished_locked(c, -1);
   page_unlock(c->page);
   return rc;
@@ -603,17 +602,17 @@ long long pl_pchan_unfinished(pl_pchan *c) {
 
 int pl_pchan_join(pl_pchan *c, pl_tstate *ts, int64_t deadline) {
   pl_waiter w;
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   pl_waiter_begin(&w, ts, 0);
   while (pl_pchan_unfinished(c) > 0) {
     struct pollfd pf = {c->fd[FD_DONE], POLLIN, 0};
     int r = pl_waiter_poll(&w, &pf, 1, deadline);
-    if (r == PL_POLL_CANCELLED) {
-      rc = PL_WAIT_CANCELLED;
+    if (r == PL_ECANCELLED) {
+      rc = PL_ECANCELLED;
       break;
     }
     if (r == 0 && pl_pchan_unfinished(c) > 0) {
-      rc = PL_WAIT_TIMEOUT;
+      rc = PL_ETIMEOUT;
       break;
     }
   }

@@ -80,21 +80,21 @@ void pl_pchan_free(pl_pchan *c);
 
 /* Put one item: the frame in `item` (begun with pl_obuf_frame_begin(b,
  * PL_PCHAN_ITEM, 0, 0), then the payload: put completes the header) and
- * its descriptors, both taken over whatever the result.  0, PL_WAIT_TIMEOUT ("full"),
- * PL_WAIT_CANCELLED, PL_SYNC_CLOSED, PL_SYNC_NOMEM, -errno. */
+ * its descriptors, both taken over whatever the result.  0, PL_ETIMEOUT ("full"),
+ * PL_ECANCELLED, PL_ECLOSED, PL_ENOMEM, -errno. */
 #define PL_PCHAN_ITEM 0x51
 int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl_fdlist *fds);
-/* Get one item: 0 (f: its payload and descriptors), PL_WAIT_TIMEOUT
- * ("empty"), PL_WAIT_CANCELLED, PL_SYNC_CLOSED (closed and empty),
- * PL_SYNC_NOMEM, -EPROTO (a datagram that is not an item), -errno. */
+/* Get one item: 0 (f: its payload and descriptors), PL_ETIMEOUT
+ * ("empty"), PL_ECANCELLED, PL_ECLOSED (closed and empty),
+ * PL_ENOMEM, -EPROTO (a datagram that is not an item), -errno. */
 int pl_pchan_get(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_frame *f);
 
 long long pl_pchan_size(pl_pchan *c);
 long long pl_pchan_maxsize(pl_pchan *c);
-/* 0, or PL_SYNC_TOO_MANY. */
+/* 0, or PL_ETOOMANY. */
 int pl_pchan_task_done(pl_pchan *c);
 long long pl_pchan_unfinished(pl_pchan *c);
-/* PL_WAIT_WOKEN once nothing is unfinished, PL_WAIT_TIMEOUT, PL_WAIT_CANCELLED. */
+/* PL_OK once nothing is unfinished, PL_ETIMEOUT, PL_ECANCELLED. */
 int pl_pchan_join(pl_pchan *c, pl_tstate *ts, int64_t deadline);
 void pl_pchan_close(pl_pchan *c);
 int pl_pchan_closed(pl_pchan *c);

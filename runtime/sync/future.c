@@ -271,38 +271,38 @@ const char *pl_future_traceback(pl_future *f) {
 }
 
 int pl_future_wait(pl_future *f, pl_tstate *ts, int64_t deadline) {
-  if (pl_future_done(f)) return PL_WAIT_WOKEN;
+  if (pl_future_done(f)) return PL_OK;
   if (deadline == INT64_MAX || deadline > pl_now_ns()) {
     pl_spin_while_peer(&f->state, PL_FUTURE_PENDING, &f->runner_cpu);
     pl_spin_while_peer(&f->state, PL_FUTURE_RUNNING, &f->runner_cpu);
-    if (pl_future_done(f)) return PL_WAIT_WOKEN;
+    if (pl_future_done(f)) return PL_OK;
   }
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   /* The condition variable is made by the first thread that sleeps: most
    * futures never need one. */
   pthread_mutex_lock(&f->mu);
   if (!f->cv_ready && pl_future_state(f) < PL_FUTURE_FINISHED) {
     if (pl_cond_init(&f->cv) != 0) {  /* out of resources: poll instead */
       pthread_mutex_unlock(&f->mu);
-      while (!pl_future_done(f) && rc == PL_WAIT_WOKEN) {
+      while (!pl_future_done(f) && rc == PL_OK) {
         pl_spin_pause();
-        if (pl_now_ns() >= deadline) rc = PL_WAIT_TIMEOUT;
+        if (pl_now_ns() >= deadline) rc = PL_ETIMEOUT;
         else if (ts != NULL && pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED)
-          rc = PL_WAIT_CANCELLED;
+          rc = PL_ECANCELLED;
       }
-      return pl_future_done(f) ? PL_WAIT_WOKEN : rc;
+      return pl_future_done(f) ? PL_OK : rc;
     }
     f->cv_ready = 1;
   }
   pthread_mutex_unlock(&f->mu);
-  if (pl_future_done(f)) return PL_WAIT_WOKEN;
+  if (pl_future_done(f)) return PL_OK;
   pl_wait_begin(ts, &f->mu, &f->cv);
   pthread_mutex_lock(&f->mu);
   f->sleepers++;
-  while (atomic_load(&f->state) < PL_FUTURE_FINISHED && rc == PL_WAIT_WOKEN)
+  while (atomic_load(&f->state) < PL_FUTURE_FINISHED && rc == PL_OK)
     rc = pl_wait(ts, &f->mu, &f->cv, deadline);
   f->sleepers--;
-  if (atomic_load(&f->state) >= PL_FUTURE_FINISHED) rc = PL_WAIT_WOKEN;
+  if (atomic_load(&f->state) >= PL_FUTURE_FINISHED) rc = PL_OK;
   pthread_mutex_unlock(&f->mu);
   pl_wait_end(ts);
   return rc;
@@ -395,14 +395,14 @@ static int satisfied_locked(pl_waiter *w, size_t target, int stop_on_error) {
 }
 
 int pl_waiter_wait(pl_waiter *w, pl_tstate *ts, int64_t deadline, size_t target, int stop_on_error) {
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   pl_wait_begin(ts, &w->mu, &w->cv);
   pthread_mutex_lock(&w->mu);
   w->sleeping++;
-  while (!satisfied_locked(w, target, stop_on_error) && rc == PL_WAIT_WOKEN)
+  while (!satisfied_locked(w, target, stop_on_error) && rc == PL_OK)
     rc = pl_wait(ts, &w->mu, &w->cv, deadline);
   w->sleeping--;
-  if (satisfied_locked(w, target, stop_on_error)) rc = PL_WAIT_WOKEN;
+  if (satisfied_locked(w, target, stop_on_error)) rc = PL_OK;
   pthread_mutex_unlock(&w->mu);
   pl_wait_end(ts);
   return rc;

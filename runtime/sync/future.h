@@ -167,7 +167,7 @@ int pl_future_outcome(pl_future *f);
 const char *pl_future_traceback(pl_future *f);
 
 /* Wait until f is done or the deadline passes (spinning briefly first).
- * PL_WAIT_WOKEN when done, PL_WAIT_TIMEOUT, or PL_WAIT_CANCELLED. */
+ * PL_OK when done, PL_ETIMEOUT, or PL_ECANCELLED. */
 int pl_future_wait(pl_future *f, pl_tstate *ts, int64_t deadline);
 
 /* ---- waiters --------------------------------------------------------- */
@@ -191,7 +191,7 @@ void pl_waiter_free(pl_waiter *w);
 int pl_waiter_watch(pl_waiter *w, pl_future *f, pl_waitlink *link, size_t id);
 void pl_waiter_unwatch(pl_waiter *w, pl_future *f, pl_waitlink *link);
 /* Wait until `finished` reaches `target`, or (stop_on_error) one failed.
- * PL_WAIT_WOKEN, PL_WAIT_TIMEOUT or PL_WAIT_CANCELLED. */
+ * PL_OK, PL_ETIMEOUT or PL_ECANCELLED. */
 int pl_waiter_wait(pl_waiter *w, pl_tstate *ts, int64_t deadline, size_t target, int stop_on_error);
 /* The next finished id in completion order: 1, or 0 when none is ready. */
 int pl_waiter_pop(pl_waiter *w, size_t *id);

@@ -72,11 +72,11 @@ static int grow_locked(pl_queue *q) {
 }
 
 static int put_locked(pl_queue *q, const pl_qitem *it) {
-  if (atomic_load(&q->pchan) != NULL) return PL_QUEUE_MOVED;
-  if (q->closed) return PL_SYNC_CLOSED;
-  if (it->kind == PL_QITEM_REF && atomic_load(&q->shared)) return PL_QUEUE_SHARED;
-  if (full_locked(q)) return PL_SYNC_AGAIN;
-  if (q->len == q->cap && grow_locked(q) != 0) return PL_SYNC_NOMEM;
+  if (atomic_load(&q->pchan) != NULL) return PL_EMOVED;
+  if (q->closed) return PL_ECLOSED;
+  if (it->kind == PL_QITEM_REF && atomic_load(&q->shared)) return PL_ESHARED;
+  if (full_locked(q)) return PL_EWOULDWAIT;
+  if (q->len == q->cap && grow_locked(q) != 0) return PL_ENOMEM;
   q->items[(q->first + q->len) % q->cap] = *it;
   q->len++;
   q->unfinished++;
@@ -86,8 +86,8 @@ static int put_locked(pl_queue *q, const pl_qitem *it) {
 }
 
 static int get_locked(pl_queue *q, pl_qitem *out) {
-  if (q->len == 0 && atomic_load(&q->pchan) != NULL) return PL_QUEUE_MOVED;
-  if (q->len == 0) return q->closed ? PL_SYNC_CLOSED : PL_SYNC_AGAIN;
+  if (q->len == 0 && atomic_load(&q->pchan) != NULL) return PL_EMOVED;
+  if (q->len == 0) return q->closed ? PL_ECLOSED : PL_EWOULDWAIT;
   *out = q->items[q->first];
   q->first = (q->first + 1) % q->cap;
   q->len--;
@@ -104,17 +104,17 @@ int pl_queue_try_put(pl_queue *q, const pl_qitem *it) {
 }
 
 int pl_queue_put(pl_queue *q, pl_tstate *ts, int64_t deadline, const pl_qitem *it) {
-  int rc = PL_WAIT_WOKEN, got;
+  int rc = PL_OK, got;
   pl_wait_begin(ts, &q->mu, &q->not_full);
   pthread_mutex_lock(&q->mu);
   for (;;) {
-    if ((got = put_locked(q, it)) != PL_SYNC_AGAIN) {
+    if ((got = put_locked(q, it)) != PL_EWOULDWAIT) {
       rc = got;
       break;
     }
-    if (rc != PL_WAIT_WOKEN) break;  /* timed out, and one last look failed */
+    if (rc != PL_OK) break;  /* timed out, and one last look failed */
     rc = pl_wait(ts, &q->mu, &q->not_full, deadline);
-    if (rc == PL_WAIT_CANCELLED) {
+    if (rc == PL_ECANCELLED) {
       if (!full_locked(q)) pthread_cond_signal(&q->not_full);  /* pass it on */
       break;
     }
@@ -132,17 +132,17 @@ int pl_queue_try_get(pl_queue *q, pl_qitem *out) {
 }
 
 int pl_queue_get(pl_queue *q, pl_tstate *ts, int64_t deadline, pl_qitem *out) {
-  int rc = PL_WAIT_WOKEN, got;
+  int rc = PL_OK, got;
   pl_wait_begin(ts, &q->mu, &q->not_empty);
   pthread_mutex_lock(&q->mu);
   for (;;) {
-    if ((got = get_locked(q, out)) != PL_SYNC_AGAIN) {
+    if ((got = get_locked(q, out)) != PL_EWOULDWAIT) {
       rc = got;
       break;
     }
-    if (rc != PL_WAIT_WOKEN) break;
+    if (rc != PL_OK) break;
     rc = pl_wait(ts, &q->mu, &q->not_empty, deadline);
-    if (rc == PL_WAIT_CANCELLED) {
+    if (rc == PL_ECANCELLED) {
       if (q->len > 0) pthread_cond_signal(&q->not_empty);
       break;
     }
@@ -155,21 +155,21 @@ int pl_queue_get(pl_queue *q, pl_tstate *ts, int64_t deadline, pl_qitem *out) {
 int pl_queue_task_done(pl_queue *q) {
   int rc = 0;
   pthread_mutex_lock(&q->mu);
-  if (atomic_load(&q->pchan) != NULL) rc = PL_QUEUE_MOVED;
-  else if (q->unfinished <= 0) rc = PL_SYNC_TOO_MANY;
+  if (atomic_load(&q->pchan) != NULL) rc = PL_EMOVED;
+  else if (q->unfinished <= 0) rc = PL_ETOOMANY;
   else if (--q->unfinished == 0) pthread_cond_broadcast(&q->all_done);
   pthread_mutex_unlock(&q->mu);
   return rc;
 }
 
 int pl_queue_join(pl_queue *q, pl_tstate *ts, int64_t deadline) {
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   pl_wait_begin(ts, &q->mu, &q->all_done);
   pthread_mutex_lock(&q->mu);
-  while (q->unfinished > 0 && atomic_load(&q->pchan) == NULL && rc == PL_WAIT_WOKEN)
+  while (q->unfinished > 0 && atomic_load(&q->pchan) == NULL && rc == PL_OK)
     rc = pl_wait(ts, &q->mu, &q->all_done, deadline);
-  if (atomic_load(&q->pchan) != NULL) rc = PL_QUEUE_MOVED;
-  else if (q->unfinished == 0) rc = PL_WAIT_WOKEN;
+  if (atomic_load(&q->pchan) != NULL) rc = PL_EMOVED;
+  else if (q->unfinished == 0) rc = PL_OK;
   pthread_mutex_unlock(&q->mu);
   pl_wait_end(ts);
   return rc;

@@ -13,14 +13,14 @@
  *   (the binding encodes them, holding no mutex of ours)
  *   pl_queue_share_commit puts the encoded items in their place, unless a
  *                         put or get came in between (then: start again).
- * A reference item that meets a shared queue is refused (PL_QUEUE_SHARED):
+ * A reference item that meets a shared queue is refused (PL_ESHARED):
  * its putter, blocked since before the queue was shared, encodes it and
  * tries again.  Only the family named in a reference item may turn it
  * back into a value or drop it.
  *
  * Like the objects of sync.h: a refcounted pl_sync head, one mutex held
  * only for a few instructions, blocking functions that wait through
- * pl_wait and return PL_WAIT_* or PL_SYNC_* codes, and try_ functions for
+ * pl_wait and return status codes (core/status.h), and try_ functions for
  * the path that needs no waiting.
  */
 #ifndef PL_QUEUE_H
@@ -32,11 +32,10 @@
 
 enum { PL_QITEM_REF = 1, PL_QITEM_MSG = 2 };
 
-/* A put of a reference item into a shared queue (nothing was stored). */
-#define PL_QUEUE_SHARED (-20)
-/* The queue has a process channel now (runtime/pqueue.h): every
- * operation goes there (nothing was done here). */
-#define PL_QUEUE_MOVED (-21)
+/* Codes besides those of sync.h: PL_ESHARED, a put of a reference item
+ * into a shared queue (nothing was stored); PL_EMOVED, the queue has a
+ * process channel now (proc/pqueue.h): every operation goes there
+ * (nothing was done here). */
 
 typedef struct pl_qitem {
   int kind;          /* PL_QITEM_* */
@@ -66,17 +65,17 @@ typedef struct pl_queue {
 
 pl_queue *pl_queue_new(long long maxsize);
 
-/* 0 when stored; PL_SYNC_AGAIN when full; PL_SYNC_CLOSED; PL_SYNC_NOMEM. */
+/* 0 when stored; PL_EWOULDWAIT when full; PL_ECLOSED; PL_ENOMEM. */
 int pl_queue_try_put(pl_queue *q, const pl_qitem *it);
-/* Also PL_WAIT_TIMEOUT and PL_WAIT_CANCELLED (the item was not stored). */
+/* Also PL_ETIMEOUT and PL_ECANCELLED (the item was not stored). */
 int pl_queue_put(pl_queue *q, pl_tstate *ts, int64_t deadline, const pl_qitem *it);
 
-/* 0 with *out filled; PL_SYNC_AGAIN when empty; PL_SYNC_CLOSED when closed
+/* 0 with *out filled; PL_EWOULDWAIT when empty; PL_ECLOSED when closed
  * and empty (a closed queue still hands out what it holds). */
 int pl_queue_try_get(pl_queue *q, pl_qitem *out);
 int pl_queue_get(pl_queue *q, pl_tstate *ts, int64_t deadline, pl_qitem *out);
 
-/* 0, or PL_SYNC_TOO_MANY when called more often than items were put. */
+/* 0, or PL_ETOOMANY when called more often than items were put. */
 int pl_queue_task_done(pl_queue *q);
 /* 0 when every item put has been marked done (at once if so). */
 int pl_queue_join(pl_queue *q, pl_tstate *ts, int64_t deadline);

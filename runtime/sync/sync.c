@@ -83,17 +83,17 @@ int pl_synclock_try(pl_synclock *lk) {
 }
 
 int pl_synclock_acquire(pl_synclock *lk, pl_tstate *ts, int64_t deadline) {
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   pl_wait_begin(ts, &lk->mu, &lk->cv);
   pthread_mutex_lock(&lk->mu);
   for (;;) {
     if (lock_take_locked(lk)) {
-      rc = PL_WAIT_WOKEN;
+      rc = PL_OK;
       break;
     }
-    if (rc != PL_WAIT_WOKEN) break;  /* timed out, and one last look failed */
+    if (rc != PL_OK) break;  /* timed out, and one last look failed */
     rc = pl_wait(ts, &lk->mu, &lk->cv, deadline);
-    if (rc == PL_WAIT_CANCELLED) {
+    if (rc == PL_ECANCELLED) {
       if (lk->count == 0) pthread_cond_signal(&lk->cv);  /* pass the wake-up on */
       break;
     }
@@ -107,7 +107,7 @@ int pl_synclock_release(pl_synclock *lk) {
   int rc = 0;
   pthread_mutex_lock(&lk->mu);
   if (lk->count == 0 || (lk->reentrant && !pthread_equal(lk->owner, pthread_self())))
-    rc = PL_SYNC_NOT_HELD;
+    rc = PL_ENOTHELD;
   else if (--lk->count == 0)
     pthread_cond_signal(&lk->cv);
   pthread_mutex_unlock(&lk->mu);
@@ -201,13 +201,13 @@ int pl_event_is_set(pl_event *ev) {
 /* A set() followed at once by clear() still wakes the waiters (they count
  * the sets), as Python's Event.wait returns True in that case. */
 int pl_event_wait(pl_event *ev, pl_tstate *ts, int64_t deadline) {
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   pl_wait_begin(ts, &ev->mu, &ev->cv);
   pthread_mutex_lock(&ev->mu);
   uint64_t sets = ev->sets;
-  while (!ev->flag && ev->sets == sets && rc == PL_WAIT_WOKEN)
+  while (!ev->flag && ev->sets == sets && rc == PL_OK)
     rc = pl_wait(ts, &ev->mu, &ev->cv, deadline);
-  if (ev->flag || ev->sets != sets) rc = PL_WAIT_WOKEN;
+  if (ev->flag || ev->sets != sets) rc = PL_OK;
   pthread_mutex_unlock(&ev->mu);
   pl_wait_end(ts);
   return rc;
@@ -262,9 +262,9 @@ static void unlink_waiter_locked(pl_condition *c, pl_cwaiter *w) {
 
 int pl_condition_wait(pl_condition *c, pl_tstate *ts, int64_t deadline) {
   pl_cwaiter w;
-  int rc = PL_WAIT_WOKEN;
-  if (!pl_synclock_owned(c->lock)) return PL_SYNC_NOT_HELD;
-  if (pl_cond_init(&w.cv) != 0) return PL_SYNC_NOMEM;
+  int rc = PL_OK;
+  if (!pl_synclock_owned(c->lock)) return PL_ENOTHELD;
+  if (pl_cond_init(&w.cv) != 0) return PL_ENOMEM;
   w.next = NULL;
   w.notified = 0;
   /* Join the list before letting the lock go, so a notify made by the
@@ -279,10 +279,10 @@ int pl_condition_wait(pl_condition *c, pl_tstate *ts, int64_t deadline) {
 
   pl_wait_begin(ts, &c->mu, &w.cv);
   pthread_mutex_lock(&c->mu);
-  while (!w.notified && rc == PL_WAIT_WOKEN) rc = pl_wait(ts, &c->mu, &w.cv, deadline);
+  while (!w.notified && rc == PL_OK) rc = pl_wait(ts, &c->mu, &w.cv, deadline);
   /* A notify that raced with a timeout or cancel is kept: it was taken off
    * the list for us, so dropping it would lose it for everyone. */
-  if (w.notified) rc = PL_WAIT_WOKEN;
+  if (w.notified) rc = PL_OK;
   else unlink_waiter_locked(c, &w);
   pthread_mutex_unlock(&c->mu);
   pl_wait_end(ts);
@@ -293,7 +293,7 @@ int pl_condition_wait(pl_condition *c, pl_tstate *ts, int64_t deadline) {
 }
 
 int pl_condition_notify(pl_condition *c, long n) {
-  if (!pl_synclock_owned(c->lock)) return PL_SYNC_NOT_HELD;
+  if (!pl_synclock_owned(c->lock)) return PL_ENOTHELD;
   pthread_mutex_lock(&c->mu);
   while (n > 0 && c->first != NULL) {
     pl_cwaiter *w = c->first;
@@ -346,18 +346,18 @@ int pl_semaphore_try(pl_semaphore *s) {
 }
 
 int pl_semaphore_acquire(pl_semaphore *s, pl_tstate *ts, int64_t deadline) {
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   pl_wait_begin(ts, &s->mu, &s->cv);
   pthread_mutex_lock(&s->mu);
   for (;;) {
     if (s->value > 0) {
       s->value--;
-      rc = PL_WAIT_WOKEN;
+      rc = PL_OK;
       break;
     }
-    if (rc != PL_WAIT_WOKEN) break;
+    if (rc != PL_OK) break;
     rc = pl_wait(ts, &s->mu, &s->cv, deadline);
-    if (rc == PL_WAIT_CANCELLED) {
+    if (rc == PL_ECANCELLED) {
       if (s->value > 0) pthread_cond_signal(&s->cv);
       break;
     }
@@ -371,7 +371,7 @@ int pl_semaphore_release(pl_semaphore *s, long long n) {
   int rc = 0;
   pthread_mutex_lock(&s->mu);
   if ((s->bound >= 0 && s->value + n > s->bound) || s->value > LLONG_MAX - n) {
-    rc = PL_SYNC_TOO_MANY;
+    rc = PL_ETOOMANY;
   } else {
     s->value += n;
     if (n == 1) pthread_cond_signal(&s->cv);
@@ -433,22 +433,22 @@ static void barrier_exit_locked(pl_barrier *b) {
 }
 
 int pl_barrier_wait(pl_barrier *b, pl_tstate *ts, int64_t deadline, int *index, int nonblock) {
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   if (!nonblock) pl_wait_begin(ts, &b->mu, &b->cv);
   pthread_mutex_lock(&b->mu);
   /* Not blocking: only the last party of a filling barrier goes through
    * (checked and done under one hold of mu, so nobody overtakes it). */
   if (nonblock && (b->state != B_FILLING || b->count + 1 != b->parties)) {
-    rc = b->state == B_BROKEN ? PL_SYNC_BROKEN : PL_SYNC_AGAIN;
+    rc = b->state == B_BROKEN ? PL_EBROKEN : PL_EWOULDWAIT;
     goto done;
   }
   /* Wait for the previous round to drain (or a reset to finish).  No
    * deadline: that only takes as long as the leavers need to leave. */
-  while ((b->state == B_DRAINING || b->state == B_RESETTING) && rc == PL_WAIT_WOKEN)
+  while ((b->state == B_DRAINING || b->state == B_RESETTING) && rc == PL_OK)
     rc = pl_wait(ts, &b->mu, &b->cv, INT64_MAX);
-  if (rc != PL_WAIT_WOKEN) goto done;          /* cancelled before arriving */
+  if (rc != PL_OK) goto done;          /* cancelled before arriving */
   if (b->state == B_BROKEN) {
-    rc = PL_SYNC_BROKEN;
+    rc = PL_EBROKEN;
     goto done;
   }
   *index = b->count++;
@@ -456,14 +456,14 @@ int pl_barrier_wait(pl_barrier *b, pl_tstate *ts, int64_t deadline, int *index, 
     b->state = B_DRAINING;
     pthread_cond_broadcast(&b->cv);
   } else {
-    while (b->state == B_FILLING && rc == PL_WAIT_WOKEN)
+    while (b->state == B_FILLING && rc == PL_OK)
       rc = pl_wait(ts, &b->mu, &b->cv, deadline);
     if (b->state == B_FILLING) {               /* timed out or cancelled */
       barrier_break_locked(b);
     } else if (b->state == B_DRAINING) {
-      rc = PL_WAIT_WOKEN;                      /* released: a late timeout does not count */
+      rc = PL_OK;                      /* released: a late timeout does not count */
     } else {
-      rc = PL_SYNC_BROKEN;                     /* broken or reset meanwhile */
+      rc = PL_EBROKEN;                     /* broken or reset meanwhile */
     }
   }
   barrier_exit_locked(b);

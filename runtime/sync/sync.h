@@ -20,10 +20,14 @@
  * two object mutexes at once (a condition and its lock are taken one after
  * the other, never nested).
  *
- * Blocking functions return PL_WAIT_WOKEN (0) when they got what they
- * waited for, PL_WAIT_TIMEOUT, PL_WAIT_CANCELLED, or a negative PL_SYNC_*
- * code.  A waiter that gives up (timeout, cancel) after a wake-up meant for
- * it passes the wake-up on, so signals are never lost.
+ * Blocking functions return PL_OK (0) when they got what they waited for,
+ * PL_ETIMEOUT, PL_ECANCELLED, or another code of core/status.h:
+ * PL_EWOULDWAIT (a non-blocking call that would have to wait), PL_ENOTHELD
+ * (release/wait/notify without holding the lock), PL_ETOOMANY (bounded
+ * semaphore or task_done over-released), PL_EBROKEN (the barrier is
+ * broken), PL_ECLOSED (the queue is closed), PL_ENOMEM.  A waiter that
+ * gives up (timeout, cancel) after a wake-up meant for it passes the
+ * wake-up on, so signals are never lost.
  *
  * Ownership (rlocks, a condition's lock) is by OS thread (pthread_self),
  * as Python's threading identifies the owner by thread ident.
@@ -40,16 +44,6 @@
 enum {
   PL_SYNC_LOCK = 1, PL_SYNC_RLOCK, PL_SYNC_EVENT, PL_SYNC_CONDITION,
   PL_SYNC_SEMAPHORE, PL_SYNC_BARRIER, PL_SYNC_QUEUE
-};
-
-/* Results besides PL_WAIT_WOKEN, PL_WAIT_TIMEOUT and PL_WAIT_CANCELLED. */
-enum {
-  PL_SYNC_AGAIN = -1,     /* a non-blocking call that would have to wait */
-  PL_SYNC_NOT_HELD = -2,  /* release/wait/notify without holding the lock */
-  PL_SYNC_TOO_MANY = -3,  /* bounded semaphore or task_done over-released */
-  PL_SYNC_BROKEN = -4,    /* the barrier is broken */
-  PL_SYNC_CLOSED = -5,    /* the queue is closed */
-  PL_SYNC_NOMEM = -6
 };
 
 typedef struct pl_sync pl_sync;
@@ -81,7 +75,7 @@ pl_synclock *pl_synclock_new(int reentrant);
 /* 1 when taken at once (free, or an rlock the caller owns). */
 int pl_synclock_try(pl_synclock *lk);
 int pl_synclock_acquire(pl_synclock *lk, pl_tstate *ts, int64_t deadline);
-/* 0, or PL_SYNC_NOT_HELD: a free lock, or an rlock another thread owns. */
+/* 0, or PL_ENOTHELD: a free lock, or an rlock another thread owns. */
 int pl_synclock_release(pl_synclock *lk);
 int pl_synclock_locked(pl_synclock *lk);
 /* Held by the calling thread (for a plain lock: the thread that took it). */
@@ -103,7 +97,7 @@ pl_event *pl_event_new(void);
 void pl_event_set(pl_event *ev);
 void pl_event_clear(pl_event *ev);
 int pl_event_is_set(pl_event *ev);
-/* PL_WAIT_WOKEN when the flag is (or was meanwhile) set. */
+/* PL_OK when the flag is (or was meanwhile) set. */
 int pl_event_wait(pl_event *ev, pl_tstate *ts, int64_t deadline);
 
 /* --- condition -------------------------------------------------------- */
@@ -123,10 +117,10 @@ typedef struct pl_condition {
 pl_condition *pl_condition_new(pl_synclock *lk);
 /* Release the lock completely, wait for a notify, take the lock back (even
  * after a timeout or a cancel, so the caller always holds it on return).
- * PL_WAIT_WOKEN when notified; PL_SYNC_NOT_HELD when the caller does not
+ * PL_OK when notified; PL_ENOTHELD when the caller does not
  * hold the lock. */
 int pl_condition_wait(pl_condition *c, pl_tstate *ts, int64_t deadline);
-/* Wake up to n waiters (LONG_MAX: all); PL_SYNC_NOT_HELD as above. */
+/* Wake up to n waiters (LONG_MAX: all); PL_ENOTHELD as above. */
 int pl_condition_notify(pl_condition *c, long n);
 int pl_condition_waiters(pl_condition *c);
 
@@ -143,7 +137,7 @@ typedef struct pl_semaphore {
 pl_semaphore *pl_semaphore_new(long long value, int bounded);
 int pl_semaphore_try(pl_semaphore *s);
 int pl_semaphore_acquire(pl_semaphore *s, pl_tstate *ts, int64_t deadline);
-/* 0, or PL_SYNC_TOO_MANY when a bounded semaphore would exceed its bound
+/* 0, or PL_ETOOMANY when a bounded semaphore would exceed its bound
  * (the value is then unchanged). */
 int pl_semaphore_release(pl_semaphore *s, long long n);
 long long pl_semaphore_value(pl_semaphore *s);
@@ -162,10 +156,10 @@ typedef struct pl_barrier {
 
 pl_barrier *pl_barrier_new(int parties);
 /* Wait for all parties; *index gets this thread's arrival index
- * (0 .. parties-1, as Python's Barrier.wait returns).  PL_SYNC_BROKEN when
+ * (0 .. parties-1, as Python's Barrier.wait returns).  PL_EBROKEN when
  * the barrier is or becomes broken (or is reset while waiting).  A timeout
  * or a cancel breaks the barrier, as in Python.  With `nonblock`, returns
- * PL_SYNC_AGAIN (changing nothing) unless the call would complete at once:
+ * PL_EWOULDWAIT (changing nothing) unless the call would complete at once:
  * the caller is the last party, or the barrier is broken. */
 int pl_barrier_wait(pl_barrier *b, pl_tstate *ts, int64_t deadline, int *index, int nonblock);
 void pl_barrier_abort(pl_barrier *b);

@@ -831,6 +831,27 @@ describe("queues across processes", function()
     assert.equal("x", q2:get(1))
   end)
 
+  -- pl_pchan_get/put took a cancelled wait for "look again" (the cancel
+  -- code was positive): the thread spun until its deadline.
+  it("a force-cancelled thread blocked in get() or put() dies of Cancelled", function()
+    local q, full = par.queue(), par.queue(1)
+    local p = par.process(fn "function(q, full) full:put('x') end", q, full)
+    p:start()
+    assert.is_true(p:join(10))
+    assert.is_true(full:full())
+    local getter = support.go(function() return q:get() end)
+    local putter = support.go(function() full:put("y") end)
+    par.sleep(0.1)
+    getter:cancel{force = true}
+    putter:cancel{force = true}
+    assert.is_true(getter:join(5))
+    assert.is_true(putter:join(5))
+    assert.equal("Cancelled", errof(getter.result, getter).kind)
+    assert.equal("Cancelled", errof(putter.result, putter).kind)
+    assert.equal("x", full:get(1))
+    assert.equal(0, full:qsize())
+  end)
+
   it("refuses to send a queue holding a lock", function()
     local q = par.queue()
     q:put(par.lock())

@@ -17,21 +17,21 @@ static void setup(void) {
 }
 
 static int wait_for_ready(pl_tstate *ts, double seconds) {
-  int rc = PL_WAIT_WOKEN;
+  int rc = PL_OK;
   int64_t deadline = pl_deadline_after(seconds);
   pl_wait_begin(ts, &mu, &cv);
   pthread_mutex_lock(&mu);
-  while (!ready && rc == PL_WAIT_WOKEN) rc = pl_wait(ts, &mu, &cv, deadline);
+  while (!ready && rc == PL_OK) rc = pl_wait(ts, &mu, &cv, deadline);
   pthread_mutex_unlock(&mu);
   pl_wait_end(ts);
-  return ready ? PL_WAIT_WOKEN : rc;
+  return ready ? PL_OK : rc;
 }
 
 static void test_timeout(void) {
   setup();
   pl_tstate *ts = pl_tstate_new(&fam, NULL);
   int64_t t0 = pl_now_ns();
-  CHECK_EQ_INT(wait_for_ready(ts, 0.05), PL_WAIT_TIMEOUT);
+  CHECK_EQ_INT(wait_for_ready(ts, 0.05), PL_ETIMEOUT);
   CHECK((pl_now_ns() - t0) >= 50000000);
   pl_tstate_free(ts);
 }
@@ -58,7 +58,7 @@ static void test_forced_cancel_wakes_waiter(void) {
   CHECK_EQ_INT(atomic_load(&a.result), -1);  /* a soft cancel does not wake */
   pl_tstate_cancel(a.ts, PL_CANCEL_FORCED, 0);
   pthread_join(th, NULL);
-  CHECK_EQ_INT(atomic_load(&a.result), PL_WAIT_CANCELLED);
+  CHECK_EQ_INT(atomic_load(&a.result), PL_ECANCELLED);
   pl_tstate_free(a.ts);
 }
 
@@ -66,7 +66,7 @@ static void test_cancel_before_wait(void) {
   setup();
   pl_tstate *ts = pl_tstate_new(&fam, NULL);
   pl_tstate_cancel(ts, PL_CANCEL_FORCED, 1);
-  CHECK_EQ_INT(wait_for_ready(ts, -1), PL_WAIT_CANCELLED);
+  CHECK_EQ_INT(wait_for_ready(ts, -1), PL_ECANCELLED);
   CHECK_EQ_INT(atomic_load(&ts->interrupted), 1);
   pl_tstate_reset_cancel(ts);
   CHECK_EQ_INT(pl_tstate_cancel_level(ts), PL_CANCEL_NONE);
@@ -84,7 +84,7 @@ static void test_signal_wakes_waiter(void) {
   pthread_cond_broadcast(&cv);
   pthread_mutex_unlock(&mu);
   pthread_join(th, NULL);
-  CHECK_EQ_INT(atomic_load(&a.result), PL_WAIT_WOKEN);
+  CHECK_EQ_INT(atomic_load(&a.result), PL_OK);
   pl_tstate_free(a.ts);
 }
 

@@ -33,6 +33,7 @@
 
 #include "bindings.h"
 #include "core/clock.h"
+#include "sync/held.h"
 #include "sync/sync.h"
 
 static const char LOCK_MT[] = "parlua.Lock";
@@ -115,20 +116,28 @@ static pl_synclock *check_lock(lua_State *L, int idx) {
   return *box;
 }
 
-/* 1 when acquired within `timeout` (-1: forever, 0: no wait). */
+/* 1 when acquired within `timeout` (-1: forever, 0: no wait).  The
+ * holding is noted, for the rule of forced cancellation (sync/held.h). */
 static int lock_acquire_for(lua_State *L, pl_synclock *lk, double timeout) {
-  if (pl_synclock_try(lk)) return 1;
+  if (pl_synclock_try(lk)) {
+    pl_held_note(pl_tstate_of(L), lk);
+    return 1;
+  }
   if (timeout == 0) return 0;
   int64_t deadline = pl_deadline_after(timeout);
   pl_tstate *ts = pl_block_begin(L, &lk->head);
   int rc = pl_synclock_acquire(lk, ts, deadline);
   pl_block_end(L, ts, &lk->head);
   if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+  if (rc == PL_OK) pl_held_note(ts, lk);
   return rc == PL_OK;
 }
 
-static const char *lock_release_error(pl_synclock *lk) {
-  return lk->reentrant ? "cannot release un-acquired lock" : "release unlocked lock";
+/* NULL, or the error message of a failed release. */
+static const char *lock_release_noted(lua_State *L, pl_synclock *lk) {
+  if (pl_synclock_release(lk) != 0) return lk->reentrant ? "cannot release un-acquired lock" : "release unlocked lock";
+  pl_held_prune(pl_tstate_of(L));
+  return NULL;
 }
 
 static int new_lock(lua_State *L, const char *tname, int reentrant) {
@@ -152,8 +161,8 @@ static int lock_acquire(lua_State *L) {
 }
 
 static int lock_release(lua_State *L) {
-  pl_synclock *lk = check_lock(L, 1);
-  if (pl_synclock_release(lk) != 0) return luaL_error(L, "%s", lock_release_error(lk));
+  const char *err = lock_release_noted(L, check_lock(L, 1));
+  if (err != NULL) return luaL_error(L, "%s", err);
   return 0;
 }
 
@@ -253,18 +262,21 @@ static int condition_acquire(lua_State *L) {
 }
 
 static int condition_release(lua_State *L) {
-  pl_condition *c = check_condition(L);
-  if (pl_synclock_release(c->lock) != 0) return luaL_error(L, "%s", lock_release_error(c->lock));
+  const char *err = lock_release_noted(L, check_condition(L)->lock);
+  if (err != NULL) return luaL_error(L, "%s", err);
   return 0;
 }
 
-/* 1 when notified, 0 on timeout; the lock is held again either way. */
+/* 1 when notified, 0 on timeout; the lock is held again either way (after
+ * a forced cancel, only if it was free: see pl_condition_wait). */
 static int condition_wait_for_notify(lua_State *L, pl_condition *c, double timeout) {
   if (!pl_synclock_owned(c->lock)) luaL_error(L, "cannot wait on un-acquired lock");
   int64_t deadline = pl_deadline_after(timeout);
   pl_tstate *ts = pl_block_begin(L, &c->head);
   int rc = pl_condition_wait(c, ts, deadline);
   pl_block_end(L, ts, &c->head);
+  pl_held_prune(ts);            /* the holding before the wait ended ... */
+  pl_held_note(ts, c->lock);    /* ... and the one taken back is new */
   if (rc == PL_ENOTHELD) luaL_error(L, "cannot wait on un-acquired lock");
   if (rc == PL_ENOMEM) luaL_error(L, "not enough memory");
   if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
@@ -400,23 +412,19 @@ static pl_sync *check_withable(lua_State *L, int idx) {
 }
 
 /* The error message of a failed release, or NULL. */
-static const char *release_any(pl_sync *s) {
-  pl_synclock *lk;
+static const char *release_any(lua_State *L, pl_sync *s) {
   switch (s->kind) {
   case PL_SYNC_SEMAPHORE:
     return pl_semaphore_release((pl_semaphore *)s, 1) != 0 ? "semaphore released too many times" : NULL;
   case PL_SYNC_CONDITION:
-    lk = ((pl_condition *)s)->lock;
-    break;
+    return lock_release_noted(L, ((pl_condition *)s)->lock);
   default:
-    lk = (pl_synclock *)s;
-    break;
+    return lock_release_noted(L, (pl_synclock *)s);
   }
-  return pl_synclock_release(lk) != 0 ? lock_release_error(lk) : NULL;
 }
 
 static int finish_with(lua_State *L, int status, lua_KContext ctx) {
-  const char *err = release_any(check_withable(L, 1));
+  const char *err = release_any(L, check_withable(L, 1));
   if (status != LUA_OK && status != LUA_YIELD) return lua_error(L);  /* fn's error, unchanged */
   if (err != NULL) return luaL_error(L, "%s", err);
   return lua_gettop(L) - (int)ctx;

@@ -16,6 +16,7 @@
 
 #include "bindings.h"
 #include "core/clock.h"
+#include "sync/held.h"
 
 static const char THREAD_MT[] = "parlua.Thread";
 
@@ -96,6 +97,7 @@ static void *thread_main(void *arg) {
   pl_gil_acquire(&fam->gil, ts, 1);
   pl_tstate_set_running(ts, t->co);
   t->ok = pl_pcall_traced(t->co, t->nargs, LUA_MULTRET) == LUA_OK;
+  pl_held_end(ts);  /* the rule of forced cancellation */
   /* Ended by the cancel it was asked for (t:cancel, an interrupt, the
    * runtime stopping a daemon): whoever asked knows, nothing to report. */
   if (!t->ok && pl_tstate_cancel_level(ts) != 0 && pl_error_is(t->co, 1, PL_CANCELLED)) t->collected = 1;

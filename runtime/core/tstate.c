@@ -102,6 +102,7 @@ pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running) {
 
 void pl_tstate_free(pl_tstate *ts) {
   if (ts == NULL) return;
+  if (ts->held_free != NULL) ts->held_free(ts);
   pl_family_remove_tstate(ts->fam, ts);
   pthread_cond_destroy(&ts->sleep_cv);
   pthread_mutex_destroy(&ts->sleep_mu);

@@ -26,6 +26,7 @@
 
 typedef struct pl_family pl_family;
 typedef struct pl_tstate pl_tstate;
+typedef struct pl_held pl_held;
 
 /* SIGURG, as Go's preemption uses: ignored by default and rarely used. */
 #define PL_POKE_SIGNAL SIGURG
@@ -64,6 +65,11 @@ struct pl_tstate {
   atomic_int pokers;           /* other threads inside pl_tstate_poke */
   atomic_uint pokes_sent;      /* signals sent to this thread */
   unsigned pokes_settled;      /* owner only: pokes_sent when none was last pending */
+
+  /* The parlua locks this thread holds (sync/held.c), and how to let go of
+   * the list when the tstate is freed; owner thread only. */
+  pl_held *held;
+  void (*held_free)(pl_tstate *ts);
 };
 
 pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running);

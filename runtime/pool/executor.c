@@ -16,8 +16,7 @@
  * interrupts every busy worker under its cancel_mu.  A worker that took
  * its task before the bump but became busy after the scan sees the bump
  * itself and interrupts its own task, so no task that was taken when
- * shutdown was called escapes; tasks taken later run normally (unless
- * cancel_futures removed them).
+ * shutdown was called escapes; the tasks still queued are cancelled.
  */
 #include <sched.h>
 #include <stdio.h>
@@ -517,6 +516,10 @@ static int wait_gone(pl_executor *e, lua_State *L, int interruptible) {
 
 static int shutdown_impl(pl_executor *e, lua_State *L, int wait, int cancel_futures,
                          int interrupt, int interruptible) {
+  /* An interrupting shutdown lets no task run to completion unasked: what
+   * is queued is cancelled, or it would start (and might never end) after
+   * the running tasks were stopped. */
+  if (interrupt) cancel_futures = 1;
   pthread_mutex_lock(&e->mu);
   e->shutdown = 1;
   atomic_store(&e->closed, 1);

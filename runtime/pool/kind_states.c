@@ -68,6 +68,7 @@
 #include "codec/codec.h"
 #include "core/errors.h"
 #include "pool/executor.h"
+#include "sync/held.h"
 
 typedef struct sexec {
   pthread_mutex_t mu;
@@ -594,7 +595,9 @@ static void states_interrupt(pl_worker *w) {
 
 static void states_reset(pl_worker *w) {
   sworker *sw = w->kind;
-  if (sw->ts != NULL) pl_tstate_reset_cancel(sw->ts);
+  if (sw->ts == NULL) return;
+  pl_held_end(sw->ts);  /* the rule of forced cancellation */
+  pl_tstate_reset_cancel(sw->ts);
 }
 
 static void states_worker_stop(pl_worker *w, int release) {

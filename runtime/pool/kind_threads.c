@@ -50,6 +50,7 @@
 #include "lauxlib.h"
 #include "core/errors.h"
 #include "pool/executor.h"
+#include "sync/held.h"
 
 typedef struct texec {
   int broken_ref;   /* guarded by the lock: the BrokenPool error, or LUA_NOREF */
@@ -336,6 +337,7 @@ static void threads_interrupt(pl_worker *w) {
 
 static void threads_reset(pl_worker *w) {
   tworker *tw = w->kind;
+  pl_held_end(tw->ts);  /* the rule of forced cancellation */
   pl_tstate_reset_cancel(tw->ts);
 }
 

@@ -66,6 +66,7 @@ static int lock_take_locked(pl_synclock *lk) {
   if (lk->count == 0) {
     lk->count = 1;
     lk->owner = self;
+    lk->takes++;
     return 1;
   }
   if (lk->reentrant && pthread_equal(lk->owner, self)) {
@@ -135,9 +136,26 @@ long pl_synclock_count(pl_synclock *lk) {
   return n;
 }
 
-/* For conditions: give up every level at once, and take them all back.
- * The taking back cannot be cancelled: the caller must hold the lock again
- * before it reports anything, as Python's Condition.wait does. */
+int pl_synclock_owned_take(pl_synclock *lk, uint64_t *take) {
+  pthread_mutex_lock(&lk->mu);
+  int owned = lk->count > 0 && pthread_equal(lk->owner, pthread_self());
+  *take = lk->takes;
+  pthread_mutex_unlock(&lk->mu);
+  return owned;
+}
+
+int pl_synclock_check_take(pl_synclock *lk, uint64_t take, int release) {
+  pthread_mutex_lock(&lk->mu);
+  int held = lk->count > 0 && lk->takes == take && pthread_equal(lk->owner, pthread_self());
+  if (held && release) {
+    lk->count = 0;
+    pthread_cond_signal(&lk->cv);
+  }
+  pthread_mutex_unlock(&lk->mu);
+  return held;
+}
+
+/* For conditions: give up every level at once, and take them all back. */
 static long lock_release_save(pl_synclock *lk) {
   pthread_mutex_lock(&lk->mu);
   long n = lk->count;
@@ -147,12 +165,24 @@ static long lock_release_save(pl_synclock *lk) {
   return n;
 }
 
-static void lock_acquire_restore(pl_synclock *lk, long n) {
+/* Taking back waits as long as it must, as Python's Condition.wait does,
+ * but a forced cancel ends it: the lock may be held forever by a thread
+ * that is itself waiting to be cancelled or joined.  PL_OK (held
+ * again) or PL_ECANCELLED (not held). */
+static int lock_acquire_restore(pl_synclock *lk, pl_tstate *ts, long n) {
+  int rc = PL_OK;
+  pl_wait_begin(ts, &lk->mu, &lk->cv);
   pthread_mutex_lock(&lk->mu);
-  while (lk->count != 0) pthread_cond_wait(&lk->cv, &lk->mu);
-  lk->count = n;
-  lk->owner = pthread_self();
+  while (lk->count != 0 && rc == PL_OK) rc = pl_wait(ts, &lk->mu, &lk->cv, INT64_MAX);
+  if (lk->count == 0) {
+    lk->count = n;
+    lk->owner = pthread_self();
+    lk->takes++;
+    rc = PL_OK;
+  }
   pthread_mutex_unlock(&lk->mu);
+  pl_wait_end(ts);
+  return rc;
 }
 
 /* --- event ------------------------------------------------------------ */
@@ -260,6 +290,19 @@ static void unlink_waiter_locked(pl_condition *c, pl_cwaiter *w) {
   c->nwaiters--;
 }
 
+/* Wake up to n waiters; mu held. */
+static void notify_locked(pl_condition *c, long n) {
+  while (n > 0 && c->first != NULL) {
+    pl_cwaiter *w = c->first;
+    c->first = w->next;
+    if (c->first == NULL) c->last = NULL;
+    c->nwaiters--;
+    w->notified = 1;
+    pthread_cond_signal(&w->cv);
+    n--;
+  }
+}
+
 int pl_condition_wait(pl_condition *c, pl_tstate *ts, int64_t deadline) {
   pl_cwaiter w;
   int rc = PL_OK;
@@ -288,22 +331,21 @@ int pl_condition_wait(pl_condition *c, pl_tstate *ts, int64_t deadline) {
   pl_wait_end(ts);
   pthread_cond_destroy(&w.cv);
 
-  lock_acquire_restore(c->lock, saved);
+  if (lock_acquire_restore(c->lock, ts, saved) == PL_ECANCELLED) {
+    if (w.notified) {  /* this waiter will not act on it: the next one may */
+      pthread_mutex_lock(&c->mu);
+      notify_locked(c, 1);
+      pthread_mutex_unlock(&c->mu);
+    }
+    return PL_ECANCELLED;
+  }
   return rc;
 }
 
 int pl_condition_notify(pl_condition *c, long n) {
   if (!pl_synclock_owned(c->lock)) return PL_ENOTHELD;
   pthread_mutex_lock(&c->mu);
-  while (n > 0 && c->first != NULL) {
-    pl_cwaiter *w = c->first;
-    c->first = w->next;
-    if (c->first == NULL) c->last = NULL;
-    c->nwaiters--;
-    w->notified = 1;
-    pthread_cond_signal(&w->cv);
-    n--;
-  }
+  notify_locked(c, n);
   pthread_mutex_unlock(&c->mu);
   return 0;
 }

@@ -69,6 +69,7 @@ typedef struct pl_synclock {
   int reentrant;
   long count;               /* guarded by mu: 0 when free, >1 only for rlocks */
   pthread_t owner;          /* guarded by mu: meaningful while count > 0 */
+  uint64_t takes;           /* guarded by mu: times it went from free to taken */
 } pl_synclock;
 
 pl_synclock *pl_synclock_new(int reentrant);
@@ -82,6 +83,13 @@ int pl_synclock_locked(pl_synclock *lk);
 int pl_synclock_owned(pl_synclock *lk);
 /* The rlock recursion count (0 when free). */
 long pl_synclock_count(pl_synclock *lk);
+/* 1 and *take = the lock's take number when the calling thread holds it.
+ * A take number names one holding, from free to free again: a lock
+ * released (by anyone) and taken again has a new one. */
+int pl_synclock_owned_take(pl_synclock *lk, uint64_t *take);
+/* 1 when the calling thread still holds `take` of lk (it was not released
+ * since); with `release`, it then gives up every level of it. */
+int pl_synclock_check_take(pl_synclock *lk, uint64_t take, int release);
 
 /* --- event ------------------------------------------------------------ */
 
@@ -116,7 +124,10 @@ typedef struct pl_condition {
  * lk is NULL. */
 pl_condition *pl_condition_new(pl_synclock *lk);
 /* Release the lock completely, wait for a notify, take the lock back (even
- * after a timeout or a cancel, so the caller always holds it on return).
+ * after a timeout, so the caller holds it on return).  A forced cancel cuts
+ * short the wait and also the taking back: then PL_ECANCELLED returns
+ * with the lock held only if it was free at once (pl_synclock_owned
+ * tells), and a notify meant for this waiter is passed on to the next.
  * PL_OK when notified; PL_ENOTHELD when the caller does not
  * hold the lock. */
 int pl_condition_wait(pl_condition *c, pl_tstate *ts, int64_t deadline);

@@ -486,8 +486,17 @@ static void push_named(lua_State *L, const char *mod, size_t modlen, const char 
   luaL_pushresult(&b);
 }
 
+/* A module field that goes by name: a C function, a light userdata (a
+ * module's sentinel, such as cjson.null) or, outside _G, a table. */
+static int field_kind(lua_State *L, int v, int is_g, int globals) {
+  if (lua_iscfunction(L, v)) return NAMED_FUNCTION;
+  if (lua_type(L, v) == LUA_TLIGHTUSERDATA) return NAMED_LIGHT;
+  if (!is_g && lua_type(L, v) == LUA_TTABLE && !lua_rawequal(L, v, globals)) return NAMED_TABLE;
+  return 0;
+}
+
 /* [-0, +1] the reverse map of package.loaded: module -> NAMED record, and
- * each C function (and, outside _G, each table) of a module -> its record.
+ * each field of a module that field_kind names -> its record.
  * Modules first, so `string` is "string" and not some module's field. */
 static void build_names(lua_State *L, int globals, int loaded) {
   luaL_checkstack(L, 12, "encoding a value");
@@ -518,15 +527,14 @@ static void build_names(lua_State *L, int globals, int loaded) {
       const char *name = lua_tolstring(L, -2, &n);
       lua_pushnil(L);
       while (lua_next(L, mod) && fields++ < NAMES_MAX_FIELDS) {
-        int cf = lua_iscfunction(L, -1);
-        int tbl = !is_g && lua_type(L, -1) == LUA_TTABLE && !lua_rawequal(L, -1, globals);
-        if (lua_type(L, -2) == LUA_TSTRING && (cf || tbl)) {
+        int kind = field_kind(L, lua_gettop(L), is_g, globals);
+        if (lua_type(L, -2) == LUA_TSTRING && kind != 0) {
           lua_pushvalue(L, -1);
           if (lua_rawget(L, map) == LUA_TNIL) {
             size_t fn;
             const char *field = lua_tolstring(L, -3, &fn);
             lua_pushvalue(L, -2);
-            push_named(L, name, n, field, fn, tbl ? NAMED_TABLE : NAMED_FUNCTION);
+            push_named(L, name, n, field, fn, kind);
             lua_rawset(L, map);
           }
           lua_pop(L, 1);
@@ -1077,6 +1085,10 @@ static int value_ok_for_desc(lua_State *L, int idx) {
   return t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TSTRING;
 }
 
+/* What to do with a value of a C library that cannot cross (an lpeg
+ * pattern, a file): the receiver has the library, so make it there. */
+#define BUILD_IT_THERE "build it inside the task or in the pool's init function"
+
 static void enc_userdata(encoder *e, lua_State *L, int idx) {
   if (!lua_getmetatable(L, idx)) fail(e, L, "cannot send a userdata");
   int types = e->base + S_TYPES;
@@ -1093,9 +1105,13 @@ static void enc_userdata(encoder *e, lua_State *L, int idx) {
   }
   if (t == NULL) {
     lua_pushliteral(L, "__name");
-    if (lua_rawget(L, -2) == LUA_TSTRING)
-      fail(e, L, lua_pushfstring(L, "cannot send a userdata of type %s", lua_tostring(L, -1)));
-    fail(e, L, "cannot send a userdata");
+    if (lua_rawget(L, -2) == LUA_TSTRING) {
+      const char *tname = lua_tostring(L, -1);
+      if (strncmp(tname, "parlua.", 7) == 0)  /* a pool, a thread, a future: not made twice */
+        fail(e, L, lua_pushfstring(L, "cannot send a userdata of type %s", tname));
+      fail(e, L, lua_pushfstring(L, "cannot send a userdata of type %s (%s)", tname, BUILD_IT_THERE));
+    }
+    fail(e, L, "cannot send a userdata (" BUILD_IT_THERE ")");
   }
   lua_pop(L, 1);
   if (seen(e, L, idx)) return;
@@ -1142,7 +1158,11 @@ static void enc_value(encoder *e, lua_State *L, int idx) {
   case LUA_TTABLE: enc_table(e, L, idx, 0); return;
   case LUA_TFUNCTION: enc_function(e, L, idx); return;
   case LUA_TUSERDATA: enc_userdata(e, L, idx); return;
-  case LUA_TLIGHTUSERDATA: fail(e, L, "cannot send a light userdata"); return;
+  case LUA_TLIGHTUSERDATA:
+    if (named_at(e, L, idx, lua_touserdata(L, idx))) return;
+    fail(e, L, "cannot send a light userdata (only those reachable by name from package.loaded, "
+               "such as cjson.null, can be sent: make this one inside the task or in the pool's init)");
+    return;
   case LUA_TTHREAD: fail(e, L, "cannot send a coroutine"); return;
   default: fail(e, L, "cannot send this value"); return;
   }

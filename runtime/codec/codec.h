@@ -12,9 +12,10 @@
  *   between closures stay shared (lua_upvalueid / lua_upvaluejoin);
  *   the sender's globals table (an `_ENV` upvalue, `_G`) arrives as the
  *   receiver's globals, so local functions and closures work there;
- *   C functions and tables reachable by name from package.loaded -- a module
- *   (`string`, `parlua`) or a field of one (`string.format`, `_G.print`) --
- *   go by name and arrive as the receiver's own (required there if needed);
+ *   C functions, tables and light userdata reachable by name from
+ *   package.loaded -- a module (`string`, `parlua`) or a field of one
+ *   (`string.format`, `_G.print`, `cjson.null`) -- go by name and arrive as
+ *   the receiver's own (required there if needed);
  *   a C function without upvalues that has no name goes as itself (same
  *   process only);
  *   userdata whose metatable is a registered transfer type (below).

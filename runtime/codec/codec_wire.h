@@ -32,7 +32,8 @@ enum {
                        * REF or JOIN names it */
 };
 
-enum { NAMED_TABLE = 1, NAMED_FUNCTION = 2 };
+/* The kind of value a NAMED record names; the receiver checks it finds one. */
+enum { NAMED_TABLE = 1, NAMED_FUNCTION = 2, NAMED_LIGHT = 3 };
 
 #define PL_WIRE_MAX_DESC 8  /* values in a description */
 

@@ -593,7 +593,7 @@ static void dec_named(lua_State *L, decoder *d) {
   if (has_field > 1) bad(L, d, "bad name record");
   if (has_field) push_name(L, d);
   unsigned kind = get1(L, d);
-  if (kind != NAMED_TABLE && kind != NAMED_FUNCTION) bad(L, d, "bad name record");
+  if (kind != NAMED_TABLE && kind != NAMED_FUNCTION && kind != NAMED_LIGHT) bad(L, d, "bad name record");
   push_module(L, d, top + 1);
   if (has_field) {
     if (!lua_istable(L, -1)) bad(L, d, lua_pushfstring(L, "module '%s' is not a table in the receiving state",
@@ -601,11 +601,13 @@ static void dec_named(lua_State *L, decoder *d) {
     lua_pushvalue(L, top + 2);
     lua_rawget(L, -2);
   }
-  int want = kind == NAMED_TABLE ? LUA_TTABLE : LUA_TFUNCTION;
-  if (lua_type(L, -1) != want)
+  static const int want[] = {[NAMED_TABLE] = LUA_TTABLE, [NAMED_FUNCTION] = LUA_TFUNCTION,
+                             [NAMED_LIGHT] = LUA_TLIGHTUSERDATA};
+  static const char *const what[] = {[NAMED_TABLE] = "table", [NAMED_FUNCTION] = "function",
+                                     [NAMED_LIGHT] = "light userdata"};
+  if (lua_type(L, -1) != want[kind])
     pl_error_raise(L, PL_TRANSFER, "'%s%s%s' is not a %s in the receiving state", lua_tostring(L, top + 1),
-                   has_field ? "." : "", has_field ? lua_tostring(L, top + 2) : "",
-                   kind == NAMED_TABLE ? "table" : "function");
+                   has_field ? "." : "", has_field ? lua_tostring(L, top + 2) : "", what[kind]);
   lua_replace(L, top + 1);
   lua_settop(L, top + 1);
 }

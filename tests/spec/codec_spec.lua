@@ -267,6 +267,25 @@ describe("the codec", function()
       local ptr = ffi.buffer(8):ptr()
       assert.equal('argument 1: cannot send a userdata of type parlua.ffi.pointer', tostring(errof(par._roundtrip, ptr)))
     end)
+
+    it("sends a light userdata reachable by name (cjson.null) by name: the same value, through states and processes", function()
+      local cjson = require "cjson"
+      -- The worker's own cjson.null compared there, and what comes back compared here.
+      local check = fn [[function(v)
+        local null = require("cjson").null
+        return v, v.list[2] == null, v.key == null, require("cjson").decode("[null]")[1] == null
+      end]]
+      local procs <close> = par.pool{kind = "processes", workers = 1}
+      for _, p in ipairs{pool, procs} do
+        local v, in_list, as_value, decoded = p:submit(check, {list = {1, cjson.null, 3}, key = cjson.null}):result()
+        assert.is_true(in_list)
+        assert.is_true(as_value)
+        assert.is_true(decoded)
+        assert.equal(cjson.null, v.list[2])
+        assert.equal(cjson.null, v.key)
+        assert.equal(cjson.null, p:submit(fn "function() return require('cjson').null end"):result())
+      end
+    end)
   end)
 
   describe("refuses what cannot be sent, naming where it was", function()
@@ -278,8 +297,13 @@ describe("the codec", function()
       {"a key", {[co] = 1}, "argument 1: key: cannot send a coroutine"},
       {"an upvalue", function() return co end, 'argument 1: upvalue "co" of function: cannot send a coroutine'},
       {"a metatable", setmetatable({}, {co = co}), 'argument 1: metatable: field "co": cannot send a coroutine'},
-      {"a light userdata", debug.upvalueid(fn "function() return _G end", 1), "argument 1: cannot send a light userdata"},
-      {"a foreign userdata", io.stdout, "argument 1: cannot send a userdata of type FILE*"},
+      {"a light userdata without a name", debug.upvalueid(fn "function() return _G end", 1),
+       "argument 1: cannot send a light userdata (only those reachable by name from package.loaded, "
+       .. "such as cjson.null, can be sent: make this one inside the task or in the pool's init)"},
+      {"a foreign userdata", io.stdout,
+       "argument 1: cannot send a userdata of type FILE* (build it inside the task or in the pool's init function)"},
+      {"an lpeg pattern", require("lpeg").P"a",
+       "argument 1: cannot send a userdata of type lpeg-pattern (build it inside the task or in the pool's init function)"},
       {"a C function with upvalues", string.gmatch("a", "a"),
        "argument 1: cannot send a C function with upvalues (only those reachable by name from package.loaded can be sent)"},
       {"a pool", par.pool{workers = 1}, "argument 1: cannot send a userdata of type parlua.Pool"},

@@ -55,6 +55,7 @@ pl_executor *pl_executor_new(const pl_kind_ops *kind, pl_family *fam, int max_wo
   atomic_init(&e->looking, 0);
   atomic_init(&e->spinners, 0);
   atomic_init(&e->spin_cpu, -1);
+  pl_spin_gauge_init(&e->spin_gauge);
   atomic_init(&e->submit_cpu, -1);
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   e->max_spinners = ncpu > 3 ? (int)(ncpu / 2) : 1;
@@ -154,7 +155,7 @@ static void recycle(pl_executor *e, pl_task *t) {
  * previous task.  The others sleep at once; a submit wakes them when the
  * looking workers cannot take every queued task. */
 static void spin_for_work(pl_executor *e) {
-  if (!pl_spin_allowed()) return;
+  if (!pl_spin_allowed() || !pl_spin_gauge_allows(&e->spin_gauge)) return;
   if (atomic_fetch_add(&e->spinners, 1) >= e->max_spinners) {
     atomic_fetch_sub(&e->spinners, 1);
     return;
@@ -173,6 +174,7 @@ static void spin_for_work(pl_executor *e) {
       yielding = spent > PAUSE_NS || pl_spin_peer_here(&e->submit_cpu);
     }
   }
+  pl_spin_gauge_note(&e->spin_gauge, pl_now_ns() - start <= SPIN_NS);
   atomic_store_explicit(&e->spin_cpu, -1, memory_order_relaxed);
   atomic_fetch_sub(&e->spinners, 1);
 }

@@ -163,6 +163,7 @@ struct pl_executor {
   atomic_int spin_cpu;          /* CPU of the worker spinning, or -1 */
   atomic_int submit_cpu;        /* CPU of the last submit, or -1 */
   int max_spinners;             /* at most this many spin at once */
+  pl_spin_gauge spin_gauge;     /* whether workers' spins for work pay */
   atomic_int closed;            /* shutdown, readable without mu */
   atomic_int refusing;          /* shutdown or broken (set under mu) */
   atomic_uint interrupts;       /* bumped by every shutdown{interrupt=true} */

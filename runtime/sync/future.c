@@ -44,8 +44,8 @@ int pl_spin_peer_here(const atomic_int *peer_cpu) {
   return cpu >= 0 && cpu == sched_getcpu();
 }
 
-void pl_spin_while_peer(atomic_int *word, int value, const atomic_int *peer_cpu) {
-  if (!pl_spin_allowed()) return;
+int pl_spin_while_peer(atomic_int *word, int value, const atomic_int *peer_cpu) {
+  if (!pl_spin_allowed()) return 0;
   int64_t start = pl_now_ns();
   int yielding = pl_spin_peer_here(peer_cpu);
   unsigned n = 0;
@@ -54,13 +54,39 @@ void pl_spin_while_peer(atomic_int *word, int value, const atomic_int *peer_cpu)
     else pl_cpu_relax();
     if ((++n & 15) == 0) {
       int64_t spent = pl_now_ns() - start;
-      if (spent > SPIN_NS) return;
+      if (spent > SPIN_NS) return 0;
       yielding = spent > PAUSE_NS || pl_spin_peer_here(peer_cpu);
     }
   }
+  /* Seen late, after the scheduler took the CPU from us (a yield to a
+   * busy CPU's other thread lasts a time slice), it did not pay. */
+  return pl_now_ns() - start <= SPIN_NS;
 }
 
-void pl_spin_while(atomic_int *word, int value) { pl_spin_while_peer(word, value, NULL); }
+void pl_spin_while(atomic_int *word, int value) { (void)pl_spin_while_peer(word, value, NULL); }
+
+#define SPIN_BACKOFF_MAX 1024
+
+void pl_spin_gauge_init(pl_spin_gauge *g) {
+  atomic_init(&g->skip, 0);
+  atomic_init(&g->backoff, 1);
+}
+
+int pl_spin_gauge_allows(pl_spin_gauge *g) {
+  if (atomic_load_explicit(&g->skip, memory_order_relaxed) <= 0) return 1;
+  atomic_fetch_sub_explicit(&g->skip, 1, memory_order_relaxed);
+  return 0;
+}
+
+void pl_spin_gauge_note(pl_spin_gauge *g, int paid) {
+  int b = atomic_load_explicit(&g->backoff, memory_order_relaxed);
+  if (paid) {
+    if (b > 1) atomic_store_explicit(&g->backoff, b / 2, memory_order_relaxed);
+    return;
+  }
+  atomic_store_explicit(&g->skip, b, memory_order_relaxed);
+  atomic_store_explicit(&g->backoff, b < SPIN_BACKOFF_MAX ? 4 * b : b, memory_order_relaxed);
+}
 
 pl_future *pl_future_new(void) {
   pl_future *f = malloc(sizeof *f);
@@ -272,9 +298,12 @@ const char *pl_future_traceback(pl_future *f) {
 
 int pl_future_wait(pl_future *f, pl_tstate *ts, int64_t deadline) {
   if (pl_future_done(f)) return PL_OK;
-  if (deadline == INT64_MAX || deadline > pl_now_ns()) {
-    pl_spin_while_peer(&f->state, PL_FUTURE_PENDING, &f->runner_cpu);
-    pl_spin_while_peer(&f->state, PL_FUTURE_RUNNING, &f->runner_cpu);
+  /* Each waiting thread learns for itself whether its spins pay. */
+  static _Thread_local pl_spin_gauge gauge = {0, 1};
+  if ((deadline == INT64_MAX || deadline > pl_now_ns()) && pl_spin_gauge_allows(&gauge)) {
+    int paid = pl_spin_while_peer(&f->state, PL_FUTURE_PENDING, &f->runner_cpu) &&
+               pl_spin_while_peer(&f->state, PL_FUTURE_RUNNING, &f->runner_cpu);
+    pl_spin_gauge_note(&gauge, paid);
     if (pl_future_done(f)) return PL_OK;
   }
   int rc = PL_OK;

@@ -12,6 +12,7 @@
 
 #include "lua.h"
 #include "lauxlib.h"
+#include "core/enter.h"
 #include "core/errors.h"
 #include "core/runtime.h"
 #include "codec/codec.h"

@@ -92,12 +92,9 @@ static void describe(pl_future *f, char *buf, size_t size) {
 /* pl_future_block for the thread state ts of L (may be NULL). */
 static int block(lua_State *L, pl_tstate *ts, pl_future *f, int64_t deadline, int urgent) {
   pl_check_cancel(L, ts);
-  if (ts != NULL) pl_gil_release(&ts->fam->gil, ts);
+  if (ts != NULL) pl_give_lock(ts);
   int rc = pl_future_wait(f, ts, deadline);
-  if (ts != NULL) {
-    pl_gil_acquire(&ts->fam->gil, ts, urgent);
-    pl_tstate_set_running(ts, L);
-  }
+  if (ts != NULL) pl_take_lock(ts, L, urgent);
   if (rc == PL_ECANCELLED) {
     pl_check_cancel(L, ts);
     pl_error_raise_cancelled(L, ts);

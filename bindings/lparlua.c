@@ -50,12 +50,7 @@ static int runtime_gc(lua_State *L) {
   parlua *rt = luaL_checkudata(L, 1, RUNTIME_MT);
   pl_tstate *ts = pl_tstate_current(&rt->main);
   pl_runtime_shutdown(rt, L);  /* done already, unless no sentinel ran */
-  if (ts != NULL) {
-    pl_tstate_set_running(ts, NULL);
-    pl_gil_release(&rt->main.gil, ts);
-    pl_tstate_pop(ts);
-    pl_tstate_free(ts);
-  }
+  if (ts != NULL) pl_leave(ts);
   pl_runtime_free_lists(rt);
   return 0;
 }
@@ -76,11 +71,10 @@ static void adopt(lua_State *L) {
   rt->main.L = lua_tothread(L, -1);
   lua_pop(L, 1);
   pl_family_attach(&rt->main, L);
-  pl_tstate *ts = pl_tstate_new(&rt->main, rt->main.L);
+  pl_tstate *ts = pl_attach(&rt->main, NULL);
   if (ts == NULL) luaL_error(L, "parlua: out of memory");
-  pl_tstate_push(ts);
   ts->depth = 1;
-  pl_gil_acquire(&rt->main.gil, ts, 1);
+  pl_take_lock(ts, rt->main.L, 1);
   pl_install_coroutines(L);
   luaL_newmetatable(L, SENTINEL_MT);
   lua_pushcfunction(L, sentinel_gc);

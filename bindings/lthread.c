@@ -80,11 +80,9 @@ static void *thread_main(void *arg) {
   pl_thread *t = arg;
   pl_family *fam = t->fam;
   parlua *rt = fam->rt;
-  pl_tstate *ts = pl_tstate_new(fam, t->co);
+  pl_tstate *ts = pl_attach(fam, t->name);
   if (ts == NULL) abort();
-  snprintf(ts->name, sizeof ts->name, "%s", t->name);
   ts->thread = t;
-  pl_tstate_push(ts);
 
   pthread_mutex_lock(&t->mu);
   t->ts = ts;
@@ -94,8 +92,7 @@ static void *thread_main(void *arg) {
   pthread_cond_broadcast(&t->cv);
   pthread_mutex_unlock(&t->mu);
 
-  pl_gil_acquire(&fam->gil, ts, 1);
-  pl_tstate_set_running(ts, t->co);
+  pl_take_lock(ts, t->co, 1);
   t->ok = pl_pcall_traced(t->co, t->nargs, LUA_MULTRET) == LUA_OK;
   pl_held_end(ts);  /* the rule of forced cancellation */
   /* Ended by the cancel it was asked for (t:cancel, an interrupt, the
@@ -105,7 +102,7 @@ static void *thread_main(void *arg) {
     report_uncollected(t);
     release_stack(t, fam->L);
   }
-  pl_tstate_set_running(ts, NULL);
+  pl_tstate_set_running(ts, NULL);  /* before anyone can see it done */
 
   pthread_mutex_lock(&t->mu);
   t->state = T_DONE;
@@ -113,9 +110,7 @@ static void *thread_main(void *arg) {
   pthread_cond_broadcast(&t->cv);
   pthread_mutex_unlock(&t->mu);
 
-  pl_gil_release(&fam->gil, ts);
-  pl_tstate_pop(ts);
-  pl_tstate_free(ts);
+  pl_leave(ts);
   if (pl_runtime_remove_closer(rt, &t->closer)) thread_unref(t);
   thread_unref(t);
   pl_runtime_thread_exit(rt);

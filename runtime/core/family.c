@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "lauxlib.h"
+#include "core/enter.h"
 #include "core/errors.h"
 #include "core/runtime.h"
 
@@ -31,7 +32,11 @@ int pl_family_init(pl_family *fam, parlua *rt, double interval) {
   fam->rt = rt;
   fam->hook = family_hook;
   if (pthread_mutex_init(&fam->mu, NULL) != 0) return -1;
-  return pl_gil_init(&fam->gil, interval);
+  if (pl_gil_init(&fam->gil, interval) != 0) {
+    pthread_mutex_destroy(&fam->mu);
+    return -1;
+  }
+  return 0;
 }
 
 void pl_family_destroy(pl_family *fam) {
@@ -73,18 +78,6 @@ void pl_family_remove_tstate(pl_family *fam, pl_tstate *ts) {
 pl_tstate *pl_tstate_of(lua_State *L) {
   pl_family *fam = pl_family_of(L);
   return fam != NULL ? pl_tstate_current(fam) : NULL;
-}
-
-pl_tstate *pl_unlock(lua_State *L) {
-  pl_tstate *ts = pl_tstate_of(L);
-  if (ts != NULL) pl_gil_release(&ts->fam->gil, ts);
-  return ts;
-}
-
-void pl_lock(lua_State *L, pl_tstate *ts) {
-  if (ts == NULL) return;
-  pl_gil_acquire(&ts->fam->gil, ts, 1);
-  pl_tstate_set_running(ts, L);
 }
 
 void parlua_unlock(lua_State *L) { (void)pl_unlock(L); }

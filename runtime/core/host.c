@@ -4,19 +4,14 @@
 #include <string.h>
 
 #include "lauxlib.h"
+#include "core/enter.h"
 #include "core/errors.h"
 #include "core/runtime.h"
 
 parlua *parlua_new(const parlua_config *cfg) {
   parlua *rt = malloc(sizeof *rt);
   if (rt == NULL) return NULL;
-  if (pl_runtime_init(rt, cfg) != 0) {
-    free(rt);
-    return NULL;
-  }
-  rt->main.L = pl_state_new(rt, &rt->main);
-  if (rt->main.L == NULL) {
-    pl_runtime_destroy(rt);
+  if (pl_runtime_open(rt, cfg, NULL) != 0) {
     free(rt);
     return NULL;
   }
@@ -33,28 +28,17 @@ void parlua_enter(parlua *rt) {
     ts->depth++;
     return;
   }
-  /* Running nothing until it has the lock, so nobody pokes the main state
-   * from this thread's signal handler while another thread runs it. */
-  ts = pl_tstate_new(&rt->main, NULL);
+  ts = pl_attach(&rt->main, NULL);
   if (ts == NULL) abort();  /* nothing sensible to do without memory */
   ts->made_by_enter = 1;
-  pl_tstate_push(ts);
   ts->depth = 1;
-  pl_gil_acquire(&rt->main.gil, ts, 1);
-  pl_tstate_set_running(ts, rt->main.L);
-}
-
-static void let_go(parlua *rt, pl_tstate *ts) {
-  pl_tstate_set_running(ts, NULL);
-  pl_gil_release(&rt->main.gil, ts);
-  pl_tstate_pop(ts);
-  pl_tstate_free(ts);
+  pl_take_lock(ts, rt->main.L, 1);
 }
 
 void parlua_leave(parlua *rt) {
   pl_tstate *ts = pl_tstate_current(&rt->main);
   if (ts == NULL || --ts->depth > 0 || !ts->made_by_enter) return;
-  let_go(rt, ts);
+  pl_leave(ts);
 }
 
 static void set_error(parlua *rt, const char *msg) {
@@ -103,11 +87,10 @@ const char *parlua_error(parlua *rt) { return rt->error != NULL ? rt->error : ""
 void parlua_close(parlua *rt) {
   if (rt == NULL) return;
   parlua_enter(rt);
-  pl_runtime_shutdown(rt, rt->main.L);
   /* Finalizers run inside lua_close and may still use the runtime, so the
    * lock and this thread's tstate stay in place until it returns. */
-  lua_close(rt->main.L);
-  let_go(rt, pl_tstate_current(&rt->main));
-  pl_runtime_destroy(rt);
+  pl_runtime_close_state(rt);
+  pl_leave(pl_tstate_current(&rt->main));
+  pl_runtime_close(rt);
   free(rt);
 }

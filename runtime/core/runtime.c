@@ -18,11 +18,18 @@ int pl_runtime_init(parlua *rt, const parlua_config *cfg) {
   }
   memset(rt, 0, sizeof *rt);
   double interval = cfg->switch_interval > 0 ? cfg->switch_interval : PL_GIL_DEFAULT_INTERVAL;
-  if (pthread_mutex_init(&rt->mu, NULL) != 0) return -1;
-  if (pl_cond_init(&rt->threads_gone) != 0) return -1;
   atomic_init(&rt->interrupted, 0);
   atomic_init(&rt->thread_counter, 0);
-  return pl_family_init(&rt->main, rt, interval);
+  /* Each step undoes the ones before it when it fails. */
+  if (pthread_mutex_init(&rt->mu, NULL) != 0) return -1;
+  if (pl_cond_init(&rt->threads_gone) != 0) goto no_cond;
+  if (pl_family_init(&rt->main, rt, interval) != 0) goto no_family;
+  return 0;
+no_family:
+  pthread_cond_destroy(&rt->threads_gone);
+no_cond:
+  pthread_mutex_destroy(&rt->mu);
+  return -1;
 }
 
 void pl_runtime_free_lists(parlua *rt) {

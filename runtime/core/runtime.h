@@ -50,6 +50,7 @@ struct parlua {
   pl_family main;
   pthread_mutex_t mu;       /* guards preloads, closers, error */
   pl_preload *preloads;
+  int borrows_preloads;     /* preloads belong to another runtime (enter.c) */
   pl_closer *closers;
   int adopted;              /* main.L belongs to someone else (stock lua) */
   atomic_int interrupted;   /* parlua_interrupt was called */
@@ -72,10 +73,6 @@ void pl_family_attach(pl_family *fam, lua_State *L);
 
 /* The calling thread's tstate in L's family, or NULL. */
 pl_tstate *pl_tstate_of(lua_State *L);
-
-/* Give the lock away around a blocking call, and take it back urgently. */
-pl_tstate *pl_unlock(lua_State *L);
-void pl_lock(lua_State *L, pl_tstate *ts);
 
 int pl_runtime_init(parlua *rt, const parlua_config *cfg);
 void pl_runtime_shutdown(parlua *rt, lua_State *L);

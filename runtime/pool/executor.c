@@ -26,6 +26,7 @@
 
 #include "lauxlib.h"
 #include "core/clock.h"
+#include "core/enter.h"
 #include "core/errors.h"
 #include "pool/executor.h"
 

@@ -107,6 +107,7 @@
 
 #include "lauxlib.h"
 #include "core/clock.h"
+#include "core/enter.h"
 #include "core/errors.h"
 #include "pool/executor.h"
 #include "proc/fork.h"
@@ -298,20 +299,12 @@ fail:
   return rc;
 }
 
-static void owner_enter(pworker *pw, pl_executor *e, pl_tstate **ots) {
-  *ots = pl_tstate_new(e->fam, NULL);
-  if (*ots == NULL) abort();
-  snprintf((*ots)->name, sizeof (*ots)->name, "%s", pw->name);
-  pl_tstate_push(*ots);
-  pl_gil_acquire(&e->fam->gil, *ots, 1);
-  pl_tstate_set_running(*ots, pw->co);
-}
-
-static void owner_leave(pl_executor *e, pl_tstate *ots) {
-  pl_tstate_set_running(ots, NULL);
-  pl_gil_release(&e->fam->gil, ots);
-  pl_tstate_pop(ots);
-  pl_tstate_free(ots);
+/* The looking-after thread in the owning state, running the worker's
+ * coroutine there, under the worker's name. */
+static pl_tstate *owner_enter(pworker *pw, pl_executor *e) {
+  pl_tstate *ots = pl_enter(e->fam, pw->co, pw->name);
+  if (ots == NULL) abort();
+  return ots;
 }
 
 /* ---- breaking the pool ----------------------------------------------- */
@@ -549,13 +542,12 @@ static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char 
      * quiet anyway: it runs under the owner's global lock, which a fork
      * for that state takes. */
     pl_fork_guard_leave();
-    pl_tstate *ots;
-    owner_enter(pw, e, &ots);
+    pl_tstate *ots = owner_enter(pw, e);
     pl_executor_set_tstate(w, ots);  /* a callback's shutdown{wait} is refused */
     pl_future_run_callbacks(pw->co, f, cbs);
     lua_settop(pw->co, 0);
     pl_executor_set_tstate(w, NULL);
-    owner_leave(e, ots);
+    pl_leave(ots);
     pl_fork_guard_enter();
   }
   if (last && has_callbacks) pl_executor_looking(w);
@@ -774,10 +766,9 @@ static void processes_worker_stop(pl_worker *w, int release) {
   drain(w, 0);
   stop_child(w, atomic_load(&e->fam->rt->interrupted));
   pl_fork_guard_leave();
-  pl_tstate *ots;
-  owner_enter(pw, e, &ots);
+  pl_tstate *ots = owner_enter(pw, e);
   luaL_unref(pw->co, LUA_REGISTRYINDEX, pw->co_ref);
-  owner_leave(e, ots);
+  pl_leave(ots);
   if (release) pl_executor_release(e, NULL);
   free_worker(pw);
   w->kind = NULL;

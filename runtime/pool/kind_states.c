@@ -66,6 +66,7 @@
 
 #include "lauxlib.h"
 #include "codec/codec.h"
+#include "core/enter.h"
 #include "core/errors.h"
 #include "pool/executor.h"
 #include "sync/held.h"
@@ -238,14 +239,12 @@ static void states_drop(pl_executor *e, lua_State *L, pl_task *t) {
 /* ---- the worker's own lock ------------------------------------------- */
 
 static void take_lock(sworker *sw) {
-  pl_gil_acquire(&sw->rt.main.gil, sw->ts, 1);
-  pl_tstate_set_running(sw->ts, sw->L);
+  pl_take_lock(sw->ts, sw->L, 1);
   sw->holds = 1;
 }
 
 static void drop_lock(sworker *sw) {
-  pl_tstate_set_running(sw->ts, NULL);
-  pl_gil_release(&sw->rt.main.gil, sw->ts);
+  pl_drop_lock(sw->ts);
   sw->holds = 0;
 }
 
@@ -435,19 +434,17 @@ static void open_state(sworker *sw, pl_worker *w) {
   parlua_config cfg;
   parlua_config_init(&cfg);
   cfg.switch_interval = pl_gil_get_interval(&e->fam->gil);
-  if (pl_runtime_init(&sw->rt, &cfg) != 0) abort();  /* nothing sensible to do */
   /* The host's preloads: the list only ever grows at its head and lives
    * as long as the owner, so the worker borrows it as it is now. */
   pthread_mutex_lock(&owner->mu);
-  sw->rt.preloads = owner->preloads;
+  pl_preload *preloads = owner->preloads;
   pthread_mutex_unlock(&owner->mu);
-  sw->L = pl_state_new(&sw->rt, &sw->rt.main);
-  if (sw->L == NULL) abort();
-  sw->rt.main.L = sw->L;
-  sw->ts = pl_tstate_new(&sw->rt.main, sw->L);
+  if (pl_runtime_open(&sw->rt, &cfg, preloads) != 0) abort();  /* nothing sensible to do */
+  sw->L = sw->rt.main.L;
+  char name[sizeof sw->ts->name];
+  snprintf(name, sizeof name, "%s-Worker-%d", e->name, w->index);
+  sw->ts = pl_attach(&sw->rt.main, name);
   if (sw->ts == NULL) abort();
-  snprintf(sw->ts->name, sizeof sw->ts->name, "%s-Worker-%d", e->name, w->index);
-  pl_tstate_push(sw->ts);
   pl_executor_set_tstate(w, sw->ts);
   take_lock(sw);
   lua_State *L = sw->L;
@@ -467,49 +464,37 @@ static void open_state(sworker *sw, pl_worker *w) {
 static void close_state(sworker *sw, pl_worker *w) {
   if (!sw->holds) take_lock(sw);
   if (atomic_load(&sw->interrupted)) atomic_store(&sw->rt.interrupted, 1);
-  pl_runtime_shutdown(&sw->rt, sw->L);
-  lua_close(sw->L);
+  pl_runtime_close_state(&sw->rt);
   sw->L = NULL;
   fnmsg_decref(sw->fm);  /* its function is gone with the state */
   sw->fm = NULL;
   drop_lock(sw);
   pl_executor_set_tstate(w, NULL);
-  pl_tstate_pop(sw->ts);
-  pl_tstate_free(sw->ts);
+  pl_detach(sw->ts);
   sw->ts = NULL;
-  sw->rt.preloads = NULL;  /* borrowed */
-  pl_runtime_destroy(&sw->rt);
+  pl_runtime_close(&sw->rt);
 }
 
 /* ---- done callbacks in the owning state ------------------------------ */
 
-static void owner_enter(sworker *sw, pl_executor *e, pl_tstate **ots) {
-  *ots = pl_tstate_new(e->fam, NULL);
-  if (*ots == NULL) abort();
-  snprintf((*ots)->name, sizeof (*ots)->name, "%s", sw->ts != NULL ? sw->ts->name : e->name);
-  pl_tstate_push(*ots);
-  pl_gil_acquire(&e->fam->gil, *ots, 1);
-  pl_tstate_set_running(*ots, sw->co);
-}
-
-static void owner_leave(pl_executor *e, pl_tstate *ots) {
-  pl_tstate_set_running(ots, NULL);
-  pl_gil_release(&e->fam->gil, ots);
-  pl_tstate_pop(ots);
-  pl_tstate_free(ots);
+/* This worker thread in the owning state, running the worker's coroutine
+ * there, under the worker's name. */
+static pl_tstate *owner_enter(sworker *sw, pl_executor *e) {
+  pl_tstate *ots = pl_enter(e->fam, sw->co, sw->ts != NULL ? sw->ts->name : e->name);
+  if (ots == NULL) abort();
+  return ots;
 }
 
 static void run_callbacks(sworker *sw, pl_worker *w, pl_future *f, pl_future_cb *cbs) {
   pl_executor *e = w->e;
-  pl_tstate *ots;
-  owner_enter(sw, e, &ots);
+  pl_tstate *ots = owner_enter(sw, e);
   /* Seen as this pool's worker: a callback that shuts the pool down with
    * wait=true is refused rather than waiting for itself. */
   pl_executor_set_tstate(w, ots);
   pl_future_run_callbacks(sw->co, f, cbs);
   lua_settop(sw->co, 0);
   pl_executor_set_tstate(w, sw->ts);
-  owner_leave(e, ots);
+  pl_leave(ots);
 }
 
 /* ---- the kind -------------------------------------------------------- */
@@ -604,10 +589,9 @@ static void states_worker_stop(pl_worker *w, int release) {
   sworker *sw = w->kind;
   pl_executor *e = w->e;
   close_state(sw, w);
-  pl_tstate *ots;
-  owner_enter(sw, e, &ots);
+  pl_tstate *ots = owner_enter(sw, e);
   luaL_unref(sw->co, LUA_REGISTRYINDEX, sw->co_ref);
-  owner_leave(e, ots);
+  pl_leave(ots);
   /* The kind's release and drop need no Lua: no state is passed. */
   if (release) pl_executor_release(e, NULL);
   free(sw);

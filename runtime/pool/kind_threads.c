@@ -48,6 +48,7 @@
 #include <string.h>
 
 #include "lauxlib.h"
+#include "core/enter.h"
 #include "core/errors.h"
 #include "pool/executor.h"
 #include "sync/held.h"
@@ -138,15 +139,13 @@ static void threads_drop(pl_executor *e, lua_State *L, pl_task *t) {
 
 /* ---- the lock -------------------------------------------------------- */
 
-static void take_lock(tworker *tw, pl_family *fam) {
-  pl_gil_acquire(&fam->gil, tw->ts, 0);
-  pl_tstate_set_running(tw->ts, tw->co);
+static void take_lock(tworker *tw) {
+  pl_take_lock(tw->ts, tw->co, 0);
   tw->holds = 1;
 }
 
-static void drop_lock(tworker *tw, pl_family *fam) {
-  pl_tstate_set_running(tw->ts, NULL);
-  pl_gil_release(&fam->gil, tw->ts);
+static void drop_lock(tworker *tw) {
+  pl_drop_lock(tw->ts);
   tw->holds = 0;
 }
 
@@ -226,7 +225,7 @@ static void threads_run(pl_worker *w, pl_task *t) {
   pl_family *fam = e->fam;
   texec *te = e->kind_data;
   pl_future *f = t->f;
-  if (!tw->holds) take_lock(tw, fam);
+  if (!tw->holds) take_lock(tw);
   else if (pl_gil_drop_requested(&fam->gil)) pl_gil_yield(&fam->gil, tw->ts);
   if (!pl_future_set_running_or_notify_cancel(f)) {
     threads_drop(e, tw->co, t);
@@ -251,10 +250,10 @@ static void threads_run(pl_worker *w, pl_task *t) {
   }
   int looking = !pl_future_has_callbacks(f);
   pl_executor_task_done(w, outcome, looking);
-  if (!pl_executor_has_work(e)) drop_lock(tw, fam);
+  if (!pl_executor_has_work(e)) drop_lock(tw);
   pl_future_cb *cbs = pl_future_finish(f);
   if (cbs != NULL) {
-    if (!tw->holds) take_lock(tw, fam);
+    if (!tw->holds) take_lock(tw);
     pl_future_run_callbacks(tw->co, f, cbs);
     lua_settop(tw->co, SLOT_TRACEBACK);
   }
@@ -315,19 +314,19 @@ static void threads_worker_abandon(pl_worker *w, lua_State *L) {
 static void threads_worker_start(pl_worker *w) {
   tworker *tw = w->kind;
   pl_executor *e = w->e;
-  pl_tstate *ts = pl_tstate_new(e->fam, NULL);
+  char name[sizeof tw->ts->name];
+  snprintf(name, sizeof name, "%s-Worker-%d", e->name, w->index);
+  pl_tstate *ts = pl_attach(e->fam, name);
   if (ts == NULL) abort();  /* nothing sensible to do without memory */
-  snprintf(ts->name, sizeof ts->name, "%s-Worker-%d", e->name, w->index);
-  pl_tstate_push(ts);
   tw->ts = ts;
   pl_executor_set_tstate(w, ts);
-  take_lock(tw, e->fam);
+  take_lock(tw);
   if (e->init.n >= 0) run_init(tw, e);
 }
 
 static void threads_idle(pl_worker *w) {
   tworker *tw = w->kind;
-  if (tw->holds) drop_lock(tw, w->e->fam);
+  if (tw->holds) drop_lock(tw);
 }
 
 static void threads_interrupt(pl_worker *w) {
@@ -344,15 +343,14 @@ static void threads_reset(pl_worker *w) {
 static void threads_worker_stop(pl_worker *w, int release) {
   tworker *tw = w->kind;
   pl_executor *e = w->e;
-  if (!tw->holds) take_lock(tw, e->fam);
+  if (!tw->holds) take_lock(tw);
   if (release) pl_executor_release(e, tw->co);
   /* Dropping the anchor allocates nothing, so co cannot be collected
    * while this call still uses its stack; it is not touched afterwards. */
   luaL_unref(tw->co, LUA_REGISTRYINDEX, tw->co_ref);
-  drop_lock(tw, e->fam);
+  drop_lock(tw);
   pl_executor_set_tstate(w, NULL);
-  pl_tstate_pop(tw->ts);
-  pl_tstate_free(tw->ts);
+  pl_detach(tw->ts);
   free(tw);
   w->kind = NULL;
 }

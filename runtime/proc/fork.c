@@ -13,6 +13,7 @@
 
 #include "lauxlib.h"
 #include "core/background.h"
+#include "core/enter.h"
 #include "proc/conn.h"
 #include "proc/fork.h"
 #include "proc/portable.h"
@@ -146,10 +147,7 @@ pid_t pl_fork(pl_family *quiet, const int *keep, int nkeep, int (*child_main)(vo
   pl_tstate *ts = NULL;
   *pidfd = -1;
   pthread_rwlock_wrlock(&guard);
-  if (quiet != NULL && (ts = pl_tstate_new(quiet, NULL)) != NULL) {
-    pl_tstate_push(ts);
-    pl_gil_acquire(&quiet->gil, ts, 1);
-  }
+  if (quiet != NULL) ts = pl_enter(quiet, NULL, NULL);
   flockfile(stdout);
   flockfile(stderr);
   fflush(stdout);
@@ -162,11 +160,7 @@ pid_t pl_fork(pl_family *quiet, const int *keep, int nkeep, int (*child_main)(vo
   int err = errno;
   funlockfile(stderr);
   funlockfile(stdout);
-  if (ts != NULL) {
-    pl_gil_release(&quiet->gil, ts);
-    pl_tstate_pop(ts);
-    pl_tstate_free(ts);
-  }
+  if (ts != NULL) pl_leave(ts);
   pthread_rwlock_unlock(&guard);
   if (pid < 0) return -err;
   *pidfd = pl_pidfd_open(pid);
@@ -270,17 +264,10 @@ void pl_child_rt_open(pl_child_rt *c, pl_preload *preloads, double interval, con
   parlua_config_init(&cfg);
   cfg.switch_interval = interval;
   c->rt = malloc(sizeof *c->rt);
-  if (c->rt == NULL || pl_runtime_init(c->rt, &cfg) != 0) _exit(70);  /* nothing sensible to do */
-  c->rt->preloads = preloads;
-  c->L = pl_state_new(c->rt, &c->rt->main);
-  if (c->L == NULL) _exit(70);
-  c->rt->main.L = c->L;
-  c->ts = pl_tstate_new(&c->rt->main, c->L);
+  if (c->rt == NULL || pl_runtime_open(c->rt, &cfg, preloads) != 0) _exit(70);  /* nothing sensible to do */
+  c->L = c->rt->main.L;
+  c->ts = pl_enter(&c->rt->main, c->L, name);
   if (c->ts == NULL) _exit(70);
-  if (name != NULL) snprintf(c->ts->name, sizeof c->ts->name, "%s", name);
-  pl_tstate_push(c->ts);
-  pl_gil_acquire(&c->rt->main.gil, c->ts, 1);
-  pl_tstate_set_running(c->ts, c->L);
   lua_getglobal(c->L, "os");
   if (lua_istable(c->L, -1)) {
     lua_pushcfunction(c->L, child_os_exit);
@@ -290,25 +277,14 @@ void pl_child_rt_open(pl_child_rt *c, pl_preload *preloads, double interval, con
 }
 
 void pl_child_rt_close(pl_child_rt *c) {
-  pl_runtime_shutdown(c->rt, c->L);
-  lua_close(c->L);
+  pl_runtime_close_state(c->rt);
   c->L = NULL;
-  pl_tstate_set_running(c->ts, NULL);
-  pl_gil_release(&c->rt->main.gil, c->ts);
-  pl_tstate_pop(c->ts);
-  pl_tstate_free(c->ts);
-  c->rt->preloads = NULL;  /* borrowed */
-  pl_runtime_destroy(c->rt);
+  pl_leave(c->ts);
+  pl_runtime_close(c->rt);
   free(c->rt);
   c->rt = NULL;
 }
 
-void pl_child_rt_unlock(pl_child_rt *c) {
-  pl_tstate_set_running(c->ts, NULL);
-  pl_gil_release(&c->rt->main.gil, c->ts);
-}
+void pl_child_rt_unlock(pl_child_rt *c) { pl_drop_lock(c->ts); }
 
-void pl_child_rt_lock(pl_child_rt *c) {
-  pl_gil_acquire(&c->rt->main.gil, c->ts, 1);
-  pl_tstate_set_running(c->ts, c->L);
-}
+void pl_child_rt_lock(pl_child_rt *c) { pl_take_lock(c->ts, c->L, 1); }

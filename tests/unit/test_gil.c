@@ -3,6 +3,7 @@
 #include <stdatomic.h>
 
 #include "core/clock.h"
+#include "core/enter.h"
 #include "core/gil.h"
 #include "runner.h"
 #include "core/runtime.h"
@@ -27,12 +28,12 @@ static void *exclusion_worker(void *p) {
   worker_arg *a = p;
   a->ts = pl_tstate_new(&fam, NULL);
   for (int i = 0; i < a->rounds; i++) {
-    pl_gil_acquire(&fam.gil, a->ts, i % 2);
+    pl_take_lock(a->ts, NULL, i % 2);
     if (atomic_fetch_add(a->inside, 1) != 0) atomic_store(a->overlap, 1);
     for (volatile int k = 0; k < 200; k++) {
     }
     atomic_fetch_sub(a->inside, 1);
-    pl_gil_release(&fam.gil, a->ts);
+    pl_give_lock(a->ts);
   }
   pl_tstate_free(a->ts);
   return NULL;
@@ -62,11 +63,11 @@ static atomic_int burner_ready;
 static void *burner(void *p) {
   (void)p;
   pl_tstate *ts = pl_tstate_new(&fam, NULL);
-  pl_gil_acquire(&fam.gil, ts, 0);
+  pl_take_lock(ts, NULL, 0);
   atomic_store(&burner_ready, 1);
   while (!atomic_load(&stop_burner))
     if (pl_gil_drop_requested(&fam.gil)) pl_gil_yield(&fam.gil, ts);
-  pl_gil_release(&fam.gil, ts);
+  pl_give_lock(ts);
   pl_tstate_free(ts);
   return NULL;
 }
@@ -78,13 +79,13 @@ static void test_waiter_gets_lock_after_interval(void) {
   while (!atomic_load(&burner_ready)) usleep(100);
   pl_tstate *ts = pl_tstate_new(&fam, NULL);
   int64_t t0 = pl_now_ns();
-  pl_gil_acquire(&fam.gil, ts, 0);
+  pl_take_lock(ts, NULL, 0);
   double waited = (double)(pl_now_ns() - t0) / 1e9;
   /* At least most of one interval (regular waiters are patient), and far
    * from forever (generous bound for a loaded machine). */
   CHECK(waited >= 0.008);
   CHECK(waited < 1.0);
-  pl_gil_release(&fam.gil, ts);
+  pl_give_lock(ts);
   atomic_store(&stop_burner, 1);
   pthread_join(th, NULL);
   pl_tstate_free(ts);
@@ -97,14 +98,14 @@ static void test_urgent_waiter_does_not_wait_interval(void) {
   while (!atomic_load(&burner_ready)) usleep(100);
   pl_tstate *ts = pl_tstate_new(&fam, NULL);
   int64_t t0 = pl_now_ns();
-  pl_gil_acquire(&fam.gil, ts, 1);
+  pl_take_lock(ts, NULL, 1);
   double waited = (double)(pl_now_ns() - t0) / 1e9;
   CHECK(waited < 0.5);
   pl_gil_stats st;
   pl_gil_get_stats(&fam.gil, &st);
   CHECK(st.drop_requests >= 1);
   CHECK(st.switches >= 2);
-  pl_gil_release(&fam.gil, ts);
+  pl_give_lock(ts);
   atomic_store(&stop_burner, 1);
   pthread_join(th, NULL);
   pl_tstate_free(ts);
@@ -113,10 +114,10 @@ static void test_urgent_waiter_does_not_wait_interval(void) {
 static void test_yield_without_waiters_keeps_lock(void) {
   setup(0.005);
   pl_tstate *ts = pl_tstate_new(&fam, NULL);
-  pl_gil_acquire(&fam.gil, ts, 0);
+  pl_take_lock(ts, NULL, 0);
   pl_gil_yield(&fam.gil, ts);
   CHECK(pl_gil_held_by(&fam.gil, ts));
-  pl_gil_release(&fam.gil, ts);
+  pl_give_lock(ts);
   CHECK(!pl_gil_held_by(&fam.gil, ts));
   pl_tstate_free(ts);
 }

@@ -104,6 +104,11 @@ static int raise_exec(lua_State *L, pl_executor *e, int err) {
   }
 }
 
+/* A worker process that began a message and then sent nothing for this
+ * long is killed (kind processes): it wrote the whole message at once, so
+ * only a stopped or hostile process pauses that long. */
+#define DEFAULT_MESSAGE_TIMEOUT 10.0
+
 /* Raise an error about field `name` of the options table at idx. */
 static int field_error(lua_State *L, int idx, const char *name, const char *what) {
   return luaL_argerror(L, idx, lua_pushfstring(L, "field '%s' %s", name, what));
@@ -163,7 +168,8 @@ static int opt_flag(lua_State *L, int idx, const char *name, int dflt) {
 
 /* par.pool([opts]) */
 static int pool_new(lua_State *L) {
-  static const char *const names[] = {"workers", "kind", "init", "max_tasks_per_worker", NULL};
+  static const char *const names[] = {"workers", "kind", "init", "max_tasks_per_worker",
+                                      "message_timeout", NULL};
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   const char *kind = "threads";
   if (!lua_isnoneornil(L, 1)) {
@@ -191,6 +197,11 @@ static int pool_new(lua_State *L) {
   luaL_argcheck(L, max_tasks <= INT_MAX, 1, "field 'max_tasks_per_worker' is too large");
   if (max_tasks > 0 && ops == &pl_kind_threads)
     return luaL_error(L, "max_tasks_per_worker applies to kinds states and processes");
+  double message_timeout = opt_timeout_field(L, 1, "message_timeout");
+  if (message_timeout == 0) field_error(L, 1, "message_timeout", "must be a positive number");
+  if (message_timeout > 0 && ops != &pl_kind_processes)
+    return luaL_error(L, "message_timeout applies to kind processes");
+  if (message_timeout < 0) message_timeout = DEFAULT_MESSAGE_TIMEOUT;
   int init = lua_getfield(L, 1, "init");        /* [3] */
   if (init != LUA_TNIL && !is_callable(L, 3)) field_error(L, 1, "init", "must be a function");
 
@@ -208,6 +219,7 @@ static int pool_new(lua_State *L) {
     return pl_error_raise(L, PL_SHUTDOWN, "cannot make a pool: the runtime is closing");
   if (e == NULL) return luaL_error(L, "not enough memory");
   e->max_tasks_per_worker = (int)max_tasks;
+  e->message_timeout_ns = message_timeout > 1e9 ? INT64_MAX / 2 : (int64_t)(message_timeout * 1e9);
   *box = e;  /* the reference pl_executor_new gives the caller */
   if (init != LUA_TNIL) {
     lua_pushvalue(L, 3);

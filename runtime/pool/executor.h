@@ -149,6 +149,8 @@ struct pl_executor {
   int max_workers;
   int max_tasks_per_worker;     /* states: recycle a worker's state after this
                                    many tasks (0: never); set before any submit */
+  int64_t message_timeout_ns;   /* processes: a message begun must go on within
+                                   this; set before any submit */
 
   pthread_mutex_t mu;
   pthread_cond_t work;          /* a task was queued, or shutdown */

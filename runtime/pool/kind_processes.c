@@ -245,23 +245,43 @@ static int await_frame(pworker *pw, pl_frame *f) { return pl_pproc_recv(&pw->pro
 
 #define HOW_LEN 96
 
-/* The process is lost (it died, or spoke nonsense, or an interrupt
- * stopped it): reap it and describe what happened as the task's error --
- * `doing` says when ("while running the task") -- and, in how[HOW_LEN]
- * if given, how it ended. */
-static serr *lose_child(pworker *pw, int malformed, const char *doing, char *how_out) {
+/* How a process was lost, from what the last pl_pproc_recv returned:
+ * it is gone (0), stopped in the middle of a frame, or anything else
+ * (a wrong frame, nonsense, a deadline): it is killed. */
+enum { LOST_GONE, LOST_STALLED, LOST_KILLED };
+
+static int lost_how(int r) {
+  if (r == 0) return LOST_GONE;
+  return r == PL_ESTALLED ? LOST_STALLED : LOST_KILLED;
+}
+
+/* The process is lost (it died, or spoke nonsense, or stalled, or an
+ * interrupt stopped it): reap it and describe what happened as the task's
+ * error -- `doing` says when ("while running the task") -- and, in
+ * how[HOW_LEN] if given, how it ended.  One that died in the middle of a
+ * message (killed while it sent a big result) is reported as a death. */
+static serr *lose_child(pworker *pw, int lost, const char *doing, char *how_out) {
   int status = 0, code;
   char how[HOW_LEN];
   pid_t pid = pw->proc.pid;
   int interrupted = atomic_load(&pw->proc.interrupted);
-  if (malformed) pl_pproc_signal(&pw->proc, SIGKILL);
+  size_t have = 0;
+  uint64_t total = 0;
+  pl_rbuf_progress(&pw->proc.rb, &have, &total);
+  if (lost == LOST_GONE && have > 0) doing = "while sending a message";
+  if (lost != LOST_GONE) pl_pproc_signal(&pw->proc, SIGKILL);
   pl_pproc_finish(&pw->proc, &status, EXIT_WAIT_NS, 0);
   pw->ntasks = 0;
   pl_pproc_describe(status, how, sizeof how, &code);
   if (how_out != NULL) memcpy(how_out, how, sizeof how);
   if (interrupted)
     return serr_new(PL_CANCELLED, pid, 1, code, "interrupted (worker process %d stopped)", (int)pid);
-  if (malformed)
+  if (lost == LOST_STALLED)
+    return serr_new(PL_BROKEN_POOL, pid, 1, code,
+                    "worker process %d stopped in the middle of a message (%zu of %llu bytes came, "
+                    "then nothing for %g s: message_timeout) and was killed",
+                    (int)pid, have, (unsigned long long)total, (double)pw->proc.stall_ns / 1e9);
+  if (lost == LOST_KILLED)
     return serr_new(PL_BROKEN_POOL, pid, 1, code,
                     "worker process %d sent a malformed message and was killed", (int)pid);
   return serr_new(PL_BROKEN_POOL, pid, 1, code, "a worker process (pid %d) died %s (%s)", (int)pid,
@@ -387,7 +407,7 @@ static int start_child(pl_worker *w, serr **why) {
     } else {
       if (r == 1) pl_frame_free(&f);
       int stuck = r == -ETIMEDOUT;
-      serr *lost = lose_child(pw, r != 0, "while starting", NULL);
+      serr *lost = lose_child(pw, lost_how(r == 1 ? -EPROTO : r), "while starting", NULL);
       if (strcmp(lost->kind, PL_CANCELLED) == 0) {
         *why = lost;
         return -1;
@@ -427,7 +447,7 @@ static int start_child(pl_worker *w, serr **why) {
     }
     if (r == 1) pl_frame_free(&f);
     char how[HOW_LEN];
-    serr *lost = lose_child(pw, r == 1 || r < 0, "during init", how);
+    serr *lost = lose_child(pw, lost_how(r == 1 ? -EPROTO : r), "during init", how);
     if (strcmp(lost->kind, PL_CANCELLED) == 0) {  /* an interrupt, not a fault */
       *why = lost;
       return -1;
@@ -603,7 +623,7 @@ static void collect_one(pl_worker *w, int looking_after) {
     pl_frame_free(&f);
     r = -EPROTO;
   }
-  fail_flight(w, lose_child(pw, r < 0, "while running the task", NULL), looking_after);
+  fail_flight(w, lose_child(pw, lost_how(r), "while running the task", NULL), looking_after);
 }
 
 /* Complete everything in flight (the worker is about to wait for work,
@@ -701,6 +721,7 @@ static int processes_worker_new(pl_worker *w, lua_State *L) {
     free(pw);
     return -1;
   }
+  pw->proc.stall_ns = w->e->message_timeout_ns;
   snprintf(pw->name, sizeof pw->name, "%s-Worker-%d", w->e->name, w->index);
   pw->co = lua_newthread(L);
   pw->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -237,41 +237,57 @@ static int wait_io(pl_pproc *p, short events, int64_t deadline) {
   }
 }
 
+int pl_pproc_cut(const pl_pproc *p) { return p->rb.end > p->rb.start; }
+
+/* The deadline of a wait for more bytes: a frame begun (bytes of it
+ * buffered) must go on within stall_ns of the last progress. */
+static int64_t stall_at(const pl_pproc *p, int64_t progress) {
+  if (p->stall_ns <= 0 || !pl_pproc_cut(p)) return INT64_MAX;
+  return progress + p->stall_ns;
+}
+
 int pl_pproc_send(pl_pproc *p, const pl_obuf *b, const pl_fdlist *fds, int reading) {
   size_t off = 0;
+  int64_t progress = pl_now_ns();
   for (;;) {
     int r = pl_wire_send(p->sock, b->data, b->len, &off, fds->fd, fds->n);
     if (r == 1) return 0;
     if (r < 0) return -1;
-    if (wait_io(p, POLLOUT | (reading ? POLLIN : 0), INT64_MAX) != 1) return -1;
+    /* A process stopped in the middle of its reply reads nothing either:
+     * give up on it (the next recv says why). */
+    if (wait_io(p, POLLOUT | (reading ? POLLIN : 0), reading ? stall_at(p, progress) : INT64_MAX) != 1)
+      return -1;
     if (reading) {  /* see "Deadlocks" in procpool.h */
       r = pl_rbuf_fill(&p->rb, p->sock, 0);
       if (r == 0 || (r < 0 && r != -EAGAIN)) return -1;   /* gone */
       if (r > 0 && pl_rbuf_check(&p->rb) < 0) return -1;  /* nonsense */
+      if (r > 0) progress = pl_now_ns();
     }
   }
 }
 
 int pl_pproc_recv(pl_pproc *p, pl_frame *f, int64_t deadline) {
+  int64_t progress = pl_now_ns();
   for (;;) {
     int r = pl_rbuf_next(&p->rb, f);
     if (r != 0) return r;
     r = pl_rbuf_fill(&p->rb, p->sock, 0);
     if (r > 0) {
+      progress = pl_now_ns();
       int k = pl_rbuf_check(&p->rb);
       if (k < 0) return k;
       continue;
     }
-    if (r == 0 || r == -ECONNRESET) return p->rb.end > p->rb.start ? -EPROTO : 0;
+    if (r == 0 || r == -ECONNRESET) return 0;  /* gone, maybe in the middle of a frame */
     if (r != -EAGAIN) return r;
-    r = wait_io(p, POLLIN, deadline);
+    int64_t stall = stall_at(p, progress);
+    r = wait_io(p, POLLIN, stall < deadline ? stall : deadline);
+    if (r == -ETIMEDOUT && stall < deadline) return PL_ESTALLED;
     if (r < 0) return r;
     if (r == 0) {  /* it ended: take what it wrote before */
       while ((r = pl_rbuf_fill(&p->rb, p->sock, 0)) > 0) {
       }
-      r = pl_rbuf_next(&p->rb, f);
-      if (r != 0) return r;
-      return p->rb.end > p->rb.start ? -EPROTO : 0;
+      return pl_rbuf_next(&p->rb, f);  /* a whole frame, or 0: gone */
     }
   }
 }

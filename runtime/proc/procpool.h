@@ -52,6 +52,7 @@ typedef struct pl_pproc {
   atomic_int interrupted;
   atomic_llong term_at;    /* when SIGTERM was sent, 0 if not */
   pl_rbuf rb;              /* worker thread only: what the process sent */
+  int64_t stall_ns;        /* a frame begun must go on within this (0: no bound) */
   pl_idlewatch watch;
 } pl_pproc;
 
@@ -70,9 +71,15 @@ int pl_pproc_fork(pl_pproc *p, pl_family *quiet, pl_procworker_ctx *x);
  * nonsense while `reading`: the next recv says so). */
 int pl_pproc_send(pl_pproc *p, const pl_obuf *b, const pl_fdlist *fds, int reading);
 /* The next frame from the process: 1, 0 when it is gone (end of stream,
- * or it ended) having sent whole frames only, -EPROTO when what it sent
- * is not frames (or was cut), -ETIMEDOUT at the deadline, -errno. */
+ * or it ended; pl_pproc_cut tells whether in the middle of a frame),
+ * -EPROTO when what it sent is not frames, -ETIMEDOUT at the deadline,
+ * PL_ESTALLED when it began a frame and then sent nothing for stall_ns
+ * (whatever the deadline: a process that sends has nothing to wait for,
+ * it wrote the whole frame at once), -errno. */
 int pl_pproc_recv(pl_pproc *p, pl_frame *f, int64_t deadline);
+/* Bytes of a frame not yet complete are buffered: the process stopped
+ * (or died) in the middle of one. */
+int pl_pproc_cut(const pl_pproc *p);
 
 /* Any thread: send sig to the process while it is not reaped. */
 void pl_pproc_signal(pl_pproc *p, int sig);

@@ -22,6 +22,7 @@
 #define MAGIC1 'l'
 #define READ_CHUNK 65536
 #define STEAL_AT 262144  /* frames at least this big take the buffer itself */
+#define AHEAD (64u << 20)  /* room made for a frame's rest at most beyond what came */
 
 static void close_fds(int *fds, int n) {
   for (int i = 0; i < n; i++)
@@ -239,7 +240,18 @@ int pl_rbuf_check(pl_rbuf *b) {
     }
     return 1;
   }
-  return make_room(b, total);  /* the rest is read in place */
+  /* The rest is read in place; room for it is made as it comes, never
+   * far beyond what came (the header's word is not proof). */
+  size_t have = b->end - b->start;
+  return make_room(b, total - have > AHEAD + (size_t)have ? 2 * have + AHEAD : total);
+}
+
+void pl_rbuf_progress(const pl_rbuf *b, size_t *have, uint64_t *total) {
+  int type, nfds;
+  uint32_t aux;
+  uint64_t len;
+  *have = b->end - b->start;
+  *total = header(b, &type, &nfds, &aux, &len) == 1 ? PL_WIRE_HEADER + len : 0;
 }
 
 int pl_rbuf_next(pl_rbuf *b, pl_frame *f) {

@@ -14,7 +14,9 @@
  * The reader trusts nothing: a bad magic, more descriptors than a frame
  * may carry, descriptors missing or truncated (MSG_CTRUNC), or a length
  * beyond PL_WIRE_MAX_LEN make the stream malformed (-EPROTO), and the
- * caller treats the other side as broken.  Nothing here blocks: sends and
+ * caller treats the other side as broken.  Memory follows the bytes that
+ * really came, not what a header claims: a header promising gigabytes
+ * and then silence costs a few megabytes (its reader bounds the silence).  Nothing here blocks: sends and
  * receives use MSG_DONTWAIT (never O_NONBLOCK, which would change the
  * descriptor for every process sharing it) and MSG_NOSIGNAL, so the caller
  * waits with poll in its own way (cancellable, or watching a pidfd).
@@ -100,6 +102,9 @@ int pl_rbuf_next(pl_rbuf *b, pl_frame *f);
 int pl_rbuf_check(pl_rbuf *b);
 /* 1 when a whole frame is buffered (nothing taken). */
 int pl_rbuf_has_frame(const pl_rbuf *b);
+/* The bytes buffered (*have) and, once a header is there, the size of the
+ * frame they begin (*total, header included; 0 before). */
+void pl_rbuf_progress(const pl_rbuf *b, size_t *have, uint64_t *total);
 
 /* Close-on-exec socketpair; 0 or -errno. */
 int pl_socketpair(int type, int sv[2]);

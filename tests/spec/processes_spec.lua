@@ -449,6 +449,55 @@ describe("kind processes", function()
       assert.equal(before, fd_count())
     end)
 
+    it("kills a worker that claims an 8 GB message and then says nothing", function()
+      local pool <close> = par.pool{kind = "processes", workers = 1, message_timeout = 0.5}
+      local f = pool:submit(fn [[function()
+        local ffi = require "parlua.ffi"
+        local write = ffi.open():fn("long write(int, const char *, size_t)")
+        local header = "pl" .. string.char(6, 0) .. string.pack("<I4I8", 0, 8 << 30)
+        for fd = 3, 64 do write(fd, header, #header) end
+        while true do par.sleep(1) end
+      end]])
+      local t0 = par.clock()
+      local err = errof(f.result, f, 30)
+      assert.equal("BrokenPool", err.kind)
+      assert.matches("stopped in the middle of a message %(16 of 8589934608 bytes came, then nothing for 0.5 s: "
+        .. "message_timeout%) and was killed", err.message)
+      assert.is_true(par.clock() - t0 < 20)
+      assert.equal(5, pool:submit(fn "function() return 5 end"):result(30))
+    end)
+
+    it("reports a worker killed in the middle of sending its result as killed, not malformed", function()
+      local pool <close> = par.pool{kind = "processes", workers = 1}
+      local f = pool:submit(fn [[function()
+        local ffi = require "parlua.ffi"
+        local C = ffi.open()
+        local write = C:fn("long write(int, const char *, size_t)")
+        local kill, getpid = C:fn("int kill(int, int)"), C:fn("int getpid(void)")
+        -- the first 64 KiB of a 300 MB result, then SIGKILL
+        local header = "pl" .. string.char(6, 0) .. string.pack("<I4I8", 0, 300 * 1000 * 1000)
+        local part = string.rep("x", 65536)
+        for fd = 3, 64 do
+          if write(fd, header, #header) == #header then write(fd, part, #part) end
+        end
+        kill(getpid(), 9)
+      end]])
+      local err = errof(f.result, f, 30)
+      assert.equal("BrokenPool", err.kind)
+      assert.equal(-9, err.exitcode)
+      assert.matches("died while sending a message %(killed by signal 9", err.message)
+      assert.equal(6, pool:submit(fn "function() return 6 end"):result(30))
+    end)
+
+    it("refuses a bad message_timeout", function()
+      assert.matches("field 'message_timeout' must be a positive number",
+        errof(par.pool, {kind = "processes", message_timeout = 0}))
+      assert.matches("field 'message_timeout' must be a non%-negative number",
+        errof(par.pool, {kind = "processes", message_timeout = "soon"}))
+      assert.matches("message_timeout applies to kind processes",
+        errof(par.pool, {kind = "states", message_timeout = 1}))
+    end)
+
     it("kills a worker that sends a malformed or cut message, and keeps serving", function()
       local pool <close> = par.pool{kind = "processes", workers = 1}
       -- the task writes garbage on every descriptor it has above 2: its socket

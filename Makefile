@@ -39,7 +39,7 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 HOST_EXAMPLE = $(BUILD)/embed_example
 
-.PHONY: all module deps test run bench sanitize tsan fuzz install uninstall clean
+.PHONY: all module deps test run bench bench-peers sanitize tsan fuzz install uninstall clean
 all: $(BUILD)/parlua $(BUILD)/libparlua.a $(BUILD)/libparlua.so $(BUILD)/parlua.so
 module: $(BUILD)/parlua.so  # what the rockspecs build
 
@@ -88,6 +88,12 @@ run: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bash scripts/bench/run-all.sh
+
+# parlua beside Lua Lanes and effil, when they can be required (LUA_PATH,
+# LUA_CPATH); make bench runs it too.  Neither is a Debian package: see
+# docs/benchmarks.md for how to get them.
+bench-peers: all
+	$(BUILD)/parlua scripts/bench/peers.lua
 
 # The sanitizer builds run the unit tests and the busted specs through the
 # instrumented `parlua` program (host mode).

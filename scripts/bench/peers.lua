@@ -124,6 +124,11 @@ else
   print("effil: not installed (luarocks install effil), skipped")
 end
 
+if #sides == 1 then  -- nobody to compare with
+  sides[1].close()
+  return
+end
+
 local best = {}
 for _, s in ipairs(sides) do best[s] = {trips = math.huge, table_trip = math.huge, cpu8 = math.huge, serial = math.huge} end
 for _ = 1, ROUNDS do

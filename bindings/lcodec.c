@@ -68,7 +68,7 @@ static int roundtrip(lua_State *L) {
   lua_pushlightuserdata(L, m);
   int status = lua_pcall(L, 1, LUA_MULTRET, 0);
   pl_msg_free(m);
-  if (status != LUA_OK) return lua_error(L);
+  if (status != LUA_OK) return pl_error_throw(L);
   return lua_gettop(L) - n;
 }
 

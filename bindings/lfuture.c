@@ -117,7 +117,7 @@ int pl_future_raise(lua_State *L, pl_future *f) {
     pl_error_note_origin(L, -2, -1);
     lua_pop(L, 1);
   }
-  return lua_error(L);
+  return pl_error_rethrow(L);
 }
 
 /* Wait for the box at 1 with the timeout at 2; raise Timeout. */

@@ -64,7 +64,7 @@ int pl_pmsg_push(lua_State *L, pl_pmsg *m) {
   lua_pushlightuserdata(L, m);
   int status = lua_pcall(L, 1, LUA_MULTRET, 0);
   pl_pmsg_free(m);
-  if (status != LUA_OK) return lua_error(L);
+  if (status != LUA_OK) return pl_error_throw(L);
   return lua_gettop(L) - top;
 }
 

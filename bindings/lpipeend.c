@@ -439,7 +439,7 @@ static int read_values(lua_State *L, pl_pipe_end *pe, int first) {
   lua_pushlightuserdata(L, &res);
   int status = lua_pcall(L, 1, LUA_MULTRET, 0);
   free(block);
-  if (status != LUA_OK) return lua_error(L);
+  if (status != LUA_OK) return pl_error_throw(L);
   return lua_gettop(L) - base;
 }
 

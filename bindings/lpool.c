@@ -555,7 +555,7 @@ static int push_chunk(lua_State *L, mapper *m, size_t id) {
   if (!lua_isnil(L, -1)) pl_error_note_origin(L, -2, -1);
   lua_pop(L, 1);
   pl_future_decref(f);
-  return lua_error(L);
+  return pl_error_rethrow(L);
 }
 
 /* ---- the progress bar ------------------------------------------------ */

@@ -347,7 +347,7 @@ static int process_start(lua_State *L) {
     pl_obuf_free(&o.b);
     pl_fdlist_free(&o.fds);
     set_state(p, P_NEW);
-    return lua_error(L);
+    return pl_error_throw(L);
   }
   pctx x;
   memset(&x, 0, sizeof x);

@@ -102,7 +102,7 @@ static int push_item(lua_State *L, const pl_qitem *it) {
     lua_pushlightuserdata(L, it->msg);
     int status = lua_pcall(L, 1, 1, 0);
     pl_msg_free(it->msg);
-    if (status != LUA_OK) return lua_error(L);
+    if (status != LUA_OK) return pl_error_throw(L);
     return 1;
   }
   if (it->owner != pl_family_of(L))

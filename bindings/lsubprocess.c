@@ -229,7 +229,7 @@ static int raise_timeout(lua_State *L, int p, int timeout_arg, int output, int e
     set_field_from(L, e, "stdout", output);
   }
   if (errout != 0) set_field_from(L, e, "stderr", errout);
-  return lua_error(L);
+  return pl_error_throw(L);
 }
 
 /* "<Signals.SIGKILL: 9>", as Python prints a signal. */
@@ -258,7 +258,7 @@ static int raise_called_process_error(lua_State *L, int p, int rc, int output, i
     set_field_from(L, e, "stdout", output);
   }
   if (errout != 0) set_field_from(L, e, "stderr", errout);
-  return lua_error(L);
+  return pl_error_throw(L);
 }
 
 /* ---- starting ---- */
@@ -444,7 +444,7 @@ static int push_spawn_error(lua_State *L, int err, const char *program, const ch
   lua_setfield(L, -2, "errno");
   lua_pushstring(L, file);
   lua_setfield(L, -2, "filename");
-  return lua_error(L);
+  return pl_error_throw(L);
 }
 
 /* [-0, +1] Start the child of argument `cmd` with options at `opts` (0:
@@ -866,7 +866,7 @@ static int run_impl(lua_State *L, int mode) {
     send_signal(L, p, SIGKILL);
     wait_child(L, p, INT64_MAX, 0);
     close_pipes(L, pidx);
-    return lua_error(L);
+    return pl_error_throw(L);
   }
   int out = pidx + 1, err = pidx + 2;
   int rc = pl_proc_returncode(&p->proc);

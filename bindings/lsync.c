@@ -425,7 +425,7 @@ static const char *release_any(lua_State *L, pl_sync *s) {
 
 static int finish_with(lua_State *L, int status, lua_KContext ctx) {
   const char *err = release_any(L, check_withable(L, 1));
-  if (status != LUA_OK && status != LUA_YIELD) return lua_error(L);  /* fn's error, unchanged */
+  if (status != LUA_OK && status != LUA_YIELD) return pl_error_rethrow(L);  /* fn's error, unchanged */
   if (err != NULL) return luaL_error(L, "%s", err);
   return lua_gettop(L) - (int)ctx;
 }

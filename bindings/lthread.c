@@ -307,7 +307,7 @@ static int thread_result(lua_State *L) {
     lua_xmove(co, L, 2);
     pl_error_note_origin(L, -2, -1);
     lua_pop(L, 1);
-    return lua_error(L);
+    return pl_error_rethrow(L);
   }
   luaL_checkstack(L, n, "too many results");
   /* co may have no free slot after a multiple return: copy one at a time */

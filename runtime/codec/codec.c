@@ -439,7 +439,7 @@ static int fail(encoder *e, lua_State *L, const char *what) {
   pl_error_push(L, PL_TRANSFER, "%s", lua_tostring(L, -1));
   lua_replace(L, e->base);  /* e is not used again: it may go */
   lua_settop(L, e->base);
-  return lua_error(L);
+  return pl_error_throw(L);
 }
 
 /* ---- the name map ---------------------------------------------------- */

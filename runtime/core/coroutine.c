@@ -4,6 +4,7 @@
  * behave exactly as Lua 5.4's own (lcorolib.c). */
 #include "lauxlib.h"
 #include "lualib.h"
+#include "core/errors.h"
 #include "core/runtime.h"
 
 static lua_State *getco(lua_State *L) {
@@ -65,7 +66,7 @@ static int co_auxwrap(lua_State *L) {
       lua_insert(L, -2);
       lua_concat(L, 2);
     }
-    return lua_error(L);
+    return pl_error_rethrow(L);
   }
   return r;
 }

@@ -1,8 +1,10 @@
 /* Private to the parlua runtime: the error objects scripts see.
  *
- * An error is a table {kind = "Timeout", message = "..."} (plus fields of
- * its kind) whose metatable gives tostring(e) == e.message.  Kinds are the
- * strings below; par.errors maps each name to itself.
+ * An error is a table {kind = "Timeout", message = "...", where = "f.lua:3"}
+ * (plus fields of its kind; `where` when raised from Lua code) whose
+ * metatable gives tostring(e) == e.where .. ": " .. e.message, as luaL_error
+ * would have put it.  Kinds are the strings below; par.errors maps each name
+ * to itself.
  */
 #ifndef PL_ERRORS_H
 #define PL_ERRORS_H
@@ -22,8 +24,17 @@
 
 /* [-0, +1] a new error object of `kind` with a formatted message. */
 void pl_error_push(lua_State *L, const char *kind, const char *fmt, ...);
-/* [-0, +0] raise one; never returns. */
+/* [-0, +0] raise one, made here; never returns. */
 int pl_error_raise(lua_State *L, const char *kind, const char *fmt, ...);
+/* [-1, +0] raise the value on top, an error made for this raise (by
+ * pl_error_push, or an error a protected call of the runtime's own gave):
+ * an error object without a position gets the caller's as `where`
+ * (file:line, what luaL_error puts in front of a message).  Never returns. */
+int pl_error_throw(lua_State *L);
+/* [-1, +0] raise the value on top again as it is: a task's or a thread's
+ * error, or one a coroutine raised.  Never returns.  Both note the raise, so
+ * that a stock lua5.4 dying of it prints a traceback (errors.c). */
+int pl_error_rethrow(lua_State *L);
 /* [-0, +0] raise an OSError for `err` (an errno) with a prefix. */
 int pl_error_raise_os(lua_State *L, int err, const char *what);
 /* [-0, +0] raise the Cancelled error a forced cancel or interrupt delivers. */
@@ -47,7 +58,8 @@ int pl_traceback_recorder(lua_State *L);
  * cleared for the next call. */
 char *pl_take_traceback(lua_State *L, int slot);
 /* [-0, +1] the message handler used for every pcall the runtime makes:
- * message (via __tostring for objects) plus a traceback. */
+ * the message (an error object's "where: message", another object's
+ * __tostring) plus a traceback. */
 int pl_msghandler(lua_State *L);
 
 #endif

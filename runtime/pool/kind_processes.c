@@ -513,7 +513,7 @@ static void processes_pack(pl_executor *e, lua_State *L, pl_task *t) {
     pl_obuf_free(&pt->frame);
     pl_fdlist_free(&pt->fds);
     free(pt);
-    lua_error(L);
+    pl_error_throw(L);
   }
   pl_obuf_frame_end(&pt->frame, 0);
   pt->frame.data[3] = (unsigned char)pt->fds.n;

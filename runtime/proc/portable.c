@@ -250,7 +250,7 @@ void pl_port_encode_or_free(lua_State *L, int idx, const char *head, pl_obuf *ou
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
     pl_obuf_free(out);
     pl_fdlist_free(fds);
-    lua_error(L);
+    pl_error_throw(L);
   }
 }
 

@@ -253,7 +253,9 @@ describe("the codec", function()
       assert.is_false(ok)
       local c = through(e)
       assert.equal("Timeout", c.kind)
-      assert.equal("queue is empty", tostring(c))
+      assert.equal("queue is empty", c.message)
+      assert.equal(e.where, c.where)  -- where it was raised, in the sender
+      assert.equal(tostring(e), tostring(c))
       assert.equal(getmetatable(e), getmetatable(c))
     end)
 

@@ -67,7 +67,7 @@ describe("robustness", function()
         local par = require "parlua"
         for _, make in ipairs{function() par.thread(function() end):start() end, par.queue, par.lock} do
           local ok, e = pcall(make)
-          io.write(tostring(ok), " ", tostring(e and e.kind), " ", tostring(e), "\n")
+          io.write(tostring(ok), " ", tostring(e and e.kind), " ", tostring(e and e.message), "\n")
         end
       end})
       require "parlua"

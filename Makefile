@@ -29,11 +29,13 @@ endif
 
 WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
-XCFLAGS  = $(CFLAGS) $(WARN) -std=c11 -D_GNU_SOURCE -fPIC -pthread \
+# -fvisibility=hidden: the libraries export only what include/parlua.h marks
+# PARLUA_API (checked by tests/check-symbols.sh).
+XCFLAGS  = $(CFLAGS) $(WARN) -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread \
            -Iinclude -Iruntime -Ibindings $(LUA_CFLAGS) $(FFI_CFLAGS) $(SAN_FLAGS)
 SYSLIBS  = $(FFI_LIBS) -lm -ldl -pthread
 
-SRC      = $(wildcard runtime/*/*.c bindings/*.c)
+SRC      = $(wildcard runtime/*/*.c bindings/*.c) src/api.c
 OBJ      = $(SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -43,8 +45,13 @@ HOST_EXAMPLE = $(BUILD)/embed_example
 all: $(BUILD)/parlua $(BUILD)/libparlua.a $(BUILD)/libparlua.so $(BUILD)/parlua.so
 module: $(BUILD)/parlua.so  # what the rockspecs build
 
+# Objects also depend on the flags they were compiled with: the file is
+# rewritten only when they change, which then rebuilds everything.
+FLAGS_FILE := $(BUILD)/obj/.flags
+$(shell mkdir -p $(BUILD)/obj && echo '$(CC) $(XCFLAGS)' | cmp -s - $(FLAGS_FILE) || echo '$(CC) $(XCFLAGS)' > $(FLAGS_FILE))
+
 # -MMD: each object depends on exactly the headers it includes.
-$(BUILD)/obj/%.o: %.c
+$(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	$(CC) $(XCFLAGS) -MMD -MP -c $< -o $@
 

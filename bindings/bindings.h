@@ -12,10 +12,15 @@
 
 #include "lua.h"
 #include "lauxlib.h"
+#include "core/adopt.h"
 #include "core/enter.h"
 #include "core/errors.h"
 #include "core/runtime.h"
 #include "codec/codec.h"
+
+/* lparlua.c: parlua and parlua.ffi, preloaded in every state of a runtime
+ * made by parlua_new or by adopting a stock state. */
+extern const luaL_Reg pl_builtin_modules[];
 
 void pl_open_core(lua_State *L);
 void pl_open_thread(lua_State *L);
@@ -64,9 +69,6 @@ typedef struct pl_sync pl_sync;
 pl_tstate *pl_block_begin(lua_State *L, pl_sync *obj);
 void pl_block_end(lua_State *L, pl_tstate *ts, pl_sync *obj);
 
-/* In a stock lua state, keep the shutdown sentinel the newest finalizable
- * object so it runs before any object a still-running thread may use. */
-void pl_adopted_touch(lua_State *L);
 
 /* [-1, +(1|2)] lua_pcall with a traceback handler that leaves the error
  * value untouched: on error the stack gets [error, traceback]. */

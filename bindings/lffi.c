@@ -899,7 +899,7 @@ static void func_rebuild(lua_State *L, int n) {
 }
 
 static const pl_transfer_type func_type = {
-    FUNC_MT, "ffi function", "parlua.ffi", NULL, NULL, NULL, NULL, func_describe, func_rebuild};
+    FUNC_MT, "ffi function", "parlua.ffi", NULL, NULL, NULL, NULL, func_describe, func_rebuild, 0};
 
 /* ---- the module ---- */
 
@@ -924,7 +924,7 @@ static void fill_class(lua_State *L, int mt, const luaL_Reg *meta, const luaL_Re
   lua_pop(L, 1);
 }
 
-int luaopen_parlua_ffi(lua_State *L) {
+PARLUA_API int luaopen_parlua_ffi(lua_State *L) {
   static const luaL_Reg func_meta[] = {{"__call", func_call}, {"__tostring", func_tostring}, {NULL, NULL}};
   static const luaL_Reg func_methods[] = {{"variadic", func_variadic}, {NULL, NULL}};
   static const luaL_Reg ptr_meta[] = {{"__eq", ptr_eq}, {"__tostring", ptr_tostring}, {"__add", ptr_add}, {NULL, NULL}};

@@ -41,7 +41,7 @@
 #include "lprocess.h"
 #include "proc/portable.h"
 
-static const char CONN_MT[] = PL_CONN_TNAME;
+static const char CONN_MT[] = "parlua.Connection";
 #define FRAME_MSG 0x4d
 
 static pl_conn *check_conn(lua_State *L) {
@@ -220,14 +220,14 @@ static void conn_release(void *obj) { pl_conn_decref(obj); }
 
 static const pl_transfer_type conn_type = {
     CONN_MT, "pipe connection", "parlua", conn_retain, conn_release, NULL, pl_codec_push_box,
-    NULL, NULL};
+    NULL, NULL, PL_PORT_CONN};
 
 void pl_open_pipe(lua_State *L) {
   static const luaL_Reg methods[] = {{"send", conn_send},   {"recv", conn_recv},
                                      {"poll", conn_poll},   {"close", conn_close},
                                      {"fileno", conn_fileno}, {NULL, NULL}};
   pl_new_class(L, CONN_MT, methods, conn_index, conn_gc, conn_close, conn_tostring);
-  pl_codec_register_type(L, &conn_type);
+  pl_port_register_type(L, &conn_type);
   lua_pushcfunction(L, pipe_new);
   lua_setfield(L, -2, "pipe");
 }

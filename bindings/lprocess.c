@@ -117,6 +117,7 @@ typedef struct pctx {
   size_t len;
   int *fds;
   int nfds;
+  const luaL_Reg *modules;
   pl_preload *preloads;
   double interval;
   char name[64];
@@ -140,7 +141,7 @@ static int c_child_call(lua_State *L) {
 static int process_child(void *ud) {
   pctx *x = ud;
   pl_child_rt c;
-  pl_child_rt_open(&c, x->preloads, x->interval, NULL);
+  pl_child_rt_open(&c, x->modules, x->preloads, x->interval, NULL);
   char made = 1;  /* the state is made: the parent's start() may return */
   ssize_t n = write(x->ready, &made, 1);
   (void)n;
@@ -356,6 +357,7 @@ static int process_start(lua_State *L) {
   x.fds = o.fds.fd;
   x.nfds = o.fds.n;
   pthread_mutex_lock(&rt->mu);
+  x.modules = rt->modules;
   x.preloads = rt->preloads;
   pthread_mutex_unlock(&rt->mu);
   x.interval = pl_gil_get_interval(&rt->main.gil);

@@ -361,7 +361,8 @@ static void queue_retain(void *obj) { pl_sync_incref(obj); }
 static void queue_release(void *obj) { pl_sync_decref(obj); }
 
 static const pl_transfer_type queue_type = {
-    QUEUE_MT, "queue", "parlua", queue_retain, queue_release, queue_share, pl_codec_push_box, NULL, NULL};
+    QUEUE_MT, "queue", "parlua", queue_retain, queue_release, queue_share, pl_codec_push_box, NULL, NULL,
+    PL_PORT_QUEUE};
 
 void pl_open_queue(lua_State *L) {
   static const luaL_Reg methods[] = {
@@ -372,7 +373,7 @@ void pl_open_queue(lua_State *L) {
       {"join", queue_join},         {"close", queue_close},
       {"is_closed", queue_is_closed}, {NULL, NULL}};
   pl_new_class(L, QUEUE_MT, methods, queue_index, queue_gc, NULL, queue_tostring);
-  pl_codec_register_type(L, &queue_type);
+  pl_port_register_type(L, &queue_type);
   lua_pushcfunction(L, queue_new);
   lua_setfield(L, -2, "queue");
 }

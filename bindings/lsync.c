@@ -526,12 +526,12 @@ static void sync_retain(void *obj) { pl_sync_incref(obj); }
 static void sync_release(void *obj) { pl_sync_decref(obj); }
 
 static const pl_transfer_type sync_types[] = {
-    {LOCK_MT, "lock", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
-    {RLOCK_MT, "rlock", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
-    {EVENT_MT, "event", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
-    {CONDITION_MT, "condition", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
-    {SEMAPHORE_MT, "semaphore", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
-    {BARRIER_MT, "barrier", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL},
+    {LOCK_MT, "lock", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL, 0},
+    {RLOCK_MT, "rlock", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL, 0},
+    {EVENT_MT, "event", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL, 0},
+    {CONDITION_MT, "condition", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL, 0},
+    {SEMAPHORE_MT, "semaphore", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL, 0},
+    {BARRIER_MT, "barrier", "parlua", sync_retain, sync_release, NULL, pl_codec_push_box, NULL, NULL, 0},
 };
 
 void pl_open_sync(lua_State *L) {

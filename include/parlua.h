@@ -25,6 +25,15 @@
 extern "C" {
 #endif
 
+/* Marks the functions of the API: the libraries export these and hide
+ * everything else (they are built with -fvisibility=hidden), as Lua's
+ * LUA_API and libuv's UV_EXTERN do. */
+#if defined(__GNUC__)
+#define PARLUA_API __attribute__((visibility("default")))
+#else
+#define PARLUA_API
+#endif
+
 /* The one place the version is written: the Makefile reads it for the
  * shared library's name and parlua.pc, a spec checks the rockspec's. */
 #define PARLUA_VERSION_NUMBER "0.1.0"
@@ -37,52 +46,52 @@ typedef struct parlua_config {
 } parlua_config;
 
 /* Fill `cfg` with the defaults. */
-void parlua_config_init(parlua_config *cfg);
+PARLUA_API void parlua_config_init(parlua_config *cfg);
 
 /* A new runtime with a fresh main state (standard libraries open, `parlua`
  * and `parlua.ffi` requirable); NULL when out of memory.  `cfg` may be NULL. */
-parlua *parlua_new(const parlua_config *cfg);
+PARLUA_API parlua *parlua_new(const parlua_config *cfg);
 
 /* Make `name` requirable in every state this runtime has or will make (the
  * main state, `states` workers, `processes` workers).  0, or -1 when out
  * of memory. */
-int parlua_preload(parlua *rt, const char *name, lua_CFunction open);
+PARLUA_API int parlua_preload(parlua *rt, const char *name, lua_CFunction open);
 
 /* Run a chunk in the main state, taking and giving back the lock.  Returns
  * LUA_OK or a Lua error code; then parlua_error() is the message with a
  * traceback (valid until the next call that runs code). */
-int parlua_dostring(parlua *rt, const char *code, const char *chunkname);
+PARLUA_API int parlua_dostring(parlua *rt, const char *code, const char *chunkname);
 /* As parlua_dostring for a file; NULL reads standard input. */
-int parlua_dofile(parlua *rt, const char *path);
-const char *parlua_error(parlua *rt);
+PARLUA_API int parlua_dofile(parlua *rt, const char *path);
+PARLUA_API const char *parlua_error(parlua *rt);
 
 /* Take the main state's lock for direct use of parlua_state(); nestable
  * on one thread.  parlua_leave gives it back. */
-void parlua_enter(parlua *rt);
-void parlua_leave(parlua *rt);
-lua_State *parlua_state(parlua *rt);
+PARLUA_API void parlua_enter(parlua *rt);
+PARLUA_API void parlua_leave(parlua *rt);
+PARLUA_API lua_State *parlua_state(parlua *rt);
 
 /* Interrupt everything running in the runtime: running Lua code of every
  * thread gets an error at its next instruction or blocking call.  Callable
  * from any thread (not from a signal handler: use a thread that sigwaits).
  * Returns 1 when some Lua code was running, 0 when the runtime was idle. */
-int parlua_interrupt(parlua *rt);
+PARLUA_API int parlua_interrupt(parlua *rt);
 /* 1 when the last parlua_dostring/dofile failed because of an interrupt. */
-int parlua_interrupted(parlua *rt);
+PARLUA_API int parlua_interrupted(parlua *rt);
 
 /* Join threads, shut pools down, reap children, close the state, free. */
-void parlua_close(parlua *rt);
+PARLUA_API void parlua_close(parlua *rt);
 
 /* For a host C function that blocks: give the calling state's lock away
  * and take it back.  No-ops in a state without parlua. */
-void parlua_unlock(lua_State *L);
-void parlua_lock(lua_State *L);
+PARLUA_API void parlua_unlock(lua_State *L);
+PARLUA_API void parlua_lock(lua_State *L);
 #define PARLUA_UNLOCK(L) parlua_unlock(L)
 #define PARLUA_LOCK(L) parlua_lock(L)
 
 /* The Lua modules, for hosts that build their own states. */
-int luaopen_parlua(lua_State *L);
-int luaopen_parlua_ffi(lua_State *L);
+PARLUA_API int luaopen_parlua(lua_State *L);
+PARLUA_API int luaopen_parlua_ffi(lua_State *L);
 
 #ifdef __cplusplus
 }

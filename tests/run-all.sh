@@ -5,6 +5,7 @@
 #          (MODE=host: through the $BUILD/parlua program instead)
 #   smoke: every scripts/*.lua example, run by $BUILD/parlua with PARLUA_SMOKE=1
 #   embed: the embedding example host program
+#   checks: tests/checks/*.sh (layers in the sources, exported symbols)
 set -u
 BUILD=${BUILD:-build}
 MODE=${MODE:-module}
@@ -37,6 +38,13 @@ for t in "$BUILD"/tests/test_*; do
   cat "$out"
   count_line "$out" "$(basename "$t")"
   [ $rc -ne 0 ] && ! grep -qE '[1-9][0-9]* failed' "$out" && { failed=$((failed + 1)); failures+=("$(basename "$t"): exit $rc"); }
+done
+
+echo "== layer and symbol checks"
+for c in tests/checks/*.sh; do
+  BUILD="$BUILD" bash "$c" > "$out" 2>&1
+  cat "$out"
+  count_line "$out" "$(basename "$c")"
 done
 
 echo "== busted specs ($MODE mode)"

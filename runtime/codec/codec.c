@@ -1022,7 +1022,7 @@ static void cfunc_push(lua_State *L, const pl_transfer_type *t, void *obj) {
 
 /* A C function without upvalues and without a name: itself (in-process). */
 static const pl_transfer_type cfunction_type = {
-    "C function", "C function", NULL, cfunc_noref, cfunc_noref, NULL, cfunc_push, NULL, NULL};
+    "C function", "C function", NULL, cfunc_noref, cfunc_noref, NULL, cfunc_push, NULL, NULL, 0};
 
 static void enc_function(encoder *e, lua_State *L, int idx) {
   if (lua_iscfunction(L, idx)) {

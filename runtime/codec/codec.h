@@ -106,6 +106,9 @@ struct pl_transfer_type {
    * which rebuild(L, n) makes the receiver's own object ([-n, +1]). */
   int (*describe)(lua_State *L, int idx);
   void (*rebuild)(lua_State *L, int n);
+  /* PL_PORT_CONN or PL_PORT_QUEUE for the two types that can cross to
+   * another process (proc/portable.h), 0 for the others. */
+  int port_kind;
 };
 
 typedef struct pl_msgobj {

@@ -1,6 +1,7 @@
 /* Entering and leaving a state family; opening and closing a runtime
  * (see enter.h for the order of the steps and why). */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "core/enter.h"
 
@@ -50,8 +51,31 @@ void pl_lock(lua_State *L, pl_tstate *ts) {
   if (ts != NULL) pl_take_lock(ts, L, 1);
 }
 
-int pl_runtime_open(parlua *rt, const parlua_config *cfg, pl_preload *borrowed) {
+void pl_host_enter(parlua *rt) {
+  pl_tstate *ts = pl_tstate_current(&rt->main);
+  /* Nested, or a thread of this runtime that holds the lock already (a C
+   * function called from a par.thread or a pool worker): just count. */
+  if (ts != NULL && (ts->depth > 0 || pl_gil_held_by(&rt->main.gil, ts))) {
+    ts->depth++;
+    return;
+  }
+  ts = pl_attach(&rt->main, NULL);
+  if (ts == NULL) abort();  /* nothing sensible to do without memory */
+  ts->made_by_enter = 1;
+  ts->depth = 1;
+  pl_take_lock(ts, rt->main.L, 1);
+}
+
+void pl_host_leave(parlua *rt) {
+  pl_tstate *ts = pl_tstate_current(&rt->main);
+  if (ts == NULL || --ts->depth > 0 || !ts->made_by_enter) return;
+  pl_leave(ts);
+}
+
+int pl_runtime_open(parlua *rt, const parlua_config *cfg, const luaL_Reg *modules,
+                    pl_preload *borrowed) {
   if (pl_runtime_init(rt, cfg) != 0) return PL_ENOMEM;
+  rt->modules = modules;
   rt->preloads = borrowed;
   rt->borrows_preloads = borrowed != NULL;
   rt->main.L = pl_state_new(rt, &rt->main);

@@ -50,10 +50,17 @@ void pl_give_lock(pl_tstate *ts);
 pl_tstate *pl_unlock(lua_State *L);
 void pl_lock(lua_State *L, pl_tstate *ts);
 
-/* A runtime with a fresh main state, that borrows the list of preloads
- * `borrowed` (NULL: it has its own, empty).  0, or PL_ENOMEM with nothing
- * left to free. */
-int pl_runtime_open(parlua *rt, const parlua_config *cfg, pl_preload *borrowed);
+/* parlua_enter/parlua_leave: a host thread enters the main family (or, when
+ * it is in already or holds the lock, counts one level deeper). */
+void pl_host_enter(parlua *rt);
+void pl_host_leave(parlua *rt);
+
+/* A runtime with a fresh main state, that preloads `modules` (a static
+ * list, {NULL, NULL} ends it) in every state it makes and borrows the list
+ * of preloads `borrowed` (NULL: it has its own, empty).  0, or PL_ENOMEM
+ * with nothing left to free. */
+int pl_runtime_open(parlua *rt, const parlua_config *cfg, const luaL_Reg *modules,
+                    pl_preload *borrowed);
 /* Holding the main state's lock: stop what the runtime's code started and
  * close the main state (finalizers run and may still use the runtime). */
 void pl_runtime_close_state(parlua *rt);

@@ -79,7 +79,3 @@ pl_tstate *pl_tstate_of(lua_State *L) {
   pl_family *fam = pl_family_of(L);
   return fam != NULL ? pl_tstate_current(fam) : NULL;
 }
-
-void parlua_unlock(lua_State *L) { (void)pl_unlock(L); }
-
-void parlua_lock(lua_State *L) { pl_lock(L, pl_tstate_of(L)); }

@@ -4,16 +4,17 @@
 #include <string.h>
 
 #include "lauxlib.h"
+#include "core/enter.h"
 #include "core/runtime.h"
 
-void parlua_config_init(parlua_config *cfg) {
+void pl_config_init(parlua_config *cfg) {
   cfg->switch_interval = PL_GIL_DEFAULT_INTERVAL;
 }
 
 int pl_runtime_init(parlua *rt, const parlua_config *cfg) {
   parlua_config defaults;
   if (cfg == NULL) {
-    parlua_config_init(&defaults);
+    pl_config_init(&defaults);
     cfg = &defaults;
   }
   memset(rt, 0, sizeof *rt);
@@ -139,7 +140,7 @@ void pl_runtime_shutdown(parlua *rt, lua_State *L) {
   pthread_mutex_unlock(&rt->mu);
 }
 
-int parlua_preload(parlua *rt, const char *name, lua_CFunction open) {
+int pl_runtime_add_preload(parlua *rt, const char *name, lua_CFunction open) {
   size_t n = strlen(name) + 1;
   pl_preload *p = malloc(sizeof *p + n);
   if (p == NULL) return -1;
@@ -151,17 +152,25 @@ int parlua_preload(parlua *rt, const char *name, lua_CFunction open) {
   pthread_mutex_unlock(&rt->mu);
   /* The main state already exists: it learns of the module at once. */
   if (rt->main.L != NULL) {
-    parlua_enter(rt);
+    pl_host_enter(rt);
     luaL_getsubtable(rt->main.L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(rt->main.L, open);
     lua_setfield(rt->main.L, -2, p->name);
     lua_pop(rt->main.L, 1);
-    parlua_leave(rt);
+    pl_host_leave(rt);
   }
   return 0;
 }
 
 void pl_runtime_apply_preloads(parlua *rt, lua_State *L) {
+  /* The runtime's own modules first: a host preload of the same name
+   * replaces one. */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const luaL_Reg *m = rt->modules; m != NULL && m->name != NULL; m++) {
+    lua_pushcfunction(L, m->func);
+    lua_setfield(L, -2, m->name);
+  }
+  lua_pop(L, 1);
   /* Preloads are only ever added at the head and never removed before the
    * runtime dies, so the list can be walked without rt->mu, which must not
    * be held while Lua runs (a finalizer may need it). */
@@ -176,7 +185,7 @@ void pl_runtime_apply_preloads(parlua *rt, lua_State *L) {
   lua_pop(L, 1);
 }
 
-int parlua_interrupt(parlua *rt) {
+int pl_runtime_interrupt(parlua *rt) {
   int running = 0;
   atomic_store(&rt->interrupted, 1);
   pthread_mutex_lock(&rt->main.mu);
@@ -187,5 +196,3 @@ int parlua_interrupt(parlua *rt) {
   pthread_mutex_unlock(&rt->main.mu);
   return running;
 }
-
-int parlua_interrupted(parlua *rt) { return rt->last_interrupted; }

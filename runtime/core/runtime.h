@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 
 #include "lua.h"
+#include "lauxlib.h"
 #include "parlua.h"
 #include "core/gil.h"
 #include "core/tstate.h"
@@ -49,6 +50,7 @@ enum { PL_CLOSE_THREADS = 10, PL_CLOSE_DAEMONS = 20, PL_CLOSE_POOLS = 30 };
 struct parlua {
   pl_family main;
   pthread_mutex_t mu;       /* guards preloads, closers, error */
+  const luaL_Reg *modules;  /* preloaded in every state made (state.c), {NULL, NULL} ends */
   pl_preload *preloads;
   int borrows_preloads;     /* preloads belong to another runtime (enter.c) */
   pl_closer *closers;
@@ -98,7 +100,14 @@ int pl_runtime_remove_closer(parlua *rt, pl_closer **slot);
 void pl_runtime_thread_enter(parlua *rt);
 void pl_runtime_thread_exit(parlua *rt);
 
-/* Put every preload of rt into L's package.preload. */
+/* The defaults of parlua_config_init. */
+void pl_config_init(parlua_config *cfg);
+/* parlua_preload: into the list, and into the main state if it exists. */
+int pl_runtime_add_preload(parlua *rt, const char *name, lua_CFunction open);
+/* parlua_interrupt: cancel every thread of the main family. */
+int pl_runtime_interrupt(parlua *rt);
+
+/* Put rt's modules and then every preload of rt into L's package.preload. */
 void pl_runtime_apply_preloads(parlua *rt, lua_State *L);
 
 /* state.c: a new lua_State for `fam`, standard libraries and preloads in. */

@@ -383,6 +383,7 @@ static int start_child(pl_worker *w, serr **why) {
     pl_procworker_ctx x;
     memset(&x, 0, sizeof x);
     pthread_mutex_lock(&rt->mu);
+    x.modules = rt->modules;
     x.preloads = rt->preloads;
     pthread_mutex_unlock(&rt->mu);
     x.interval = pl_gil_get_interval(&e->fam->gil);

@@ -432,14 +432,14 @@ static void open_state(sworker *sw, pl_worker *w) {
   pl_executor *e = w->e;
   parlua *owner = e->fam->rt;
   parlua_config cfg;
-  parlua_config_init(&cfg);
+  pl_config_init(&cfg);
   cfg.switch_interval = pl_gil_get_interval(&e->fam->gil);
   /* The host's preloads: the list only ever grows at its head and lives
    * as long as the owner, so the worker borrows it as it is now. */
   pthread_mutex_lock(&owner->mu);
   pl_preload *preloads = owner->preloads;
   pthread_mutex_unlock(&owner->mu);
-  if (pl_runtime_open(&sw->rt, &cfg, preloads) != 0) abort();  /* nothing sensible to do */
+  if (pl_runtime_open(&sw->rt, &cfg, owner->modules, preloads) != 0) abort();  /* nothing sensible to do */
   sw->L = sw->rt.main.L;
   char name[sizeof sw->ts->name];
   snprintf(name, sizeof name, "%s-Worker-%d", e->name, w->index);

@@ -165,7 +165,7 @@ static void child_serve(lua_State *L, pl_frame *f, pl_obuf *out, pl_fdlist *fds)
 int pl_procworker_main(void *ud) {
   pl_procworker_ctx *x = ud;
   pl_child_rt c;
-  pl_child_rt_open(&c, x->preloads, x->interval, x->name);
+  pl_child_rt_open(&c, x->modules, x->preloads, x->interval, x->name);
   lua_State *L = c.L;
   lua_settop(L, 0);
   lua_newtable(L);                         /* [2] the traceback slot */

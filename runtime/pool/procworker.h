@@ -20,6 +20,7 @@ enum { F_INIT = 1, F_TASK, F_STARTED, F_READY, F_INIT_FAILED, F_RESULT };
 /* What the child is given, read by the parent before the fork. */
 typedef struct pl_procworker_ctx {
   int sock;                 /* its end of the socket */
+  const luaL_Reg *modules;  /* the runtime's modules (static) */
   pl_preload *preloads;     /* the host's preloads (borrowed) */
   double interval;          /* the parent's switch interval */
   char name[64];            /* "Pool-1-Worker-2" */

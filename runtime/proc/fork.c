@@ -259,12 +259,13 @@ static int child_os_exit(lua_State *L) {
   return 0;
 }
 
-void pl_child_rt_open(pl_child_rt *c, pl_preload *preloads, double interval, const char *name) {
+void pl_child_rt_open(pl_child_rt *c, const luaL_Reg *modules, pl_preload *preloads, double interval,
+                      const char *name) {
   parlua_config cfg;
-  parlua_config_init(&cfg);
+  pl_config_init(&cfg);
   cfg.switch_interval = interval;
   c->rt = malloc(sizeof *c->rt);
-  if (c->rt == NULL || pl_runtime_open(c->rt, &cfg, preloads) != 0) _exit(70);  /* nothing sensible to do */
+  if (c->rt == NULL || pl_runtime_open(c->rt, &cfg, modules, preloads) != 0) _exit(70);  /* nothing sensible to do */
   c->L = c->rt->main.L;
   c->ts = pl_enter(&c->rt->main, c->L, name);
   if (c->ts == NULL) _exit(70);

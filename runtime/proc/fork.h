@@ -53,6 +53,7 @@
 #include <sys/types.h>
 
 #include "lua.h"
+#include "lauxlib.h"
 
 struct parlua;
 struct pl_family;
@@ -93,7 +94,8 @@ typedef struct pl_child_rt {
   struct pl_tstate *ts;
 } pl_child_rt;
 
-void pl_child_rt_open(pl_child_rt *c, struct pl_preload *preloads, double interval, const char *name);
+void pl_child_rt_open(pl_child_rt *c, const luaL_Reg *modules, struct pl_preload *preloads, double interval,
+                      const char *name);
 /* As parlua_close: stop what the tasks started, close the state. */
 void pl_child_rt_close(pl_child_rt *c);
 /* Give the lock away while the worker waits for work, and take it back. */

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "lauxlib.h"
-#include "parlua.h"
 #include "proc/conn.h"
 #include "core/errors.h"
 #include "proc/portable.h"
@@ -168,7 +167,7 @@ int pl_port_pack(const pl_msg *m, pl_obuf *out, pl_fdlist *fds, char *err, size_
     const pl_msgobj *o = &m->objs[i];
     unsigned char *ent = out->data + at + HEAD + (size_t)i * ENTRY;
     int before = fds->n, rc;
-    if (strcmp(o->type->tname, PL_CONN_TNAME) == 0) {
+    if (o->type->port_kind == PL_PORT_CONN) {
       pl_conn *c = o->obj;
       rc = pl_conn_export(c, fds);
       if (rc == PL_ECLOSED) {
@@ -180,7 +179,7 @@ int pl_port_pack(const pl_msg *m, pl_obuf *out, pl_fdlist *fds, char *err, size_
         goto fail;
       }
       put_entry(ent, PL_PORT_CONN, 1, c->id, c->flags);
-    } else if (strcmp(o->type->tname, PL_QUEUE_TNAME) == 0) {
+    } else if (o->type->port_kind == PL_PORT_QUEUE) {
       pl_pchan *c;
       uint64_t id;
       long long maxsize;
@@ -212,9 +211,7 @@ static int raise_pack(lua_State *L) {
   return pl_error_raise(L, PL_TRANSFER, "%s", err);
 }
 
-static int crosses(const pl_transfer_type *t) {
-  return strcmp(t->tname, PL_CONN_TNAME) == 0 || strcmp(t->tname, PL_QUEUE_TNAME) == 0;
-}
+static int crosses(const pl_transfer_type *t) { return t->port_kind != 0; }
 
 void pl_port_encode(lua_State *L, int first, int n, const char *head, const char *each,
                     pl_obuf *out, pl_fdlist *fds) {
@@ -338,14 +335,34 @@ int pl_port_unpack_frame(pl_frame *f, size_t offset, pl_pmsg *out, char *err, si
 
 /* ---- decoding -------------------------------------------------------- */
 
+/* The two portable types as the bindings described them: the same static
+ * descriptors in every state of the process (and of its forked children),
+ * written when a state registers them, read by decoders. */
+static _Atomic(const pl_transfer_type *) port_types[PL_PORT_QUEUE + 1];
+
+void pl_port_register_type(lua_State *L, const pl_transfer_type *t) {
+  pl_codec_register_type(L, t);
+  atomic_store(&port_types[t->port_kind], t);
+}
+
+/* [-0, +0] require `module` through its package.preload entry, as the
+ * state's own require would, but whatever the script did to require. */
+static void load_module(lua_State *L, const char *module) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_CFunction open = lua_getfield(L, -1, module) == LUA_TFUNCTION ? lua_tocfunction(L, -1) : NULL;
+  lua_pop(L, 2);
+  if (open == NULL) return;
+  luaL_requiref(L, module, open, 0);
+  lua_pop(L, 1);
+}
+
 static const pl_transfer_type *type_of(lua_State *L, int kind) {
-  const char *tname = kind == PL_PORT_CONN ? PL_CONN_TNAME : PL_QUEUE_TNAME;
-  const pl_transfer_type *t = pl_codec_find_type(L, tname);
-  if (t == NULL) {  /* a state that never loaded parlua: it registers them */
-    luaL_requiref(L, "parlua", luaopen_parlua, 0);
-    lua_pop(L, 1);
-    t = pl_codec_find_type(L, tname);
-    if (t == NULL) pl_error_raise(L, PL_TRANSFER, "no class %s in the receiving state", tname);
+  const pl_transfer_type *t = atomic_load(&port_types[kind]);
+  if (t == NULL) pl_error_raise(L, PL_TRANSFER, "malformed message: no type for a portable object");
+  if (pl_codec_find_type(L, t->tname) == NULL) {  /* a state that never loaded its module */
+    load_module(L, t->module);
+    if (pl_codec_find_type(L, t->tname) == NULL)
+      pl_error_raise(L, PL_TRANSFER, "no class %s in the receiving state", t->tname);
   }
   return t;
 }

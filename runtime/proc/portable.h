@@ -42,9 +42,10 @@
 
 enum { PL_PORT_CONN = 1, PL_PORT_QUEUE = 2 };
 
-/* The metatable names of the two portable box types. */
-#define PL_CONN_TNAME "parlua.Connection"
-#define PL_QUEUE_TNAME "parlua.Queue"
+/* pl_codec_register_type for a type with a port_kind, which is also
+ * remembered for the process: a receiving state that has not registered it
+ * yet gets it from its module (t->module, from package.preload). */
+void pl_port_register_type(lua_State *L, const pl_transfer_type *t);
 
 typedef struct pl_portobj {
   int kind;      /* PL_PORT_* */

@@ -631,10 +631,6 @@ int pl_pchan_closed(pl_pchan *c) { return atomic_load(&c->page->closed); }
 
 /* ---- converting a queue ---------------------------------------------- */
 
-static int portable_type(const char *tname) {
-  return strcmp(tname, PL_CONN_TNAME) == 0 || strcmp(tname, PL_QUEUE_TNAME) == 0;
-}
-
 /* Move one in-process item into the channel (counted already).  0 or -1. */
 static int move_item(pl_pchan *c, pl_qitem *it, char *err, size_t errlen) {
   pl_obuf b = {NULL, 0, 0};
@@ -689,7 +685,7 @@ int pl_pchan_attach(pl_queue *q, pl_pchan **out, char *err, size_t errlen) {
       return -1;
     }
     for (int k = 0; k < m->nobjs; k++) {
-      if (!portable_type(m->objs[k].type->tname)) {
+      if (m->objs[k].type->port_kind == 0) {
         pthread_mutex_unlock(&q->mu);
         chan_destroy(c);
         snprintf(err, errlen, "queue item %zu: cannot send %s %s to another process", i + 1,

@@ -1,45 +1,37 @@
-/* The embedding API of include/parlua.h: make a runtime, run code in its
- * main state under the lock, close it. */
+/* The embedding API of include/parlua.h, every parlua_* function in one
+ * place: each is a thin layer over the runtime (runtime/core), and the
+ * only code besides the bindings that names the parlua module, whose
+ * opening functions it hands to every runtime it makes. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "lauxlib.h"
+#include "bindings.h"
 #include "core/enter.h"
 #include "core/errors.h"
 #include "core/runtime.h"
 
-parlua *parlua_new(const parlua_config *cfg) {
+PARLUA_API void parlua_config_init(parlua_config *cfg) { pl_config_init(cfg); }
+
+PARLUA_API parlua *parlua_new(const parlua_config *cfg) {
   parlua *rt = malloc(sizeof *rt);
   if (rt == NULL) return NULL;
-  if (pl_runtime_open(rt, cfg, NULL) != 0) {
+  if (pl_runtime_open(rt, cfg, pl_builtin_modules, NULL) != 0) {
     free(rt);
     return NULL;
   }
   return rt;
 }
 
-lua_State *parlua_state(parlua *rt) { return rt->main.L; }
-
-void parlua_enter(parlua *rt) {
-  pl_tstate *ts = pl_tstate_current(&rt->main);
-  /* Nested, or a thread of this runtime that holds the lock already (a C
-   * function called from a par.thread or a pool worker): just count. */
-  if (ts != NULL && (ts->depth > 0 || pl_gil_held_by(&rt->main.gil, ts))) {
-    ts->depth++;
-    return;
-  }
-  ts = pl_attach(&rt->main, NULL);
-  if (ts == NULL) abort();  /* nothing sensible to do without memory */
-  ts->made_by_enter = 1;
-  ts->depth = 1;
-  pl_take_lock(ts, rt->main.L, 1);
+PARLUA_API int parlua_preload(parlua *rt, const char *name, lua_CFunction open) {
+  return pl_runtime_add_preload(rt, name, open);
 }
 
-void parlua_leave(parlua *rt) {
-  pl_tstate *ts = pl_tstate_current(&rt->main);
-  if (ts == NULL || --ts->depth > 0 || !ts->made_by_enter) return;
-  pl_leave(ts);
-}
+PARLUA_API lua_State *parlua_state(parlua *rt) { return rt->main.L; }
+
+PARLUA_API void parlua_enter(parlua *rt) { pl_host_enter(rt); }
+
+PARLUA_API void parlua_leave(parlua *rt) { pl_host_leave(rt); }
 
 static void set_error(parlua *rt, const char *msg) {
   free(rt->error);
@@ -65,28 +57,32 @@ static int run_chunk(parlua *rt, lua_State *L, int status) {
   return status;
 }
 
-int parlua_dostring(parlua *rt, const char *code, const char *chunkname) {
-  parlua_enter(rt);
+PARLUA_API int parlua_dostring(parlua *rt, const char *code, const char *chunkname) {
+  pl_host_enter(rt);
   lua_State *L = rt->main.L;
   int status = luaL_loadbuffer(L, code, strlen(code), chunkname != NULL ? chunkname : code);
   status = run_chunk(rt, L, status);
-  parlua_leave(rt);
+  pl_host_leave(rt);
   return status;
 }
 
-int parlua_dofile(parlua *rt, const char *path) {
-  parlua_enter(rt);
+PARLUA_API int parlua_dofile(parlua *rt, const char *path) {
+  pl_host_enter(rt);
   lua_State *L = rt->main.L;
   int status = run_chunk(rt, L, luaL_loadfile(L, path));
-  parlua_leave(rt);
+  pl_host_leave(rt);
   return status;
 }
 
-const char *parlua_error(parlua *rt) { return rt->error != NULL ? rt->error : ""; }
+PARLUA_API const char *parlua_error(parlua *rt) { return rt->error != NULL ? rt->error : ""; }
 
-void parlua_close(parlua *rt) {
+PARLUA_API int parlua_interrupt(parlua *rt) { return pl_runtime_interrupt(rt); }
+
+PARLUA_API int parlua_interrupted(parlua *rt) { return rt->last_interrupted; }
+
+PARLUA_API void parlua_close(parlua *rt) {
   if (rt == NULL) return;
-  parlua_enter(rt);
+  pl_host_enter(rt);
   /* Finalizers run inside lua_close and may still use the runtime, so the
    * lock and this thread's tstate stay in place until it returns. */
   pl_runtime_close_state(rt);
@@ -94,3 +90,7 @@ void parlua_close(parlua *rt) {
   pl_runtime_close(rt);
   free(rt);
 }
+
+PARLUA_API void parlua_unlock(lua_State *L) { (void)pl_unlock(L); }
+
+PARLUA_API void parlua_lock(lua_State *L) { pl_lock(L, pl_tstate_of(L)); }

@@ -36,7 +36,11 @@ XCFLAGS  = $(CFLAGS) $(WARN) -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -p
 SYSLIBS  = $(FFI_LIBS) -lm -ldl -pthread
 
 SRC      = $(wildcard runtime/*/*.c bindings/*.c) src/api.c
-OBJ      = $(SRC:%.c=$(BUILD)/obj/%.o)
+# Lua code built into the library as C strings (bindings/<name>.lua ->
+# const char pl_<name>_lua[]): no file to find at run time.
+EMBED_LUA = $(wildcard bindings/*.lua)
+EMBED_SRC = $(EMBED_LUA:bindings/%.lua=$(BUILD)/gen/%.c)
+OBJ      = $(SRC:%.c=$(BUILD)/obj/%.o) $(EMBED_SRC:$(BUILD)/gen/%.c=$(BUILD)/obj/gen/%.o)
 UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 HOST_EXAMPLE = $(BUILD)/embed_example
@@ -54,6 +58,20 @@ $(shell mkdir -p $(BUILD)/obj && echo '$(CC) $(XCFLAGS)' | cmp -s - $(FLAGS_FILE
 $(BUILD)/obj/%.o: %.c $(FLAGS_FILE)
 	@mkdir -p $(dir $@)
 	$(CC) $(XCFLAGS) -MMD -MP -c $< -o $@
+
+# Each line a string literal; '?' escaped so no trigraph can form.
+$(BUILD)/gen/%.c: bindings/%.lua
+	@mkdir -p $(dir $@)
+	@{ echo '/* Generated from $< by the Makefile: do not edit. */'; \
+	  echo '#include <stddef.h>'; \
+	  echo 'const char pl_$*_lua[] ='; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/?/\\?/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
+	  echo ';'; \
+	  echo 'const size_t pl_$*_lua_len = sizeof pl_$*_lua - 1;'; } > $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c $(FLAGS_FILE)
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) -c $< -o $@
 
 -include $(OBJ:.o=.d)
 
@@ -117,11 +135,11 @@ tsan: deps
 FUZZ_SECONDS ?= 600
 FUZZ_CC = clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -pthread \
           -Iinclude -Iruntime -Ibindings $(LUA_CFLAGS) $(FFI_CFLAGS)
-fuzz:
+fuzz: $(EMBED_SRC)
 	@command -v clang >/dev/null || { echo "make fuzz needs clang: apt-get install clang" >&2; exit 1; }
 	@mkdir -p build-fuzz/cdecl_corpus build-fuzz/ffi_args_corpus build-fuzz/codec_corpus
 	$(FUZZ_CC) tests/fuzz/fuzz_cdecl.c runtime/ffi/cdecl.c -o build-fuzz/fuzz_cdecl
-	$(FUZZ_CC) tests/fuzz/fuzz_ffi_args.c $(SRC) -o build-fuzz/fuzz_ffi_args $(LUA_LIBS) $(SYSLIBS)
+	$(FUZZ_CC) tests/fuzz/fuzz_ffi_args.c $(SRC) $(EMBED_SRC) -o build-fuzz/fuzz_ffi_args $(LUA_LIBS) $(SYSLIBS)
 	$(FUZZ_CC) tests/fuzz/fuzz_codec.c runtime/codec/codec.c runtime/codec/decode.c runtime/core/errors.c -o build-fuzz/fuzz_codec $(LUA_LIBS) -pthread
 	build-fuzz/fuzz_cdecl -max_total_time=$(FUZZ_SECONDS) -max_len=512 build-fuzz/cdecl_corpus tests/fuzz/cdecl_corpus
 	build-fuzz/fuzz_ffi_args -max_total_time=$(FUZZ_SECONDS) -max_len=64 build-fuzz/ffi_args_corpus

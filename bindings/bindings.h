@@ -30,6 +30,7 @@ void pl_open_subprocess(lua_State *L);
 void pl_open_future(lua_State *L);
 void pl_open_pool(lua_State *L);
 void pl_open_codec(lua_State *L);
+void pl_open_gil_trace(lua_State *L);
 
 /* lcodec.c: the `push` of a shared transfer type whose box is one of ours
  * (pl_box_new): a new box holding a new reference to obj. */

@@ -75,7 +75,7 @@ int pl_raise_cancelled(lua_State *L, pl_tstate *ts) {
 
 pl_tstate *pl_block_begin(lua_State *L, pl_sync *obj) {
   pl_sync_incref(obj);
-  return pl_unlock(L);
+  return pl_unlock(L, obj->kind == PL_SYNC_QUEUE ? PL_GIL_QUEUE : PL_GIL_SYNC);
 }
 
 void pl_block_end(lua_State *L, pl_tstate *ts, pl_sync *obj) {

@@ -20,12 +20,12 @@ static int core_sleep(lua_State *L) {
   pl_tstate *ts = pl_tstate_of(L);
   pl_check_cancel(L, ts);
   if (seconds == 0) {  /* let a waiting thread run, as Python's sleep(0) does */
-    if (ts != NULL) pl_gil_yield(&ts->fam->gil, ts);
+    if (ts != NULL) pl_gil_yield(&ts->fam->gil, ts, PL_GIL_SLEEP);
     return 0;
   }
   int64_t deadline = pl_deadline_after(seconds);
   int rc = PL_OK;
-  pl_unlock(L);
+  pl_unlock(L, PL_GIL_SLEEP);
   if (ts != NULL) {
     pl_wait_begin(ts, &ts->sleep_mu, &ts->sleep_cv);
     pthread_mutex_lock(&ts->sleep_mu);

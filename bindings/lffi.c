@@ -553,7 +553,7 @@ static int func_call(lua_State *L) {
     ffi_call(&f->cif, f->sym, &rv, avalue);
   } else if (f->nogil) {
     pl_check_cancel(L, ts);
-    pl_unlock(L);
+    pl_unlock(L, PL_GIL_FFI);
     pl_tstate_set_running(ts, NULL);
     ffi_call(&f->cif, f->sym, &rv, avalue);
     pl_lock(L, ts);

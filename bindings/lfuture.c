@@ -92,7 +92,7 @@ static void describe(pl_future *f, char *buf, size_t size) {
 /* pl_future_block for the thread state ts of L (may be NULL). */
 static int block(lua_State *L, pl_tstate *ts, pl_future *f, int64_t deadline, int urgent) {
   pl_check_cancel(L, ts);
-  if (ts != NULL) pl_give_lock(ts);
+  if (ts != NULL) pl_give_lock(ts, PL_GIL_FUTURE);
   int rc = pl_future_wait(f, ts, deadline);
   if (ts != NULL) pl_take_lock(ts, L, urgent);
   if (rc == PL_ECANCELLED) {
@@ -328,7 +328,7 @@ static waitset *waitset_new(lua_State *L, int idx) {
 static int waitset_wait(lua_State *L, waitset *ws, size_t target, int stop_on_error) {
   pl_tstate *ts = pl_tstate_of(L);
   pl_check_cancel(L, ts);
-  pl_unlock(L);
+  pl_unlock(L, PL_GIL_FUTURE);
   int rc = pl_waiter_wait(ws->w, ts, ws->deadline, target, stop_on_error);
   pl_lock(L, ts);
   if (rc == PL_ECANCELLED) {

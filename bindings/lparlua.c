@@ -32,6 +32,7 @@ PARLUA_API int luaopen_parlua(lua_State *L) {
   pl_open_codec(L);
   pl_open_process(L);
   pl_open_pipe(L);
+  pl_open_gil_trace(L);
   lua_pushliteral(L, PARLUA_VERSION);
   lua_setfield(L, -2, "_VERSION");
   return 1;

@@ -83,7 +83,7 @@ static int conn_send(lua_State *L) {
   pl_port_encode_or_free(L, 2, "pipe message", &b, &fds);
   pl_obuf_frame_end(&b, 0);
   b.data[3] = (unsigned char)fds.n;
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_PIPE);
   int rc = pl_conn_send(c, ts, b.data, b.len, fds.fd, fds.n);
   pl_lock(L, ts);
   pl_obuf_free(&b);
@@ -117,7 +117,7 @@ static int conn_recv(lua_State *L) {
   double timeout = pl_opt_timeout(L, 2);
   if (!(c->flags & PL_CONN_READ)) return luaL_error(L, "this end of the pipe only sends");
   pl_frame f;
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_PIPE);
   int rc = pl_conn_recv(c, ts, pl_deadline_after(timeout), &f);
   pl_lock(L, ts);
   if (rc != 0) return recv_error(L, rc, ts, timeout);
@@ -140,7 +140,7 @@ static int conn_poll(lua_State *L) {
   double timeout = lua_isnoneornil(L, 2) ? 0 : pl_opt_timeout(L, 2);
   if (!(c->flags & PL_CONN_READ)) return luaL_error(L, "this end of the pipe only sends");
   int64_t deadline = isinf(timeout) ? INT64_MAX : pl_deadline_after(timeout);
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_PIPE);
   int rc = pl_conn_poll(c, ts, deadline);
   pl_lock(L, ts);
   if (rc < 0 || rc == PL_ECANCELLED) {

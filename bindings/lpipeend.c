@@ -409,7 +409,7 @@ static int read_values(lua_State *L, pl_pipe_end *pe, int first) {
     if (nf > 1) f = lua_newuserdatauv(L, sizeof *f * (size_t)nf, 0);  /* freed by the GC */
     parse_formats(L, first, nf, f);
   }
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_POPEN);
   int rc = pl_pipe_end_acquire(pe, ts);
   int e = 0, nok = 0;
   size_t used = 0;
@@ -504,7 +504,7 @@ static int pipe_write(lua_State *L) {
       luaL_checktype(L, arg, LUA_TSTRING);
     }
   }
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_POPEN);
   int rc = pl_pipe_end_acquire(pe, ts);
   int e = 0;
   if (rc == PL_OK) {

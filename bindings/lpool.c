@@ -517,7 +517,7 @@ static size_t next_unordered(lua_State *L, mapper *m) {
     if (pl_waiter_pop(m->w, &id)) return id;
     pl_tstate *ts = pl_tstate_of(L);
     pl_check_cancel(L, ts);
-    pl_unlock(L);
+    pl_unlock(L, PL_GIL_POOL);
     int rc = pl_waiter_wait(m->w, ts, m->deadline, finished + 1, 0);
     pl_lock(L, ts);
     if (rc == PL_ECANCELLED) {

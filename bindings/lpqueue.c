@@ -30,7 +30,7 @@ int pl_pqueue_put(lua_State *L, pl_queue *q, int idx, double timeout) {
   if (pl_obuf_frame_begin(&b, PL_PCHAN_ITEM, 0, 0) != 0) return luaL_error(L, "not enough memory");
   pl_port_encode_or_free(L, idx, "queue item", &b, &fds);
   pl_sync_incref(&q->head);  /* the queue outlives its box while we wait */
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_QUEUE);
   int rc = pl_pchan_put(c, ts, pl_deadline_after(timeout), &b, &fds);
   pl_lock(L, ts);
   pl_sync_decref(&q->head);
@@ -48,7 +48,7 @@ int pl_pqueue_get(lua_State *L, pl_queue *q, double timeout) {
   pl_pchan *c = pl_pchan_of(q);
   pl_frame f;
   pl_sync_incref(&q->head);
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_QUEUE);
   int rc = pl_pchan_get(c, ts, pl_deadline_after(timeout), &f);
   pl_lock(L, ts);
   pl_sync_decref(&q->head);
@@ -95,7 +95,7 @@ int pl_pqueue_join(lua_State *L, pl_queue *q, double timeout) {
   int done = pl_pchan_unfinished(c) == 0;
   if (!done && timeout != 0) {
     pl_sync_incref(&q->head);
-    pl_tstate *ts = pl_unlock(L);
+    pl_tstate *ts = pl_unlock(L, PL_GIL_QUEUE);
     int rc = pl_pchan_join(c, ts, pl_deadline_after(timeout));
     pl_lock(L, ts);
     pl_sync_decref(&q->head);

@@ -204,7 +204,7 @@ static pid_t fork_child(pl_family *quiet, pctx *x, pl_tstate *ts, int *pidfd) {
  * PL_ECANCELLED. */
 static int wait_end(lua_State *L, pl_process *p, int64_t deadline, int cancellable) {
   pl_waiter w;
-  pl_tstate *ts = L != NULL ? pl_unlock(L) : NULL;
+  pl_tstate *ts = L != NULL ? pl_unlock(L, PL_GIL_PROCESS) : NULL;
   pl_waiter_begin(&w, cancellable ? ts : NULL, 0);
   int rc = pl_proc_wait(&p->proc, &w, deadline);
   pl_waiter_end(&w);
@@ -373,7 +373,7 @@ static int process_start(lua_State *L) {
     return luaL_error(L, "not enough memory");
   }
   int pidfd;
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_PROCESS);
   pid_t pid = fork_child(pl_family_of(L), &x, ts, &pidfd);
   pl_lock(L, ts);
   pl_obuf_free(&o.b);

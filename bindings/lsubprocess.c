@@ -533,7 +533,7 @@ static popen_t *spawn_popen(lua_State *L, int cmd, int opts, int mode, int pipes
     req.io[i].fd = own[i];
   }
   pl_spawn_res res;
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_POPEN);
   if (err == 0) err = pl_spawn(&req, &res);
   pl_lock(L, ts);
   for (int i = 0; i < 3; i++) {
@@ -574,7 +574,7 @@ static int push_returncode(lua_State *L, popen_t *p) {
  * raises Cancelled.  Not `cancellable`: reaping a child just killed. */
 static int wait_child(lua_State *L, popen_t *p, int64_t deadline, int cancellable) {
   if (pl_proc_poll(&p->proc)) return PL_OK;
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_POPEN);
   pl_waiter w;
   pl_waiter_begin(&w, cancellable ? ts : NULL, 0);
   int rc = pl_proc_wait(&p->proc, &w, deadline);
@@ -677,7 +677,7 @@ static int popen_communicate(lua_State *L) {
   int64_t deadline = pl_deadline_after(timeout);
   p->comm_busy = 1;
 
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_POPEN);
   int rc = PL_OK;
   int taken[3] = {0, 0, 0};
   for (int i = 0; i < 3 && rc == PL_OK; i++) {

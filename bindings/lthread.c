@@ -110,7 +110,8 @@ static void *thread_main(void *arg) {
   pthread_cond_broadcast(&t->cv);
   pthread_mutex_unlock(&t->mu);
 
-  pl_leave(ts);
+  pl_drop_lock(ts, PL_GIL_THREAD_END);
+  pl_detach(ts);
   if (pl_runtime_remove_closer(rt, &t->closer)) thread_unref(t);
   thread_unref(t);
   pl_runtime_thread_exit(rt);
@@ -121,7 +122,7 @@ static void *thread_main(void *arg) {
  * Returns 1 when done; raises Cancelled when this thread was cancelled. */
 static int wait_done(lua_State *L, pl_thread *t, int64_t deadline) {
   int rc = PL_OK, done;
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_JOIN);
   pl_wait_begin(ts, &t->mu, &t->cv);
   pthread_mutex_lock(&t->mu);
   while (t->state != T_DONE && rc == PL_OK) rc = pl_wait(ts, &t->mu, &t->cv, deadline);
@@ -259,7 +260,7 @@ static int thread_start(lua_State *L) {
     return pl_error_raise_os(L, err, "cannot start thread");
   }
   /* Like Python, return once the thread exists (so t.ident is known). */
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_JOIN);
   pthread_mutex_lock(&t->mu);
   while (!t->started) pthread_cond_wait(&t->cv, &t->mu);
   pthread_mutex_unlock(&t->mu);

@@ -91,6 +91,6 @@ PARLUA_API void parlua_close(parlua *rt) {
   free(rt);
 }
 
-PARLUA_API void parlua_unlock(lua_State *L) { (void)pl_unlock(L); }
+PARLUA_API void parlua_unlock(lua_State *L) { (void)pl_unlock(L, PL_GIL_BLOCKING); }
 
 PARLUA_API void parlua_lock(lua_State *L) { pl_lock(L, pl_tstate_of(L)); }

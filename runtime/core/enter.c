@@ -23,9 +23,9 @@ void pl_take_lock(pl_tstate *ts, lua_State *L, int urgent) {
   if (L != NULL) pl_tstate_set_running(ts, L);
 }
 
-void pl_drop_lock(pl_tstate *ts) {
+void pl_drop_lock(pl_tstate *ts, pl_gil_reason why) {
   pl_tstate_set_running(ts, NULL);
-  pl_gil_release(&ts->fam->gil, ts);
+  pl_gil_release(&ts->fam->gil, ts, why);
 }
 
 pl_tstate *pl_enter(pl_family *fam, lua_State *L, const char *name) {
@@ -35,15 +35,15 @@ pl_tstate *pl_enter(pl_family *fam, lua_State *L, const char *name) {
 }
 
 void pl_leave(pl_tstate *ts) {
-  pl_drop_lock(ts);
+  pl_drop_lock(ts, PL_GIL_LEAVE);
   pl_detach(ts);
 }
 
-void pl_give_lock(pl_tstate *ts) { pl_gil_release(&ts->fam->gil, ts); }
+void pl_give_lock(pl_tstate *ts, pl_gil_reason why) { pl_gil_release(&ts->fam->gil, ts, why); }
 
-pl_tstate *pl_unlock(lua_State *L) {
+pl_tstate *pl_unlock(lua_State *L, pl_gil_reason why) {
   pl_tstate *ts = pl_tstate_of(L);
-  if (ts != NULL) pl_give_lock(ts);
+  if (ts != NULL) pl_give_lock(ts, why);
   return ts;
 }
 

@@ -32,22 +32,25 @@ void pl_detach(pl_tstate *ts);
  * of regular waiters), then run L (NULL: run nothing). */
 void pl_take_lock(pl_tstate *ts, lua_State *L, int urgent);
 /* The inverse: run nothing (no poke is on its way when it returns), then
- * let go of the lock. */
-void pl_drop_lock(pl_tstate *ts);
+ * let go of the lock; `why` is the reason the lock timeline shows. */
+void pl_drop_lock(pl_tstate *ts, pl_gil_reason why);
 
 /* All four steps, urgently: this thread then holds fam's lock, running L.
  * NULL when out of memory (nothing was taken). */
 pl_tstate *pl_enter(pl_family *fam, lua_State *L, const char *name);
-/* The inverse of pl_enter; ts is freed. */
+/* The inverse of pl_enter; ts is freed ("left the state" in the lock
+ * timeline: a thread that ends drops the lock for PL_GIL_THREAD_END and
+ * detaches instead). */
 void pl_leave(pl_tstate *ts);
 
 /* Around a blocking call: let go of the lock but stay marked running, so
  * that a forced cancel still pokes the thread out of its wait (pl_wait,
  * pl_waiter_poll); pl_take_lock takes it back.  pl_unlock/pl_lock do the
  * same for the calling thread's tstate in L's family (ts may be NULL:
- * parlua was never loaded there). */
-void pl_give_lock(pl_tstate *ts);
-pl_tstate *pl_unlock(lua_State *L);
+ * parlua was never loaded there).  `why` names the blocking call in the
+ * lock timeline. */
+void pl_give_lock(pl_tstate *ts, pl_gil_reason why);
+pl_tstate *pl_unlock(lua_State *L, pl_gil_reason why);
 void pl_lock(lua_State *L, pl_tstate *ts);
 
 /* parlua_enter/parlua_leave: a host thread enters the main family (or, when

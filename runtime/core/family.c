@@ -19,7 +19,7 @@ static void family_hook(lua_State *L, lua_Debug *ar) {
     return;
   }
   pl_tstate_unpoke(ts, L);
-  if (pl_gil_drop_requested(&fam->gil)) pl_gil_yield(&fam->gil, ts);
+  if (pl_gil_drop_requested(&fam->gil)) pl_gil_yield(&fam->gil, ts, PL_GIL_SWITCH);
   /* A forced cancel is raised once here; blocking calls keep refusing, but
    * code that cleans up without blocking is allowed to finish. */
   if (pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED &&

@@ -18,6 +18,12 @@
 
 #define SPIN_NS 50000  /* longest a waiter spins before it sleeps */
 
+/* The one load a lock event pays while nobody traces (gil_trace.h). */
+static inline void trace(pl_gil *g, pl_tstate *ts, int kind, int detail, int64_t t_ns) {
+  pl_gil_trace *tr = atomic_load_explicit(&g->recording, memory_order_relaxed);
+  if (tr != NULL) pl_gil_trace_record(tr, g, ts, kind, detail, t_ns);
+}
+
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -33,6 +39,7 @@ int pl_gil_init(pl_gil *g, double interval) {
   atomic_init(&g->taken, 0);
   atomic_init(&g->drop_request, 0);
   atomic_init(&g->interval_ns, 0);
+  atomic_init(&g->recording, NULL);
   g->spin = sysconf(_SC_NPROCESSORS_ONLN) > 1;
   pl_gil_set_interval(g, interval);
   return 0;
@@ -92,6 +99,7 @@ static void take_locked(pl_gil *g, pl_tstate *ts, int64_t now) {
   }
   atomic_fetch_add(&g->taken, 1);
   pthread_cond_broadcast(&g->switched);
+  trace(g, ts, PL_GIL_EV_ACQUIRED, 0, now);
 }
 
 /* A regular waiter also stands back while an urgent one waits: with several
@@ -104,6 +112,7 @@ static int must_wait_locked(pl_gil *g, int urgent) {
 void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent) {
   int64_t start = pl_now_ns();
   pthread_mutex_lock(&g->mu);
+  trace(g, ts, PL_GIL_EV_REQUEST, urgent, start);
   if (must_wait_locked(g, urgent)) {
     int spun = 0;
     g->waiters++;
@@ -135,7 +144,8 @@ void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent) {
   pthread_mutex_unlock(&g->mu);
 }
 
-static void let_go_locked(pl_gil *g, int64_t now) {
+static void let_go_locked(pl_gil *g, pl_tstate *ts, pl_gil_reason why, int64_t now) {
+  trace(g, ts, PL_GIL_EV_RELEASED, why, now);
   g->stats.hold_seconds += (double)(now - g->taken_at) / 1e9;
   g->holder = NULL;
   atomic_store(&g->locked, 0);
@@ -144,14 +154,13 @@ static void let_go_locked(pl_gil *g, int64_t now) {
   else if (g->waiters > 0) pthread_cond_signal(&g->released);
 }
 
-void pl_gil_release(pl_gil *g, pl_tstate *ts) {
-  (void)ts;
+void pl_gil_release(pl_gil *g, pl_tstate *ts, pl_gil_reason why) {
   pthread_mutex_lock(&g->mu);
-  let_go_locked(g, pl_now_ns());
+  let_go_locked(g, ts, why, pl_now_ns());
   pthread_mutex_unlock(&g->mu);
 }
 
-void pl_gil_yield(pl_gil *g, pl_tstate *ts) {
+void pl_gil_yield(pl_gil *g, pl_tstate *ts, pl_gil_reason why) {
   pthread_mutex_lock(&g->mu);
   if (g->waiters == 0) {  /* whoever asked has gone: keep going */
     atomic_store(&g->drop_request, 0);
@@ -159,7 +168,8 @@ void pl_gil_yield(pl_gil *g, pl_tstate *ts) {
     return;
   }
   uint64_t seen = atomic_load(&g->taken);
-  let_go_locked(g, pl_now_ns());
+  if (why == PL_GIL_SWITCH && g->urgent_waiters > 0) why = PL_GIL_URGENT;
+  let_go_locked(g, ts, why, pl_now_ns());
   /* Forced switching: do not retake the lock before another thread had it,
    * or a CPU-bound holder would win every race against a waking waiter. */
   pthread_mutex_unlock(&g->mu);

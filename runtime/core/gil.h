@@ -19,6 +19,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include "core/gil_trace.h"
+
 typedef struct pl_tstate pl_tstate;
 
 typedef struct pl_gil_stats {
@@ -44,6 +46,14 @@ typedef struct pl_gil {
   pl_tstate *last_holder;       /* guarded by mu: to count real switches */
   int64_t taken_at;             /* guarded by mu */
   pl_gil_stats stats;           /* guarded by mu */
+  /* The lock timeline (gil_trace.h): the trace recording this lock right
+   * now or NULL -- the one load each lock event pays when it is off --,
+   * the tree's trace it belongs to (guarded by gil_trace.c's homes_mu),
+   * and its state number in the current session (guarded by the trace). */
+  _Atomic(pl_gil_trace *) recording;
+  pl_gil_trace *trace_home;
+  int trace_state;
+  uint64_t trace_state_epoch;
 } pl_gil;
 
 #define PL_GIL_DEFAULT_INTERVAL 0.005
@@ -55,11 +65,14 @@ void pl_gil_destroy(pl_gil *g);
  * be poked).  `urgent`: the caller returns from a blocking call and asks the
  * holder to drop at once instead of after a switch interval. */
 void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent);
-void pl_gil_release(pl_gil *g, pl_tstate *ts);
+/* Let go; `why` is what the lock timeline shows as the reason. */
+void pl_gil_release(pl_gil *g, pl_tstate *ts, pl_gil_reason why);
 
 /* Called by the holder when a drop was requested: hand the lock to a waiter,
- * wait until someone else has taken it, then queue up again. */
-void pl_gil_yield(pl_gil *g, pl_tstate *ts);
+ * wait until someone else has taken it, then queue up again.  `why` is
+ * PL_GIL_SWITCH for a hand-over on request (the timeline tells an urgent
+ * request from an expired interval itself) or the caller's own reason. */
+void pl_gil_yield(pl_gil *g, pl_tstate *ts, pl_gil_reason why);
 
 static inline int pl_gil_drop_requested(pl_gil *g) {
   return atomic_load_explicit(&g->drop_request, memory_order_relaxed);

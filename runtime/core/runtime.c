@@ -34,6 +34,7 @@ no_cond:
 }
 
 void pl_runtime_free_lists(parlua *rt) {
+  pl_gil_trace_leave(&rt->main.gil);
   pthread_mutex_lock(&rt->mu);
   pl_preload *p = rt->preloads;
   rt->preloads = NULL;

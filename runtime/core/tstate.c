@@ -5,6 +5,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "core/clock.h"
 #include "core/runtime.h"
@@ -87,6 +89,7 @@ pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running) {
   pthread_once(&once, install_poke_handler);
   ts->fam = fam;
   ts->owner = pthread_self();
+  ts->ident = (long)syscall(SYS_gettid);
   atomic_init(&ts->running, running);
   atomic_init(&ts->cancel, PL_CANCEL_NONE);
   atomic_init(&ts->interrupted, 0);

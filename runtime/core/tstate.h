@@ -43,6 +43,7 @@ struct pl_tstate {
   char name[64];               /* par.current_thread(); "" is the main thread */
 
   pthread_t owner;             /* the OS thread this tstate belongs to */
+  long ident;                  /* and its kernel thread id (gettid) */
   _Atomic(lua_State *) running;/* written by the owner only */
   /* A hook of the script's own (debug.sethook) that a poke displaced, put
    * back once the poke is handled; owner thread (and its handler) only. */
@@ -70,6 +71,11 @@ struct pl_tstate {
    * the list when the tstate is freed; owner thread only. */
   pl_held *held;
   void (*held_free)(pl_tstate *ts);
+
+  /* The lock timeline's lane of this thread (gil_trace.c), valid while
+   * trace_epoch is the trace's; guarded by the trace's mutex. */
+  uint64_t trace_epoch;
+  uint32_t trace_lane;
 };
 
 pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running);

@@ -505,7 +505,7 @@ static int on_own_worker(pl_executor *e, lua_State *L) {
 /* Wait, without the lock, until every worker thread is gone. */
 static int wait_gone(pl_executor *e, lua_State *L, int interruptible) {
   int rc = PL_OK;
-  pl_tstate *ts = pl_unlock(L);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_POOL);
   pl_tstate *wts = interruptible ? ts : NULL;
   pl_wait_begin(wts, &e->mu, &e->gone);
   pthread_mutex_lock(&e->mu);

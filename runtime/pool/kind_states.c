@@ -243,8 +243,8 @@ static void take_lock(sworker *sw) {
   sw->holds = 1;
 }
 
-static void drop_lock(sworker *sw) {
-  pl_drop_lock(sw->ts);
+static void drop_lock(sworker *sw, pl_gil_reason why) {
+  pl_drop_lock(sw->ts, why);
   sw->holds = 0;
 }
 
@@ -440,6 +440,9 @@ static void open_state(sworker *sw, pl_worker *w) {
   pl_preload *preloads = owner->preloads;
   pthread_mutex_unlock(&owner->mu);
   if (pl_runtime_open(&sw->rt, &cfg, owner->modules, preloads) != 0) abort();  /* nothing sensible to do */
+  /* Traced with the owner (par.gil_trace shows every worker's own lock);
+   * without memory for that it is simply never traced. */
+  (void)pl_gil_trace_join(&sw->rt.main.gil, &e->fam->gil);
   sw->L = sw->rt.main.L;
   char name[sizeof sw->ts->name];
   snprintf(name, sizeof name, "%s-Worker-%d", e->name, w->index);
@@ -468,7 +471,7 @@ static void close_state(sworker *sw, pl_worker *w) {
   sw->L = NULL;
   fnmsg_decref(sw->fm);  /* its function is gone with the state */
   sw->fm = NULL;
-  drop_lock(sw);
+  drop_lock(sw, PL_GIL_THREAD_END);
   pl_executor_set_tstate(w, NULL);
   pl_detach(sw->ts);
   sw->ts = NULL;
@@ -568,7 +571,7 @@ static void states_idle(pl_worker *w) {
     pthread_mutex_lock(&sw->rt.mu);
     int others = sw->rt.live_threads > 0;
     pthread_mutex_unlock(&sw->rt.mu);
-    if (others) drop_lock(sw);
+    if (others) drop_lock(sw, PL_GIL_IDLE);
   }
 }
 

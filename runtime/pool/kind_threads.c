@@ -144,8 +144,8 @@ static void take_lock(tworker *tw) {
   tw->holds = 1;
 }
 
-static void drop_lock(tworker *tw) {
-  pl_drop_lock(tw->ts);
+static void drop_lock(tworker *tw, pl_gil_reason why) {
+  pl_drop_lock(tw->ts, why);
   tw->holds = 0;
 }
 
@@ -226,7 +226,7 @@ static void threads_run(pl_worker *w, pl_task *t) {
   texec *te = e->kind_data;
   pl_future *f = t->f;
   if (!tw->holds) take_lock(tw);
-  else if (pl_gil_drop_requested(&fam->gil)) pl_gil_yield(&fam->gil, tw->ts);
+  else if (pl_gil_drop_requested(&fam->gil)) pl_gil_yield(&fam->gil, tw->ts, PL_GIL_SWITCH);
   if (!pl_future_set_running_or_notify_cancel(f)) {
     threads_drop(e, tw->co, t);
     pl_executor_task_done(w, PL_TASK_CANCELLED, 1);
@@ -250,7 +250,7 @@ static void threads_run(pl_worker *w, pl_task *t) {
   }
   int looking = !pl_future_has_callbacks(f);
   pl_executor_task_done(w, outcome, looking);
-  if (!pl_executor_has_work(e)) drop_lock(tw);
+  if (!pl_executor_has_work(e)) drop_lock(tw, PL_GIL_IDLE);
   pl_future_cb *cbs = pl_future_finish(f);
   if (cbs != NULL) {
     if (!tw->holds) take_lock(tw);
@@ -326,7 +326,7 @@ static void threads_worker_start(pl_worker *w) {
 
 static void threads_idle(pl_worker *w) {
   tworker *tw = w->kind;
-  if (tw->holds) drop_lock(tw);
+  if (tw->holds) drop_lock(tw, PL_GIL_IDLE);
 }
 
 static void threads_interrupt(pl_worker *w) {
@@ -348,7 +348,7 @@ static void threads_worker_stop(pl_worker *w, int release) {
   /* Dropping the anchor allocates nothing, so co cannot be collected
    * while this call still uses its stack; it is not touched afterwards. */
   luaL_unref(tw->co, LUA_REGISTRYINDEX, tw->co_ref);
-  drop_lock(tw);
+  drop_lock(tw, PL_GIL_THREAD_END);
   pl_executor_set_tstate(w, NULL);
   pl_detach(tw->ts);
   free(tw);

@@ -133,6 +133,7 @@ static void become_child(pid_t parent, const int *keep, int nkeep) {
   pl_conn_child_reset();
   pl_idlewatch_child_reset();
   forker_child_reset();
+  pl_gil_trace_child_reset();
   reset_signals();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(1);
   int mine[PL_WIRE_MAX_FDS + 4];
@@ -286,6 +287,6 @@ void pl_child_rt_close(pl_child_rt *c) {
   c->rt = NULL;
 }
 
-void pl_child_rt_unlock(pl_child_rt *c) { pl_drop_lock(c->ts); }
+void pl_child_rt_unlock(pl_child_rt *c) { pl_drop_lock(c->ts, PL_GIL_IDLE); }
 
 void pl_child_rt_lock(pl_child_rt *c) { pl_take_lock(c->ts, c->L, 1); }

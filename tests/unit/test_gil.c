@@ -33,7 +33,7 @@ static void *exclusion_worker(void *p) {
     for (volatile int k = 0; k < 200; k++) {
     }
     atomic_fetch_sub(a->inside, 1);
-    pl_give_lock(a->ts);
+    pl_give_lock(a->ts, PL_GIL_LEAVE);
   }
   pl_tstate_free(a->ts);
   return NULL;
@@ -66,8 +66,8 @@ static void *burner(void *p) {
   pl_take_lock(ts, NULL, 0);
   atomic_store(&burner_ready, 1);
   while (!atomic_load(&stop_burner))
-    if (pl_gil_drop_requested(&fam.gil)) pl_gil_yield(&fam.gil, ts);
-  pl_give_lock(ts);
+    if (pl_gil_drop_requested(&fam.gil)) pl_gil_yield(&fam.gil, ts, PL_GIL_SWITCH);
+  pl_give_lock(ts, PL_GIL_LEAVE);
   pl_tstate_free(ts);
   return NULL;
 }
@@ -85,7 +85,7 @@ static void test_waiter_gets_lock_after_interval(void) {
    * from forever (generous bound for a loaded machine). */
   CHECK(waited >= 0.008);
   CHECK(waited < 1.0);
-  pl_give_lock(ts);
+  pl_give_lock(ts, PL_GIL_LEAVE);
   atomic_store(&stop_burner, 1);
   pthread_join(th, NULL);
   pl_tstate_free(ts);
@@ -105,7 +105,7 @@ static void test_urgent_waiter_does_not_wait_interval(void) {
   pl_gil_get_stats(&fam.gil, &st);
   CHECK(st.drop_requests >= 1);
   CHECK(st.switches >= 2);
-  pl_give_lock(ts);
+  pl_give_lock(ts, PL_GIL_LEAVE);
   atomic_store(&stop_burner, 1);
   pthread_join(th, NULL);
   pl_tstate_free(ts);
@@ -115,9 +115,9 @@ static void test_yield_without_waiters_keeps_lock(void) {
   setup(0.005);
   pl_tstate *ts = pl_tstate_new(&fam, NULL);
   pl_take_lock(ts, NULL, 0);
-  pl_gil_yield(&fam.gil, ts);
+  pl_gil_yield(&fam.gil, ts, PL_GIL_SWITCH);
   CHECK(pl_gil_held_by(&fam.gil, ts));
-  pl_give_lock(ts);
+  pl_give_lock(ts, PL_GIL_LEAVE);
   CHECK(!pl_gil_held_by(&fam.gil, ts));
   pl_tstate_free(ts);
 }

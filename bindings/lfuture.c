@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/progress.h"
 #include "core/clock.h"
 #include "lfuture.h"
 
@@ -196,6 +197,7 @@ static void callback_run(lua_State *L, pl_future *f, pl_future_cb *base) {
       char what[64];
       describe(f, what, sizeof what);
       const char *tb = lua_tostring(L, -1);
+      pl_stderr_claim();  /* not on a progress bar's line */
       fprintf(stderr, "an exception in a done callback of %s:\n%s\n", what, tb != NULL ? tb : "?");
       fflush(stderr);
     }

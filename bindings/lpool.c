@@ -18,7 +18,9 @@
  *     task not yet started is cancelled; `timeout` bounds the whole call
  *     (Timeout, the same cancelling).  `chunksize` items go to a worker as
  *     one task (fewer hand-offs).  `progress = true` draws a one-line bar
- *     (count, rate, ETA) on stderr when stderr is a terminal.
+ *     (count, rate, ETA; core/progress.h) on stderr when stderr is a
+ *     terminal; `progress = function(done, total)` is called instead
+ *     whenever the count of finished items moves, and once at the end.
  *   - imap/imap_unordered(fn, items [, {buffersize=, chunksize=,
  *     timeout=}]) iterate `for i, result in ...` where i is the item's
  *     position; they read `items` only as tasks finish, keeping at most
@@ -51,6 +53,7 @@
 #include <unistd.h>
 
 #include "core/clock.h"
+#include "core/progress.h"
 #include "pool/executor.h"
 #include "lfuture.h"
 
@@ -345,6 +348,7 @@ typedef struct mapper {
   int64_t deadline;
   double timeout;
   pl_waiter *w;          /* imap_unordered, progress */
+  int bar;               /* map draws a progress bar: an early end clears its line */
   size_t cap;            /* slots */
   size_t *order;         /* ordered: ring of slot ids, in submission order */
   size_t head, len;      /* of order (also the count of busy slots) */
@@ -370,6 +374,7 @@ static void mapper_release(mapper *m, lua_State *L) {
   }
   pl_waiter_free(m->w);
   m->w = NULL;
+  if (m->bar) pl_stderr_claim();
   free(m->order);
   free(m->free_ids);
   m->order = m->free_ids = NULL;
@@ -558,51 +563,45 @@ static int push_chunk(lua_State *L, mapper *m, size_t id) {
   return pl_error_rethrow(L);
 }
 
-/* ---- the progress bar ------------------------------------------------ */
+/* ---- progress: the bar (core/progress.h) or the caller's function ---- */
+
+enum { PROGRESS_OFF, PROGRESS_BAR, PROGRESS_CALL };
 
 typedef struct progress {
-  int on;
-  int64_t start, last;
-  lua_Integer done, total;
+  int mode;
+  pl_progress bar;
+  lua_Integer done, told;  /* items finished; the count the function last got (-1: none) */
 } progress;
 
-static void progress_draw(progress *p, int final) {
-  if (!p->on) return;
-  int64_t now = pl_now_ns();
-  if (!final && now - p->last < 100000000) return;  /* at most 10 frames a second */
-  p->last = now;
-  double elapsed = (double)(now - p->start) / 1e9;
-  double rate = elapsed > 0 ? (double)p->done / elapsed : 0;
-  char bar[25];
-  int filled = p->total > 0 ? (int)(24 * p->done / p->total) : 24;
-  for (int i = 0; i < 24; i++) bar[i] = i < filled ? '#' : '.';
-  bar[24] = '\0';
-  char eta[32];
-  if (p->done >= p->total) snprintf(eta, sizeof eta, "done in %.1fs", elapsed);
-  else if (rate > 0) snprintf(eta, sizeof eta, "ETA %.1fs", (double)(p->total - p->done) / rate);
-  else snprintf(eta, sizeof eta, "ETA ?");
-  fprintf(stderr, "\r[%s] %lld/%lld  %.1f/s  %s\033[K%s", bar, (long long)p->done,
-          (long long)p->total, rate, eta, final ? "\n" : "");
-  fflush(stderr);
-}
-
-/* Count the items of chunks finished so far (the waiter's ready ids). */
-static void progress_update(progress *p, mapper *m) {
+/* Count the items of chunks finished so far (the waiter's ready ids), and
+ * show them: a frame of the bar, or fn(done, total) at index fn when the
+ * count moved (so (total, total) once, last; (0, 0) for no items). */
+static void progress_update(lua_State *L, progress *p, mapper *m, int fn, int final) {
   size_t id;
-  if (!p->on) return;
+  if (p->mode == PROGRESS_OFF) return;
   while (pl_waiter_pop(m->w, &id)) p->done += m->slots[id].count;
-  progress_draw(p, 0);
+  if (final) p->done = m->length;
+  if (p->mode == PROGRESS_BAR) {
+    if (final) pl_progress_finish(&p->bar);
+    else pl_progress_set(&p->bar, p->done);
+  } else if (p->done != p->told) {
+    p->told = p->done;
+    lua_pushvalue(L, fn);
+    lua_pushinteger(L, p->done);
+    lua_pushinteger(L, m->length);
+    lua_call(L, 2, 0);
+  }
 }
 
 /* ---- map and starmap ------------------------------------------------- */
 
 static void parse_map_options(lua_State *L, int idx, int lazy, lua_Integer *chunksize,
-                              lua_Integer *buffersize, double *timeout, int *progress_on) {
+                              lua_Integer *buffersize, double *timeout, int *progress_mode) {
   static const char *const eager[] = {"timeout", "chunksize", "progress", NULL};
   static const char *const lazy_names[] = {"timeout", "chunksize", "buffersize", NULL};
   *chunksize = 1;
   *timeout = -1;
-  *progress_on = 0;
+  *progress_mode = PROGRESS_OFF;
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
   check_options(L, idx, lazy ? lazy_names : eager);
@@ -610,7 +609,10 @@ static void parse_map_options(lua_State *L, int idx, int lazy, lua_Integer *chun
   luaL_argcheck(L, *chunksize <= 100000, idx, "field 'chunksize' is too large");
   *timeout = opt_timeout_field(L, idx, "timeout");
   if (lazy) *buffersize = opt_count(L, idx, "buffersize", *buffersize);
-  else *progress_on = opt_flag(L, idx, "progress", 0);
+  else if (lua_getfield(L, idx, "progress") == LUA_TFUNCTION) *progress_mode = PROGRESS_CALL;
+  else if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) field_error(L, idx, "progress", "must be a boolean or a function");
+  else *progress_mode = lua_toboolean(L, -1) && isatty(STDERR_FILENO) ? PROGRESS_BAR : PROGRESS_OFF;
+  if (!lazy) lua_pop(L, 1);
 }
 
 static void check_items(lua_State *L, int idx) {
@@ -621,72 +623,74 @@ static void check_items(lua_State *L, int idx) {
 
 /* map and starmap: [pool, fn, items, opts] -> results table. */
 static int map_all(lua_State *L, int mode, const char *fname) {
+  enum { ITEMS = 3, PROGRESS_FN = 4, MAPPER = 5, RESULTS = 6 };
   pl_executor *e = check_pool(L);
   if (!is_callable(L, 2)) return luaL_typeerror(L, 2, "function");
-  check_items(L, 3);
+  check_items(L, ITEMS);
   lua_Integer chunksize, buffersize = 0;
   double timeout;
-  int progress_on;
-  parse_map_options(L, 4, 0, &chunksize, &buffersize, &timeout, &progress_on);
+  progress p;
+  memset(&p, 0, sizeof p);
+  p.told = -1;
+  parse_map_options(L, 4, 0, &chunksize, &buffersize, &timeout, &p.mode);
   int64_t deadline = pl_deadline_after(timeout);
-  lua_settop(L, 3);
-  if (lua_type(L, 3) == LUA_TFUNCTION) {  /* read the iterator to its end first */
+  if (p.mode == PROGRESS_CALL) lua_getfield(L, 4, "progress");
+  else lua_pushnil(L);
+  lua_replace(L, PROGRESS_FN);
+  lua_settop(L, PROGRESS_FN);
+  if (lua_type(L, ITEMS) == LUA_TFUNCTION) {  /* read the iterator to its end first */
     lua_newtable(L);
     for (lua_Integer i = 1;; i++) {
-      lua_pushvalue(L, 3);
+      lua_pushvalue(L, ITEMS);
       lua_call(L, 0, 1);
       if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         break;
       }
-      lua_rawseti(L, 4, i);
+      lua_rawseti(L, -2, i);
     }
-    lua_replace(L, 3);
+    lua_replace(L, ITEMS);
   }
-  lua_Integer n = luaL_len(L, 3);
+  lua_Integer n = luaL_len(L, ITEMS);
   lua_Integer nchunks = (n + chunksize - 1) / chunksize;
   if ((uint64_t)nchunks > SIZE_MAX / sizeof(chunk) / 2) return luaL_error(L, "too many items");
-  mapper *m = mapper_new(L, e, mode, 1, (size_t)nchunks, fname);  /* [4] */
-  lua_toclose(L, 4);  /* an error anywhere below cancels what is in flight */
+  mapper *m = mapper_new(L, e, mode, 1, (size_t)nchunks, fname);  /* [MAPPER] */
+  lua_toclose(L, MAPPER);  /* an error anywhere below cancels what is in flight */
   m->chunksize = chunksize;
   m->buffersize = n > 0 ? n : 1;
   m->length = n;
   m->deadline = deadline;
   m->timeout = timeout;
-  progress p;
-  memset(&p, 0, sizeof p);
-  p.on = progress_on && isatty(2);
-  p.total = n;
-  p.start = p.last = pl_now_ns();
-  if (p.on && (m->w = pl_waiter_new()) == NULL) return luaL_error(L, "not enough memory");
-  while (submit_chunk(L, m, 4)) {
+  if (p.mode != PROGRESS_OFF && (m->w = pl_waiter_new()) == NULL) return luaL_error(L, "not enough memory");
+  if (p.mode == PROGRESS_BAR) pl_progress_start(&p.bar, n);
+  m->bar = p.mode == PROGRESS_BAR;
+  while (submit_chunk(L, m, MAPPER)) {
   }
-  lua_createtable(L, (int)(n < 1000000 ? n : 1000000), 0);  /* [5] results */
+  lua_createtable(L, (int)(n < 1000000 ? n : 1000000), 0);  /* [RESULTS] */
   while (m->len > 0) {
     size_t id = m->order[m->head];
     chunk *c = &m->slots[id];
-    if (p.on) {  /* wait in slices, to keep the bar moving */
+    if (p.mode != PROGRESS_OFF) {  /* wait in slices, to keep the count moving */
       int64_t until = m->deadline;
       while (!pl_future_done(c->f)) {
-        int64_t slice = pl_now_ns() + 200000000;
+        int64_t slice = pl_now_ns() + 100000000;
         m->deadline = slice < until ? slice : until;
         int done = pl_future_block(L, c->f, m->deadline, 0);
         m->deadline = until;
         if (!done && pl_now_ns() >= until) raise_timeout(L, m);
-        progress_update(&p, m);
+        progress_update(L, &p, m, PROGRESS_FN, 0);
       }
     } else if (!pl_future_block(L, c->f, m->deadline, 0)) {
       raise_timeout(L, m);
     }
     int k = push_chunk(L, m, id);
-    for (int j = k; j >= 1; j--) lua_rawseti(L, 5, c->first + j - 1);
+    for (int j = k; j >= 1; j--) lua_rawseti(L, RESULTS, c->first + j - 1);
     m->head = (m->head + 1) % m->cap;
     free_slot(L, m, id);
-    progress_update(&p, m);
+    progress_update(L, &p, m, PROGRESS_FN, 0);
   }
-  p.done = p.total;
-  progress_draw(&p, 1);
-  lua_closeslot(L, 4);
+  progress_update(L, &p, m, PROGRESS_FN, 1);
+  lua_closeslot(L, MAPPER);
   return 1;
 }
 
@@ -750,9 +754,9 @@ static int imap_new(lua_State *L, int ordered, const char *fname) {
   check_items(L, 3);
   lua_Integer chunksize, buffersize = -1;
   double timeout;
-  int progress_on;
+  int progress_mode;  /* progress is not an option of imap: the parser refuses it */
   lua_Integer requested = -1;
-  parse_map_options(L, 4, 1, &chunksize, &requested, &timeout, &progress_on);
+  parse_map_options(L, 4, 1, &chunksize, &requested, &timeout, &progress_mode);
   buffersize = requested > 0 ? requested : 4 * (lua_Integer)e->max_workers * chunksize;
   lua_settop(L, 3);
   lua_Integer slots = buffersize / chunksize + 1;

@@ -43,6 +43,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/progress.h"
 #include "core/clock.h"
 #include "proc/fork.h"
 #include "lprocess.h"
@@ -152,6 +153,7 @@ static int process_child(void *ud) {
   int status = 0;
   if (pl_pcall_traced(L, 1, 0) != LUA_OK) {  /* [error, traceback] */
     const char *tb = lua_tostring(L, -1);
+    pl_stderr_claim();  /* not on a progress bar's line */
     fprintf(stderr, "Process %s:\n%s\n", x->name, tb != NULL ? tb : "?");
     fflush(stderr);
     lua_pop(L, 2);

@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/progress.h"
 #include "bindings.h"
 #include "core/clock.h"
 #include "sync/held.h"
@@ -64,6 +65,7 @@ static void report_uncollected(pl_thread *t) {
   if (t->ok || t->collected) return;
   t->collected = 1;
   const char *tb = lua_tostring(t->co, 2);
+  pl_stderr_claim();  /* not on a progress bar's line */
   fprintf(stderr, "Exception in thread %s:\n%s\n", t->name, tb != NULL ? tb : "?");
   fflush(stderr);
 }

@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/progress.h"
 #include "lauxlib.h"
 #include "core/enter.h"
 #include "core/errors.h"
@@ -157,6 +158,7 @@ static void push_payload(lua_State *co, int n, int ref) {
   /* The submitter held these n values on its own stack, so only a failing
    * allocation can refuse the room; there is no caller to raise into. */
   if (!lua_checkstack(co, n + 4)) {
+    pl_stderr_claim();  /* not on a progress bar's line */
     fputs("parlua: not enough memory for a task's arguments\n", stderr);
     abort();
   }

@@ -243,7 +243,7 @@ describe("pool:map", function()
       errof(function() pool:map(id, {}, {chunksize = 0}) end))
     assert.matches("unknown option 'buffersize'",
       errof(function() pool:map(id, {}, {buffersize = 2}) end))
-    assert.matches("field 'progress' must be a boolean",
+    assert.matches("field 'progress' must be a boolean or a function",
       errof(function() pool:map(id, {}, {progress = "yes"}) end))
     assert.matches("bad argument #2 to 'starmap' %(item 2 is not a table of arguments%)",
       errof(function() pool:starmap(id, {{1}, 2}) end))
@@ -261,20 +261,83 @@ describe("pool:map", function()
     assert.equal("got\t5\n", out)
   end)
 
-  it("progress draws a bar with count, rate and ETA on a terminal", function()
-    if os.execute("command -v script >/dev/null 2>&1") ~= true then return end
+  -- The bar in a real terminal: a tmux pane of `width` columns running
+  -- `code`; the pane's text once the program has ended.
+  local function in_tmux(width, code)
     local lua = os.getenv("PARLUA_LUA") or "lua5.4"
-    local code = [[local par = require "parlua" local pool = par.pool{workers = 2} ]]
-      .. [[pool:map(function(x) par.sleep(0.05) return x end, {1,2,3,4,5,6,7,8,9,10}, {progress = true}) ]]
-      .. [[pool:shutdown()]]
-    local inner = string.format("LUA_CPATH='%s/?.so;;' %s -e '%s'", support.build_dir(), lua, code)
-    local p = io.popen(string.format("script -qec %q /dev/null 2>&1", inner))
-    local out = p:read("a")
-    p:close()
-    assert.matches("10/10", out)
-    assert.matches("/s", out)
-    assert.matches("done in", out)
-    assert.matches("%[########################%]", out)
+    local file = os.tmpname()
+    local f = assert(io.open(file, "w"))
+    f:write(code)
+    f:close()
+    local server = "parlua-spec-" .. par.pid() .. "-" .. width
+    local tmux = ("tmux -L %s -f /dev/null "):format(server)
+    local inner = ("LUA_CPATH='%s/?.so;;' %s %s; echo EXIT=$?; sleep 60"):format(support.build_dir(), lua, file)
+    assert(os.execute(("%s new-session -d -x %d -y 40 %q"):format(tmux, width, inner)))
+    local text = ""
+    for _ = 1, 300 do  -- up to 30 s on a loaded machine
+      par.sleep(0.1)
+      text = io.popen(tmux .. "capture-pane -p"):read("a")
+      if text:find("EXIT=%d") then break end
+    end
+    os.execute(tmux .. "kill-server")
+    os.remove(file)
+    return text
+  end
+
+  local bar_script = [[
+    local par = require "parlua"
+    local pool = par.pool{workers = 2}
+    local f = pool:submit(function() par.sleep(0.3) end)
+    f:add_done_callback(function() error("a callback fails") end)
+    local items = {}
+    for i = 1, 20 do items[i] = i end
+    local r = pool:map(function(x) par.sleep(0.05) return x end, items, {progress = true})
+    print("got " .. #r)
+    pool:shutdown()
+  ]]
+
+  it("progress fits a 40-column terminal on one line, and other stderr output starts on a line of its own", function()
+    if not os.execute("command -v tmux >/dev/null") then return pending("tmux is not installed") end
+    local text = in_tmux(40, bar_script)
+    assert.matches("EXIT=0", text)
+    local bars = {}
+    for line in text:gmatch("[^\n]*") do
+      if line:find("/20") then bars[#bars + 1] = line end
+    end
+    assert.equal(1, #bars, text)  -- every frame drawn over the last, none wrapped
+    assert.matches("^100%% 20/20 %[%d%d:%d%d<00:00, [%d.]+it/s%]$", bars[1])  -- no room for a bar: the numbers
+    assert.is_true(#bars[1] < 40, bars[1])
+    assert.matches("^an exception in a done callback", text)  -- not after a frame of the bar
+    assert.matches("\ngot 20\n", text)
+  end)
+
+  it("progress draws a tqdm-like bar with count, elapsed, remaining time and rate in a wide terminal", function()
+    if not os.execute("command -v tmux >/dev/null") then return pending("tmux is not installed") end
+    local text = in_tmux(100, bar_script)
+    local bar = text:match("\n(100%%|[^\n]*)")
+    assert.is_truthy(bar, text)
+    assert.matches("^100%%|#+| 20/20 %[%d%d:%d%d<00:00, [%d.]+it/s%]$", bar)
+    assert.equal(99, #bar)
+  end)
+
+  it("progress = function(done, total) is called as items finish, and last with (total, total)", function()
+    local pool <close> = par.pool{workers = 2}
+    local calls = {}
+    local items = {}
+    for i = 1, 12 do items[i] = i end
+    local r = pool:map(function(x) par.sleep(0.02) return x end, items,
+                       {progress = function(done, total) calls[#calls + 1] = {done, total} end})
+    assert.equal(12, #r)
+    assert.is_true(#calls >= 2, #calls)
+    for i, c in ipairs(calls) do
+      assert.equal(12, c[2])
+      if i > 1 then assert.is_true(c[1] > calls[i - 1][1]) end
+    end
+    assert.same({12, 12}, calls[#calls])
+    local e = errof(function() pool:map(function(x) return x end, items, {progress = function() error("stop") end}) end)
+    assert.matches("stop", e)
+    assert.matches("field 'progress' must be a boolean or a function",
+      errof(function() pool:map(print, {}, {progress = 1}) end))
   end)
 end)
 

@@ -1,6 +1,7 @@
 /* parlua inside a stock lua5.4 (see adopt.h). */
 #include "core/adopt.h"
 #include "core/background.h"
+#include "core/debughook.h"
 #include "core/enter.h"
 
 static const char RUNTIME_MT[] = "parlua.runtime";
@@ -66,6 +67,7 @@ void pl_runtime_adopt(lua_State *L, const luaL_Reg *modules) {
   ts->depth = 1;
   pl_take_lock(ts, rt->main.L, 1);
   pl_install_coroutines(L);
+  pl_install_debughooks(L);
   luaL_newmetatable(L, SENTINEL_MT);
   lua_pushcfunction(L, sentinel_gc);
   lua_setfield(L, -2, "__gc");

@@ -1,9 +1,11 @@
 /* coroutine.resume and coroutine.wrap that tell the runtime which coroutine
  * the thread is running, so a hand-over request or a forced cancel reaches
- * the coroutine actually executing (a count hook is per coroutine).  They
- * behave exactly as Lua 5.4's own (lcorolib.c). */
+ * the coroutine actually executing (a count hook is per coroutine), and
+ * coroutine.create and wrap that give a new coroutine the script's hook
+ * (debughook.h).  They behave exactly as Lua 5.4's own (lcorolib.c). */
 #include "lauxlib.h"
 #include "lualib.h"
+#include "core/debughook.h"
 #include "core/errors.h"
 #include "core/runtime.h"
 
@@ -71,11 +73,24 @@ static int co_auxwrap(lua_State *L) {
   return r;
 }
 
-static int co_wrap(lua_State *L) {
+/* lua_newthread copies the creator's hook slot, which may hold the
+ * runtime's count for a moment: the new coroutine gets the script's. */
+static lua_State *new_coroutine(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
   lua_State *NL = lua_newthread(L);
+  pl_debughook_inherit(L, NL);
   lua_pushvalue(L, 1);
   lua_xmove(L, NL, 1);
+  return NL;
+}
+
+static int co_create(lua_State *L) {
+  new_coroutine(L);
+  return 1;
+}
+
+static int co_wrap(lua_State *L) {
+  new_coroutine(L);
   lua_pushcclosure(L, co_auxwrap, 1);
   return 1;
 }
@@ -83,6 +98,8 @@ static int co_wrap(lua_State *L) {
 void pl_install_coroutines(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   if (lua_getfield(L, -1, LUA_COLIBNAME) == LUA_TTABLE) {
+    lua_pushcfunction(L, co_create);
+    lua_setfield(L, -2, "create");
     lua_pushcfunction(L, co_resume);
     lua_setfield(L, -2, "resume");
     lua_pushcfunction(L, co_wrap);

@@ -10,6 +10,16 @@
 
 static const char FAMILY_KEY[] = "parlua.family";  /* its address is the key */
 
+void pl_family_serve(lua_State *L, pl_tstate *ts) {
+  pl_family *fam = ts->fam;
+  if (pl_gil_drop_requested(&fam->gil)) pl_gil_yield(&fam->gil, ts, PL_GIL_SWITCH);
+  /* A forced cancel is raised once here; blocking calls keep refusing, but
+   * code that cleans up without blocking is allowed to finish. */
+  if (pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED &&
+      !atomic_exchange(&ts->cancel_delivered, 1))
+    pl_error_raise_cancelled(L, ts);
+}
+
 static void family_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   pl_family *fam = pl_family_of(L);
@@ -19,12 +29,7 @@ static void family_hook(lua_State *L, lua_Debug *ar) {
     return;
   }
   pl_tstate_unpoke(ts, L);
-  if (pl_gil_drop_requested(&fam->gil)) pl_gil_yield(&fam->gil, ts, PL_GIL_SWITCH);
-  /* A forced cancel is raised once here; blocking calls keep refusing, but
-   * code that cleans up without blocking is allowed to finish. */
-  if (pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED &&
-      !atomic_exchange(&ts->cancel_delivered, 1))
-    pl_error_raise_cancelled(L, ts);
+  pl_family_serve(L, ts);
 }
 
 int pl_family_init(pl_family *fam, parlua *rt, double interval) {

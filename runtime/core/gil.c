@@ -59,11 +59,15 @@ double pl_gil_get_interval(pl_gil *g) {
   return (double)atomic_load(&g->interval_ns) / 1e9;
 }
 
-static void request_drop_locked(pl_gil *g) {
-  if (!atomic_exchange(&g->drop_request, 1)) g->stats.drop_requests++;
-  /* Poke every time: the holder may have switched coroutines, or someone
-   * (a debugger, lua.c's own SIGINT handler) replaced the hook. */
-  if (g->holder != NULL) pl_tstate_poke(g->holder);
+/* One poke per request: the holder keeps it armed across coroutine
+ * switches (pl_tstate_set_running).  `again`: a whole interval passed
+ * without a hand-off, so poke once more -- something may have taken the
+ * hook away (lua.c's SIGINT hook) or an error unwound past the armed
+ * frames (core/callinfo.c). */
+static void request_drop_locked(pl_gil *g, int again) {
+  int fresh = !atomic_exchange(&g->drop_request, 1);
+  if (fresh) g->stats.drop_requests++;
+  if ((fresh || again) && g->holder != NULL) pl_tstate_poke(g->holder);
 }
 
 /* Spin, without the mutex, until `*word != value` or SPIN_NS pass. */
@@ -91,6 +95,7 @@ static void take_locked(pl_gil *g, pl_tstate *ts, int64_t now) {
   atomic_store(&g->locked, 1);
   atomic_store(&g->drop_request, 0);
   g->holder = ts;
+  ts->holds_lock = 1;
   g->taken_at = now;
   g->stats.acquisitions++;
   if (g->last_holder != ts) {
@@ -119,7 +124,7 @@ void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent) {
     if (urgent) g->urgent_waiters++;
     while (must_wait_locked(g, urgent)) {
       uint64_t seen = atomic_load(&g->taken);
-      if (urgent) request_drop_locked(g);
+      if (urgent) request_drop_locked(g, 0);
       if (!spun) {
         spun = 1;
         pthread_mutex_unlock(&g->mu);
@@ -133,7 +138,7 @@ void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent) {
       /* A whole interval passed and the same holder still has it: ask. */
       if (rc == ETIMEDOUT && atomic_load(&g->locked) &&
           atomic_load(&g->taken) == seen)
-        request_drop_locked(g);
+        request_drop_locked(g, 1);
     }
     g->waiters--;
     if (urgent) g->urgent_waiters--;
@@ -147,6 +152,7 @@ void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent) {
 static void let_go_locked(pl_gil *g, pl_tstate *ts, pl_gil_reason why, int64_t now) {
   trace(g, ts, PL_GIL_EV_RELEASED, why, now);
   g->stats.hold_seconds += (double)(now - g->taken_at) / 1e9;
+  if (g->holder != NULL) g->holder->holds_lock = 0;
   g->holder = NULL;
   atomic_store(&g->locked, 0);
   /* Urgent waiters must all look: the one woken might be a regular one. */

@@ -75,6 +75,9 @@ void pl_family_attach(pl_family *fam, lua_State *L);
 
 /* The calling thread's tstate in L's family, or NULL. */
 pl_tstate *pl_tstate_of(lua_State *L);
+/* What the runtime's hooks do for it at an instruction of L: hand the lock
+ * over when asked, raise a forced cancel once. */
+void pl_family_serve(lua_State *L, pl_tstate *ts);
 
 int pl_runtime_init(parlua *rt, const parlua_config *cfg);
 void pl_runtime_shutdown(parlua *rt, lua_State *L);

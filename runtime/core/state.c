@@ -5,6 +5,7 @@
  * host's preloads. */
 #include "lauxlib.h"
 #include "lualib.h"
+#include "core/debughook.h"
 #include "core/runtime.h"
 
 lua_State *pl_state_new(parlua *rt, pl_family *fam) {
@@ -13,6 +14,7 @@ lua_State *pl_state_new(parlua *rt, pl_family *fam) {
   pl_family_attach(fam, L);
   luaL_openlibs(L);
   pl_install_coroutines(L);
+  pl_install_debughooks(L);
   pl_runtime_apply_preloads(rt, L);
   return L;
 }

@@ -8,7 +8,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/callinfo.h"
 #include "core/clock.h"
+#include "core/debughook.h"
 #include "core/runtime.h"
 #include "core/tstate.h"
 
@@ -33,28 +35,80 @@ static _Thread_local pl_tstate *current;
 
 static struct sigaction previous_poke_action;
 
+/* A displaced hook of the script's own comes back, if ours is still in its
+ * place (the script may have set another meanwhile). */
+static void restore_displaced(pl_tstate *ts) {
+  lua_State *L = ts->displaced_L;
+  ts->displaced_L = NULL;
+  if (lua_gethook(L) == ts->fam->hook)
+    pl_sethook_shallow(L, ts->displaced_hook, ts->displaced_mask, ts->displaced_count);
+}
+
 /* Arm the family's hook on L, the owner thread (or its signal handler)
- * only, keeping a hook the script set itself to put back afterwards.  Only
- * async-signal-safe calls. */
+ * only; only async-signal-safe calls.  The cost does not depend on the call
+ * depth (pl_sethook_shallow).  What the script set stays visible:
+ *   - no hook: ours, count `count`, removed when it fires;
+ *   - the script's own debug.sethook hook (pl_script_hook): if it fires
+ *     often anyway it checks for requests itself and nothing changes;
+ *     otherwise a count is added to its mask, and pl_script_hook takes the
+ *     count event for ours and puts the script's settings back;
+ *   - a hook set from C (lua.c's SIGINT hook, a host's): displaced into the
+ *     tstate until ours fires.  Only the running coroutine is ever displaced
+ *     (pl_tstate_set_running puts it back when the thread switches away). */
 static void arm(pl_tstate *ts, lua_State *L, int count) {
   lua_Hook h = lua_gethook(L);
+  if (h == pl_script_hook) {
+    int mask = lua_gethookmask(L);
+    if (!pl_script_hook_sees_all(mask, lua_gethookcount(L)))
+      pl_sethook_shallow(L, h, mask | LUA_MASKCOUNT, count);
+    return;
+  }
   if (h != NULL && h != ts->fam->hook) {
+    if (ts->displaced_L != NULL && ts->displaced_L != L) restore_displaced(ts);
     ts->displaced_L = L;
     ts->displaced_hook = h;
     ts->displaced_mask = lua_gethookmask(L);
     ts->displaced_count = lua_gethookcount(L);
   }
-  lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, count);
+  pl_sethook_shallow(L, ts->fam->hook, LUA_MASKCOUNT, count);
+}
+
+/* While the owner changes hooks itself, a poke waits for it to finish
+ * (two writers of one coroutine's hook could mix their settings). */
+static void hooks_begin(pl_tstate *ts) {
+  ts->hooks_busy = 1;
+  atomic_signal_fence(memory_order_seq_cst);
+}
+
+static void hooks_end(pl_tstate *ts) {
+  for (;;) {
+    while (ts->poke_deferred) {
+      ts->poke_deferred = 0;
+      atomic_signal_fence(memory_order_seq_cst);
+      lua_State *L = atomic_load(&ts->running);
+      if (L != NULL && ts->holds_lock) arm(ts, L, 1);
+    }
+    atomic_signal_fence(memory_order_seq_cst);
+    ts->hooks_busy = 0;
+    atomic_signal_fence(memory_order_seq_cst);
+    if (!ts->poke_deferred) return;  /* else it came just before we let go */
+    ts->hooks_busy = 1;
+    atomic_signal_fence(memory_order_seq_cst);
+  }
 }
 
 /* Runs on the thread that was poked: arm the hook on what it is running. */
 static void poke_handler(int sig, siginfo_t *info, void *uctx) {
   pl_tstate *ts = current;
   if (ts != NULL) {
-    lua_State *L = atomic_load(&ts->running);
-    if (L != NULL) arm(ts, L, 1);
+    if (ts->hooks_busy) {
+      ts->poke_deferred = 1;
+    } else if (ts->holds_lock) {
+      lua_State *L = atomic_load(&ts->running);
+      if (L != NULL) arm(ts, L, 1);
+    }
   }
-  /* Whoever had the signal before us still gets it. */
+/* Whoever had the signal before us still gets it. */
   if (previous_poke_action.sa_flags & SA_SIGINFO) {
     if (previous_poke_action.sa_sigaction != NULL) previous_poke_action.sa_sigaction(sig, info, uctx);
   } else if (previous_poke_action.sa_handler != SIG_DFL &&
@@ -156,16 +210,26 @@ static void settle_pokes(pl_tstate *ts) {
 }
 
 void pl_tstate_set_running(pl_tstate *ts, lua_State *L) {
+  hooks_begin(ts);
+  if (ts->displaced_L != NULL && ts->displaced_L != L) restore_displaced(ts);
   atomic_store(&ts->running, L);
-  if (L == NULL) settle_pokes(ts);
-  else if (needs_hook(ts)) arm(ts, L, 1);
-  else if (POLL_COUNT) arm(ts, L, POLL_COUNT);
+  if (L == NULL) {
+    settle_pokes(ts);
+    ts->poke_deferred = 0;  /* nothing to arm: L asks again when it is set */
+  } else if (needs_hook(ts)) {
+    arm(ts, L, 1);
+  } else if (POLL_COUNT) {
+    arm(ts, L, POLL_COUNT);
+  }
+  hooks_end(ts);
 }
 
 void pl_tstate_poke(pl_tstate *ts) {
   if (pthread_equal(ts->owner, pthread_self())) {
+    hooks_begin(ts);
     lua_State *L = atomic_load(&ts->running);
     if (L != NULL) arm(ts, L, 1);
+    hooks_end(ts);
   } else {
     atomic_fetch_add(&ts->pokers, 1);
     if (atomic_load(&ts->running) != NULL) {
@@ -177,14 +241,38 @@ void pl_tstate_poke(pl_tstate *ts) {
 }
 
 void pl_tstate_unpoke(pl_tstate *ts, lua_State *L) {
-  if (ts->displaced_L == L) {  /* the script's own hook comes back */
-    ts->displaced_L = NULL;
-    lua_sethook(L, ts->displaced_hook, ts->displaced_mask, ts->displaced_count);
-  } else if (POLL_COUNT) {
-    lua_sethook(L, ts->fam->hook, LUA_MASKCOUNT, POLL_COUNT);
-  } else {
-    lua_sethook(L, NULL, 0, 0);
+  hooks_begin(ts);
+  if (lua_gethook(L) == ts->fam->hook) {
+    if (ts->displaced_L == L) restore_displaced(ts);  /* the script's own comes back */
+    else if (POLL_COUNT) pl_sethook_shallow(L, ts->fam->hook, LUA_MASKCOUNT, POLL_COUNT);
+    else lua_sethook(L, NULL, 0, 0);
   }
+  hooks_end(ts);
+}
+
+void pl_tstate_put_hook(pl_tstate *ts, lua_State *L, lua_Hook func, int mask, int count) {
+  if (ts == NULL) {
+    pl_sethook_shallow(L, func, mask, count);
+    return;
+  }
+  hooks_begin(ts);
+  pl_sethook_shallow(L, func, mask, count);
+  hooks_end(ts);
+}
+
+void pl_tstate_set_hook(pl_tstate *ts, lua_State *L, lua_Hook func, int mask, int count) {
+  if (ts == NULL) {
+    lua_sethook(L, func, mask, count);
+    return;
+  }
+  hooks_begin(ts);
+  if (ts->displaced_L == L) ts->displaced_L = NULL;  /* replaced: nothing to put back */
+  lua_sethook(L, func, mask, count);
+  if (L == atomic_load(&ts->running)) {
+    if (needs_hook(ts)) arm(ts, L, 1);
+    else if (POLL_COUNT) arm(ts, L, POLL_COUNT);
+  }
+  hooks_end(ts);
 }
 
 void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt) {

@@ -9,7 +9,12 @@
  * Arming the hook of another thread's coroutine is not safe in Lua 5.4
  * (lua_sethook walks that coroutine's call chain while it changes), so a
  * poke from another thread is a signal (PL_POKE_SIGNAL) whose handler arms
- * the hook on its own thread, the way lua.c handles SIGINT.
+ * the hook on its own thread, the way lua.c handles SIGINT.  The handler
+ * arms only while its thread holds the lock, so no other thread touches
+ * the coroutine meanwhile, not even the collector; a thread without the
+ * lock is armed when it takes the lock back (pl_tstate_set_running).  The
+ * signal still interrupts its blocking system calls, which a forced cancel
+ * relies on.
  *
  * Lock order: ts->wait_guard before the mutex of the object waited on.
  */
@@ -50,6 +55,9 @@ struct pl_tstate {
   lua_State *displaced_L;
   lua_Hook displaced_hook;
   int displaced_mask, displaced_count;
+  volatile sig_atomic_t holds_lock;    /* set and cleared by the owner (gil.c) */
+  volatile sig_atomic_t hooks_busy;    /* the owner is changing a hook itself */
+  volatile sig_atomic_t poke_deferred; /* a poke came meanwhile: arm after */
 
   atomic_int cancel;           /* PL_CANCEL_*: raised by anyone, reset by the owner */
   atomic_int interrupted;      /* a forced cancel that came from an interrupt */
@@ -102,6 +110,13 @@ void pl_tstate_set_running(pl_tstate *ts, lua_State *L);
 void pl_tstate_poke(pl_tstate *ts);
 /* Clear the hook on L (the owner thread, from inside the hook). */
 void pl_tstate_unpoke(pl_tstate *ts, lua_State *L);
+/* Put back hook settings of the script's on L after ours fired, at a cost
+ * independent of the depth (pl_sethook_shallow).  `ts` may be NULL. */
+void pl_tstate_put_hook(pl_tstate *ts, lua_State *L, lua_Hook func, int mask, int count);
+/* lua_sethook for the script (debug.sethook): a hook of the script's
+ * replaces whatever ours displaced, and a pending request stays armed on
+ * L.  `ts` may be NULL. */
+void pl_tstate_set_hook(pl_tstate *ts, lua_State *L, lua_Hook func, int mask, int count);
 
 /* Raise the cancel level and, when forced, wake the thread wherever it is. */
 void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt);

@@ -58,11 +58,6 @@ void **pl_box_get(lua_State *L, int idx, const char *tname);
  * argument error. */
 double pl_opt_timeout(lua_State *L, int idx);
 
-/* Raise Cancelled if the calling thread was force-cancelled. */
-void pl_check_cancel(lua_State *L, pl_tstate *ts);
-/* Raise Cancelled after a wait that returned PL_ECANCELLED (marking a
- * forced cancel delivered); never returns. */
-int pl_raise_cancelled(lua_State *L, pl_tstate *ts);
 
 /* Give the global lock away around a wait on obj, and take it back.  The
  * extra reference keeps obj alive even if its box is finalized meanwhile. */
@@ -70,9 +65,5 @@ typedef struct pl_sync pl_sync;
 pl_tstate *pl_block_begin(lua_State *L, pl_sync *obj);
 void pl_block_end(lua_State *L, pl_tstate *ts, pl_sync *obj);
 
-
-/* [-1, +(1|2)] lua_pcall with a traceback handler that leaves the error
- * value untouched: on error the stack gets [error, traceback]. */
-int pl_pcall_traced(lua_State *L, int nargs, int nresults);
 
 #endif

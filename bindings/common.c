@@ -1,5 +1,5 @@
-/* Helpers every binding shares: boxes, classes, timeouts, cancellation,
- * and calls that keep the traceback of an error. */
+/* Helpers every binding shares: boxes, classes, timeouts, and giving the
+ * lock away around a wait on a sync object. */
 #include <ctype.h>
 #include <math.h>
 #include <string.h>
@@ -61,18 +61,6 @@ double pl_opt_timeout(lua_State *L, int idx) {
   return t;
 }
 
-void pl_check_cancel(lua_State *L, pl_tstate *ts) {
-  if (ts != NULL && pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED) {
-    atomic_store(&ts->cancel_delivered, 1);
-    pl_error_raise_cancelled(L, ts);
-  }
-}
-
-int pl_raise_cancelled(lua_State *L, pl_tstate *ts) {
-  pl_check_cancel(L, ts);
-  return pl_error_raise_cancelled(L, ts);
-}
-
 pl_tstate *pl_block_begin(lua_State *L, pl_sync *obj) {
   pl_sync_incref(obj);
   return pl_unlock(L, obj->kind == PL_SYNC_QUEUE ? PL_GIL_QUEUE : PL_GIL_SYNC);
@@ -83,18 +71,3 @@ void pl_block_end(lua_State *L, pl_tstate *ts, pl_sync *obj) {
   pl_sync_decref(obj);
 }
 
-int pl_pcall_traced(lua_State *L, int nargs, int nresults) {
-  int fn = lua_gettop(L) - nargs;
-  lua_createtable(L, 0, 1);           /* the recorder's slot */
-  lua_pushvalue(L, -1);
-  lua_pushcclosure(L, pl_traceback_recorder, 1);
-  lua_insert(L, fn);                  /* [recorder, fn, args..., slot] */
-  lua_insert(L, fn);                  /* [slot, recorder, fn, args...] */
-  int status = lua_pcall(L, nargs, nresults, fn + 1);
-  if (status != LUA_OK) {
-    lua_getfield(L, fn, "traceback");  /* [slot, recorder, err, tb] */
-  }
-  lua_remove(L, fn);
-  lua_remove(L, fn);
-  return status;
-}

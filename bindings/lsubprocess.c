@@ -47,106 +47,30 @@
 #include "core/clock.h"
 #include "lpipeend.h"
 #include "proc/child.h"
+#include "proc/reaper.h"
 
 static const char POPEN_MT[] = "parlua.Popen";
 static const char REAPER_MT[] = "parlua.Reaper";
 static const char REAPER_KEY = 0;  /* registry slot, keyed by its address */
-
-/* After pools (whose tasks may still be using children), before the state
- * goes. */
-enum { PL_CLOSE_SUBPROCESSES = PL_CLOSE_POOLS + 1 };
 
 /* User values of a Popen. */
 enum { UV_STDIN = 1, UV_STDOUT, UV_STDERR, UV_ARGS, UV_INPUT, UV_OUT, UV_ERR, UV_COUNT = UV_ERR };
 
 /* ============================================================== reaper */
 
-typedef struct reaper {
-  atomic_int refs;     /* the state's box, the closer, each Popen */
-  pthread_mutex_t mu;  /* guards pids, n, cap, finished */
-  pid_t *pids;
-  size_t n, cap;
-  int finished;        /* the state is gone: orphans are handed over at once */
-  pl_closer *closer;   /* guarded by the runtime's mu */
-  parlua *rt;
-} reaper;
-
-static void reaper_unref(reaper *r) {
-  if (atomic_fetch_sub(&r->refs, 1) != 1) return;
-  free(r->pids);
-  pthread_mutex_destroy(&r->mu);
-  free(r);
-}
-
-static void reaper_sweep(reaper *r) {
-  pthread_mutex_lock(&r->mu);
-  size_t live = 0;
-  for (size_t i = 0; i < r->n; i++)
-    if (!pl_reap_nohang(r->pids[i])) r->pids[live++] = r->pids[i];
-  r->n = live;
-  pthread_mutex_unlock(&r->mu);
-}
-
-/* Give every orphan still running to a background thread. */
-static void reaper_hand_over(reaper *r, int finished) {
-  pthread_mutex_lock(&r->mu);
-  pid_t *pids = r->pids;
-  size_t n = r->n;
-  r->pids = NULL;
-  r->n = r->cap = 0;
-  if (finished) r->finished = 1;
-  pthread_mutex_unlock(&r->mu);
-  if (n > 0) pl_reap_in_background(pids, n);
-  else free(pids);
-}
-
-static void reaper_add(reaper *r, pid_t pid) {
-  if (pl_reap_nohang(pid)) return;
-  pthread_mutex_lock(&r->mu);
-  int direct = r->finished;
-  if (!direct && r->n == r->cap) {
-    size_t cap = r->cap > 0 ? r->cap * 2 : 16;
-    pid_t *pids = realloc(r->pids, cap * sizeof *pids);
-    if (pids != NULL) {
-      r->pids = pids;
-      r->cap = cap;
-    } else {
-      direct = 1;
-    }
-  }
-  if (!direct) r->pids[r->n++] = pid;
-  pthread_mutex_unlock(&r->mu);
-  if (direct) {
-    pid_t *one = malloc(sizeof *one);
-    if (one != NULL) {
-      *one = pid;
-      pl_reap_in_background(one, 1);
-    }
-  }
-}
-
-static void reaper_close(void *ud, lua_State *L) {
-  (void)L;
-  reaper *r = ud;
-  reaper_hand_over(r, 0);
-  reaper_unref(r);
-}
-
 static int reaper_gc(lua_State *L) {
   void **box = pl_box_get(L, 1, REAPER_MT);
-  reaper *r = *box;
+  pl_reaper *r = *box;
   if (r == NULL) return 0;
   *box = NULL;
-  if (pl_runtime_remove_closer(r->rt, &r->closer)) reaper_unref(r);
-  reaper_hand_over(r, 1);
-  reaper_unref(r);
+  pl_reaper_finish(r);
   return 0;
 }
 
 /* The reaper of L's state, made on first use. */
-static reaper *get_reaper(lua_State *L) {
+static pl_reaper *get_reaper(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &REAPER_KEY) == LUA_TUSERDATA) {
-    reaper *r = *(reaper **)lua_touserdata(L, -1);
+    pl_reaper *r = *(pl_reaper **)lua_touserdata(L, -1);
     lua_pop(L, 1);
     if (r != NULL) return r;
   } else {
@@ -155,32 +79,28 @@ static reaper *get_reaper(lua_State *L) {
   parlua *rt = pl_runtime_of(L);
   if (rt == NULL) luaL_error(L, "parlua is not loaded in this state");
   pl_check_not_closed(L, POPEN_MT);  /* a child nobody would reap */
-  reaper *r = calloc(1, sizeof *r);
+  void **box = pl_box_new(L, REAPER_MT, NULL);  /* first: an error leaves nothing behind */
+  pl_reaper *r = pl_reaper_new(rt);
   if (r == NULL) luaL_error(L, "not enough memory");
-  atomic_init(&r->refs, 1);
-  pthread_mutex_init(&r->mu, NULL);
-  r->rt = rt;
-  pl_box_new(L, REAPER_MT, r);
-  if (pl_runtime_add_closer(rt, &r->closer, PL_CLOSE_SUBPROCESSES, reaper_close, r) == 0)
-    atomic_fetch_add(&r->refs, 1);
+  *box = r;
   lua_rawsetp(L, LUA_REGISTRYINDEX, &REAPER_KEY);
   return r;
 }
 
 /* =============================================================== Popen */
 
-typedef struct popen_t {
+typedef struct popen_ud {
   int started;         /* proc is initialised */
   pl_proc proc;
-  reaper *reaper;
+  pl_reaper *reaper;
   /* Guarded by the global lock: */
   int comm_busy;       /* a communicate() is running (in some thread) */
   int comm_started;
   int comm_done;       /* outputs are in UV_OUT / UV_ERR */
   pl_comm comm;
-} popen_t;
+} popen_ud;
 
-static popen_t *check_popen(lua_State *L, int idx) {
+static popen_ud *check_popen(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, POPEN_MT);
 }
 
@@ -449,7 +369,7 @@ static int push_spawn_error(lua_State *L, int err, const char *program, const ch
 
 /* [-0, +1] Start the child of argument `cmd` with options at `opts` (0:
  * none); `pipes` forces streams to "pipe" (bit i for stream i). */
-static popen_t *spawn_popen(lua_State *L, int cmd, int opts, int mode, int pipes) {
+static popen_ud *spawn_popen(lua_State *L, int cmd, int opts, int mode, int pipes) {
   int base = lua_gettop(L);
   luaL_checkstack(L, 30, "popen");
   int shell = 0;
@@ -461,8 +381,8 @@ static popen_t *spawn_popen(lua_State *L, int cmd, int opts, int mode, int pipes
     shell = lua_toboolean(L, -1);
     lua_pop(L, 1);
   }
-  reaper *r = get_reaper(L);
-  reaper_sweep(r);
+  pl_reaper *r = get_reaper(L);
+  pl_reaper_sweep(r);
 
   build_argv(L, cmd, shell);
   int argv_t = lua_gettop(L);
@@ -485,7 +405,7 @@ static popen_t *spawn_popen(lua_State *L, int cmd, int opts, int mode, int pipes
 
   /* Everything that can fail with a Lua error is made before the child
    * exists, so nothing can leak after it. */
-  popen_t *p = lua_newuserdatauv(L, sizeof *p, UV_COUNT);
+  popen_ud *p = lua_newuserdatauv(L, sizeof *p, UV_COUNT);
   memset(p, 0, sizeof *p);
   for (int i = 0; i < 3; i++) p->comm.fd[i] = -1;
   luaL_setmetatable(L, POPEN_MT);
@@ -544,7 +464,7 @@ static popen_t *spawn_popen(lua_State *L, int cmd, int opts, int mode, int pipes
   pl_proc_init(&p->proc, res.pid, res.pidfd);
   p->started = 1;
   p->reaper = r;
-  atomic_fetch_add(&r->refs, 1);
+  pl_reaper_incref(r);
   for (int i = 0; i < 3; i++) {
     if (mine[i] == NULL) continue;
     mine[i]->fd = res.fds[i];
@@ -558,13 +478,13 @@ static popen_t *spawn_popen(lua_State *L, int cmd, int opts, int mode, int pipes
 
 /* ---- methods ---- */
 
-static popen_t *check_live(lua_State *L) {
-  popen_t *p = check_popen(L, 1);
+static popen_ud *check_live(lua_State *L) {
+  popen_ud *p = check_popen(L, 1);
   if (!p->started) luaL_error(L, "attempt to use a collected process");
   return p;
 }
 
-static int push_returncode(lua_State *L, popen_t *p) {
+static int push_returncode(lua_State *L, popen_ud *p) {
   if (pl_proc_poll(&p->proc)) lua_pushinteger(L, pl_proc_returncode(&p->proc));
   else lua_pushnil(L);
   return 1;
@@ -572,7 +492,7 @@ static int push_returncode(lua_State *L, popen_t *p) {
 
 /* Wait for the child without the lock: PL_OK or PL_ETIMEOUT;
  * raises Cancelled.  Not `cancellable`: reaping a child just killed. */
-static int wait_child(lua_State *L, popen_t *p, int64_t deadline, int cancellable) {
+static int wait_child(lua_State *L, popen_ud *p, int64_t deadline, int cancellable) {
   if (pl_proc_poll(&p->proc)) return PL_OK;
   pl_tstate *ts = pl_unlock(L, PL_GIL_POPEN);
   pl_waiter w;
@@ -592,7 +512,7 @@ static int popen_poll(lua_State *L) {
 }
 
 static int popen_wait(lua_State *L) {
-  popen_t *p = check_live(L);
+  popen_ud *p = check_live(L);
   double timeout = pl_opt_timeout(L, 2);
   if (wait_child(L, p, pl_deadline_after(timeout), 1) == PL_ETIMEOUT)
     return raise_timeout(L, 1, 2, 0, 0);
@@ -618,7 +538,7 @@ static int check_signal(lua_State *L, int idx) {
 
 /* As Python: a child that has already ended (and is reaped now) is left
  * alone, since its pid may belong to another process soon. */
-static int send_signal(lua_State *L, popen_t *p, int sig) {
+static int send_signal(lua_State *L, popen_ud *p, int sig) {
   if (pl_proc_poll(&p->proc)) return 0;
   int err = pl_proc_signal(&p->proc, sig);
   if (err != 0) return pl_error_raise_os(L, err, "cannot send the signal");
@@ -626,7 +546,7 @@ static int send_signal(lua_State *L, popen_t *p, int sig) {
 }
 
 static int popen_send_signal(lua_State *L) {
-  popen_t *p = check_live(L);
+  popen_ud *p = check_live(L);
   return send_signal(L, p, check_signal(L, 2));
 }
 
@@ -641,7 +561,7 @@ static int popen_kill(lua_State *L) {
 /* p:communicate([input] [, timeout]) -> stdout, stderr.  Resumable after
  * TimeoutExpired: what was read so far is kept (and put in the error). */
 static int popen_communicate(lua_State *L) {
-  popen_t *p = check_live(L);
+  popen_ud *p = check_live(L);
   size_t in_len = 0;
   const char *in = lua_isnoneornil(L, 2) ? NULL : luaL_checklstring(L, 2, &in_len);
   double timeout = pl_opt_timeout(L, 3);
@@ -749,7 +669,7 @@ static void close_pipes(lua_State *L, int pidx) {
 
 /* Fields first (pid, returncode, stdin, stdout, stderr, args), then methods. */
 static int popen_index(lua_State *L) {
-  popen_t *p = check_popen(L, 1);
+  popen_ud *p = check_popen(L, 1);
   const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
   if (strcmp(k, "pid") == 0) {
     lua_pushinteger(L, p->proc.pid);
@@ -770,7 +690,7 @@ static int popen_index(lua_State *L) {
 /* `local p <close> = par.popen(...)`: close the pipes, wait for the end
  * (as Python's `with Popen(...)`). */
 static int popen_close(lua_State *L) {
-  popen_t *p = check_popen(L, 1);
+  popen_ud *p = check_popen(L, 1);
   if (!p->started) return 0;
   close_pipes(L, 1);
   wait_child(L, p, INT64_MAX, 1);
@@ -779,19 +699,19 @@ static int popen_close(lua_State *L) {
 
 /* Never blocks: a child still running goes to the reaper. */
 static int popen_gc(lua_State *L) {
-  popen_t *p = check_popen(L, 1);
+  popen_ud *p = check_popen(L, 1);
   if (!p->started) return 0;
   p->started = 0;
-  if (!pl_proc_poll(&p->proc)) reaper_add(p->reaper, p->proc.pid);
+  if (!pl_proc_poll(&p->proc)) pl_reaper_add(p->reaper, p->proc.pid);
   pl_proc_destroy(&p->proc);
   for (int i = 0; i < 3; i++) pl_bytes_free(&p->comm.out[i]);
-  reaper_unref(p->reaper);
+  pl_reaper_unref(p->reaper);
   p->reaper = NULL;
   return 0;
 }
 
 static int popen_tostring(lua_State *L) {
-  popen_t *p = check_popen(L, 1);
+  popen_ud *p = check_popen(L, 1);
   if (!p->started) return lua_pushliteral(L, "Popen (collected)"), 1;
   if (pl_proc_poll(&p->proc))
     lua_pushfstring(L, "Popen(pid %d, returncode %d)", (int)p->proc.pid, pl_proc_returncode(&p->proc));
@@ -856,7 +776,7 @@ static int run_impl(lua_State *L, int mode) {
     pipes |= 6;
   }
   if (mode == MODE_CHECK_OUTPUT) pipes |= 2;
-  popen_t *p = spawn_popen(L, 1, opts, mode, pipes);
+  popen_ud *p = spawn_popen(L, 1, opts, mode, pipes);
   int pidx = lua_gettop(L);
   lua_pushcfunction(L, popen_communicate);
   lua_pushvalue(L, pidx);

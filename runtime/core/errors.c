@@ -284,3 +284,31 @@ void pl_error_add_global_hint(lua_State *L, int idx, const char *kind) {
     return;
   }
 }
+
+void pl_check_cancel(lua_State *L, pl_tstate *ts) {
+  if (ts != NULL && pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED) {
+    atomic_store(&ts->cancel_delivered, 1);
+    pl_error_raise_cancelled(L, ts);
+  }
+}
+
+int pl_raise_cancelled(lua_State *L, pl_tstate *ts) {
+  pl_check_cancel(L, ts);
+  return pl_error_raise_cancelled(L, ts);
+}
+
+int pl_pcall_traced(lua_State *L, int nargs, int nresults) {
+  int fn = lua_gettop(L) - nargs;
+  lua_createtable(L, 0, 1);           /* the recorder's slot */
+  lua_pushvalue(L, -1);
+  lua_pushcclosure(L, pl_traceback_recorder, 1);
+  lua_insert(L, fn);                  /* [recorder, fn, args..., slot] */
+  lua_insert(L, fn);                  /* [slot, recorder, fn, args...] */
+  int status = lua_pcall(L, nargs, nresults, fn + 1);
+  if (status != LUA_OK) {
+    lua_getfield(L, fn, "traceback");  /* [slot, recorder, err, tb] */
+  }
+  lua_remove(L, fn);
+  lua_remove(L, fn);
+  return status;
+}

@@ -39,6 +39,14 @@ int pl_error_rethrow(lua_State *L);
 int pl_error_raise_os(lua_State *L, int err, const char *what);
 /* [-0, +0] raise the Cancelled error a forced cancel or interrupt delivers. */
 int pl_error_raise_cancelled(lua_State *L, pl_tstate *ts);
+/* Raise Cancelled if the calling thread was force-cancelled. */
+void pl_check_cancel(lua_State *L, pl_tstate *ts);
+/* Raise Cancelled after a wait that returned PL_ECANCELLED (marking a
+ * forced cancel delivered); never returns. */
+int pl_raise_cancelled(lua_State *L, pl_tstate *ts);
+/* [-1, +(1|2)] lua_pcall with a traceback handler that leaves the error
+ * value untouched: on error the stack gets [error, traceback]. */
+int pl_pcall_traced(lua_State *L, int nargs, int nresults);
 /* 1 when the value at idx is an error object of `kind` (any kind if NULL). */
 int pl_error_is(lua_State *L, int idx, const char *kind);
 /* [-0, +1] the error-object metatable. */

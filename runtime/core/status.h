@@ -32,8 +32,9 @@
   X(PL_EEOF,        -1015, "the other end is closed")                               \
   X(PL_EMALFORMED,  -1016, "the stream does not carry parlua frames")               \
   X(PL_ENOTREAD,    -1017, "this end only sends")                                   \
-  X(PL_ENOTWRITE,   -1018, "this end only receives")                             \
-  X(PL_ESTALLED,    -1019, "the other side stopped in the middle of a message")
+  X(PL_ENOTWRITE,   -1018, "this end only receives")                                \
+  X(PL_ESTALLED,    -1019, "the other side stopped in the middle of a message")     \
+  X(PL_ESTARTED,    -1020, "already started")
 
 #define PL_STATUS_ENUM(name, value, text) name = value,
 enum { PL_OK = 0, PL_STATUS_LIST(PL_STATUS_ENUM) };

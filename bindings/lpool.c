@@ -374,7 +374,7 @@ static void mapper_release(mapper *m, lua_State *L) {
   }
   pl_waiter_free(m->w);
   m->w = NULL;
-  if (m->bar) pl_stderr_claim();
+  if (m->bar) pl_progress_abandon();
   free(m->order);
   free(m->free_ids);
   m->order = m->free_ids = NULL;

@@ -48,6 +48,9 @@ describe("an uncaught error of the runtime", function()
     for _, c in ipairs(cases) do
       local what, setup, raise, message, fname = c[1], c[2], c[3], c[4], c[5]
       it(("prints its position and a traceback as for error() in %s: %s"):format(host[1], what), function()
+        if host[3] == "lua5.4" and os.getenv("PARLUA_LUA") then
+          return pending("a sanitizer build's module cannot load into stock lua5.4")
+        end
         local out, status = run(host[2], "raise.lua", script(setup, raise))
         local plain, plain_status = run(host[2], "raise.lua", script(setup, ("error(%q)"):format(message)))
         assert.equal(1, status, out)
@@ -61,14 +64,15 @@ describe("an uncaught error of the runtime", function()
   end
 
   it("with a task's error re-raised by result(): the task's position, both tracebacks", function()
-    local out, status = run("lua5.4", "task.lua", [[
+    local lua = os.getenv("PARLUA_LUA") and hosts[2] or hosts[1]
+    local out, status = run(lua[2], "task.lua", [[
 local par = require 'parlua'
 local pool = par.pool{workers = 1, kind = 'states'}
 local f = pool:submit(function() return require('parlua').queue():get(0) end)
 f:result()
 ]])
     assert.equal(1, status, out)
-    assert.matches("^lua5%.4: task%.lua:3: queue is empty\nstack traceback:\n\t%[C%]: in method 'result'\n\ttask%.lua:4: in main chunk", out)
+    assert.matches("^" .. lua[3]:gsub("%.", "%%.") .. ": task%.lua:3: queue is empty\nstack traceback:\n\t%[C%]: in method 'result'\n\ttask%.lua:4: in main chunk", out)
     assert.matches("\n%[worker%] task%.lua:3: queue is empty\nstack traceback:\n", out)
   end)
 end)

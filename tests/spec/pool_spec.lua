@@ -276,7 +276,7 @@ describe("pool:map", function()
     local text = ""
     for _ = 1, 300 do  -- up to 30 s on a loaded machine
       par.sleep(0.1)
-      text = io.popen(tmux .. "capture-pane -p"):read("a")
+      text = io.popen(tmux .. "capture-pane -p -S -100"):read("a")  -- with what scrolled away
       if text:find("EXIT=%d") then break end
     end
     os.execute(tmux .. "kill-server")
@@ -291,23 +291,28 @@ describe("pool:map", function()
     f:add_done_callback(function() error("a callback fails") end)
     local items = {}
     for i = 1, 20 do items[i] = i end
-    local r = pool:map(function(x) par.sleep(0.05) return x end, items, {progress = true})
+    local r = pool:map(function(x) par.sleep(0.05) print("task line " .. x) return x end, items, {progress = true})
     print("got " .. #r)
     pool:shutdown()
   ]]
 
-  it("progress fits a 40-column terminal on one line, and other stderr output starts on a line of its own", function()
+  it("progress fits a 40-column terminal on one line; what tasks print and the runtime's messages stay whole", function()
     if not os.execute("command -v tmux >/dev/null") then return pending("tmux is not installed") end
     local text = in_tmux(40, bar_script)
     assert.matches("EXIT=0", text)
-    local bars = {}
+    local bars, printed = {}, {}
     for line in text:gmatch("[^\n]*") do
       if line:find("/20") then bars[#bars + 1] = line end
+      if line:find("task line") then
+        assert.matches("^task line %d+$", line)  -- no frame of the bar before or after it
+        printed[#printed + 1] = line
+      end
     end
+    assert.equal(20, #printed, text)
     assert.equal(1, #bars, text)  -- every frame drawn over the last, none wrapped
     assert.matches("^100%% 20/20 %[%d%d:%d%d<00:00, [%d.]+it/s%]$", bars[1])  -- no room for a bar: the numbers
     assert.is_true(#bars[1] < 40, bars[1])
-    assert.matches("^an exception in a done callback", text)  -- not after a frame of the bar
+    assert.matches("\nan exception in a done callback", "\n" .. text)  -- at the start of a line
     assert.matches("\ngot 20\n", text)
   end)
 

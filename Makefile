@@ -89,8 +89,16 @@ $(BUILD)/libparlua.so: $(OBJ)
 $(BUILD)/parlua.so: $(OBJ)
 	$(CC) $(SAN_FLAGS) -shared -o $@ $^ $(SYSLIBS)
 
+# Line editing and history in the parlua prompt, as Debian's lua5.4 has:
+# GNU readline when its development files are there (READLINE=no: without).
+READLINE ?= $(shell pkg-config --exists readline 2>/dev/null && echo yes)
+ifeq ($(READLINE),yes)
+PROG_CFLAGS := -DPL_READLINE $(shell pkg-config --cflags readline)
+PROG_LIBS   := $(shell pkg-config --libs readline)
+endif
+
 $(BUILD)/parlua: src/parlua.c $(BUILD)/libparlua.a
-	$(CC) $(XCFLAGS) -o $@ src/parlua.c $(BUILD)/libparlua.a $(LUA_LIBS) $(SYSLIBS)
+	$(CC) $(XCFLAGS) $(PROG_CFLAGS) -o $@ src/parlua.c $(BUILD)/libparlua.a $(LUA_LIBS) $(SYSLIBS) $(PROG_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/runner.h $(BUILD)/libparlua.a
 	@mkdir -p $(dir $@)

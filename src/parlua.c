@@ -39,6 +39,11 @@
 #include "lualib.h"
 #include "parlua.h"
 
+#ifdef PL_READLINE
+#include <readline/history.h>
+#include <readline/readline.h>
+#endif
+
 #define PROMPT "> "
 #define PROMPT2 ">> "
 #define EOFMARK "<eof>"
@@ -62,6 +67,11 @@ static const char TRAMPOLINE[] =
     "else return t[1](t.unpack(t)) end\n";
 
 static const char *progname = "parlua";  /* NULL inside the REPL, as in lua.c */
+
+/* Messages name the program as it was invoked, as lua.c's do. */
+static void take_progname(char **argv) {
+  if (argv[0] != NULL && argv[0][0] != '\0') progname = argv[0];
+}
 
 static void message(const char *pname, const char *msg) {
   if (pname != NULL) fprintf(stderr, "%s: ", pname);
@@ -91,8 +101,10 @@ static void print_usage(const char *badoption) {
   fflush(stderr);
 }
 
+/* lua.c's banner first (tools read that line for the Lua version), then
+ * which runtime this is. */
 static void print_version(void) {
-  printf("%s (%s)\n", PARLUA_VERSION, LUA_COPYRIGHT);
+  printf("%s\n%s\n", LUA_COPYRIGHT, PARLUA_VERSION);
   fflush(stdout);
 }
 
@@ -169,11 +181,13 @@ static void unwatch_sigint(void) {
   pthread_join(watcher, NULL);
 }
 
+#ifndef PL_READLINE /* readline handles SIGINT while it reads */
 /* While the main thread waits for input, SIGINT goes straight to the
  * watcher (no handler has to run in a thread stuck in read()). */
 static void hold_sigint(int hold) {
   pthread_sigmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &sigint_set, NULL);
 }
+#endif
 
 static void set_interruptible(parlua *rt) {
   pthread_mutex_lock(&sigint_mu);
@@ -259,6 +273,55 @@ static int run_parked(parlua *rt) {
 
 /* ---- reporting ------------------------------------------------------- */
 
+/* An internal frame at the bottom of a traceback: the trampoline's tail
+ * call or main chunk, or the C function that runs a REPL line. */
+static int internal_frame(const char *line, size_t len) {
+  static const char TAIL[] = "\t(...tail calls...)", REPL[] = "\t[C]: in field 'repl'",
+                    CHUNK[] = "\t(parlua):";
+  return (len == sizeof TAIL - 1 && memcmp(line, TAIL, len) == 0) ||
+         (len == sizeof REPL - 1 && memcmp(line, REPL, len) == 0) ||
+         (len >= sizeof CHUNK - 1 && memcmp(line, CHUNK, sizeof CHUNK - 1) == 0);
+}
+
+/* msg with its traceback ending as lua.c's does, in "[C]: in ?" (the
+ * program's own call), not in the frames through which the program runs
+ * code, and without a position in the trampoline (require names its
+ * caller's, and lua.c calls it from C for -l).  A worker's traceback after
+ * it stays as it is.  malloc'd, or NULL without memory. */
+static char *lua_like_traceback(const char *msg) {
+  static const char MARK[] = "\nstack traceback:", BOTTOM[] = "\n\t[C]: in ?",
+                    OURS[] = "(parlua):";
+  if (strncmp(msg, OURS, sizeof OURS - 1) == 0) {
+    const char *p = msg + sizeof OURS - 1;
+    while (*p >= '0' && *p <= '9') p++;
+    if (p[0] == ':' && p[1] == ' ') msg = p + 2;
+  }
+  const char *tb = strstr(msg, MARK);
+  if (tb == NULL) return strdup(msg);
+  const char *rest = strstr(tb, "\n[worker] ");
+  if (rest == NULL) rest = msg + strlen(msg);
+  const char *end = rest;
+  for (;;) {  /* drop internal frames from the end */
+    const char *line = end;
+    while (line > tb + sizeof MARK - 1 && line[-1] != '\n') line--;
+    if (line <= tb + sizeof MARK - 1 || !internal_frame(line, (size_t)(end - line))) break;
+    end = line - 1;
+  }
+  size_t head = (size_t)(end - msg), tail = strlen(rest);
+  char *out = malloc(head + sizeof BOTTOM - 1 + tail + 1);
+  if (out == NULL) return NULL;
+  memcpy(out, msg, head);
+  memcpy(out + head, BOTTOM, sizeof BOTTOM - 1);
+  memcpy(out + head + sizeof BOTTOM - 1, rest, tail + 1);
+  return out;
+}
+
+static void report_error(const char *pname, const char *msg) {
+  char *shown = lua_like_traceback(msg);
+  message(pname, shown != NULL ? shown : msg);
+  free(shown);
+}
+
 /* The exit status a parlua_dostring/dofile status calls for, with the
  * error reported. */
 static int report(parlua *rt, int status) {
@@ -267,7 +330,7 @@ static int report(parlua *rt, int status) {
     message(progname, "interrupted");
     return EXIT_INTERRUPTED;
   }
-  message(progname, parlua_error(rt));
+  report_error(progname, parlua_error(rt));
   return EXIT_FAILURE;
 }
 
@@ -357,6 +420,12 @@ static int ignore_env(lua_State *L) {
     lua_setfield(L, -2, "cpath");
   }
   lua_pop(L, 2);
+  return 0;
+}
+
+/* lua.c runs everything with the collector in generational mode. */
+static int generational_gc(lua_State *L) {
+  lua_gc(L, LUA_GCGEN, 0, 0);
   return 0;
 }
 
@@ -467,13 +536,24 @@ static int get_prompt(lua_State *L) {
   return 0;
 }
 
-/* Prompt and read one line, without the lock; NULL at end of input. */
-static char *read_line(parlua *rt, int first) {
-  Prompt p = {first, NULL};
-  run_locked(rt, get_prompt, &p);
-  fputs(p.text != NULL ? p.text : (first ? PROMPT : PROMPT2), stdout);
+#ifdef PL_READLINE
+/* Line editing and history with GNU readline, as Debian's lua5.4 has (the
+ * Makefile chooses).  readline catches SIGINT itself while it reads, puts
+ * the terminal back and passes the signal on, so it is not held here. */
+static void init_line_editing(void) { rl_readline_name = "parlua"; }
+
+static char *read_raw_line(const char *prompt) { return readline(prompt); }
+
+static void remember_line(const char *line) {
+  if (line[0] != '\0') add_history(line);
+}
+#else
+static void init_line_editing(void) {}
+
+/* The prompt, then one line without its newline; NULL at end of input. */
+static char *read_raw_line(const char *prompt) {
+  fputs(prompt, stdout);
   fflush(stdout);
-  free(p.text);
   char *line = NULL;
   size_t cap = 0;
   hold_sigint(1);
@@ -484,6 +564,18 @@ static char *read_line(parlua *rt, int first) {
     return NULL;
   }
   if (len > 0 && line[len - 1] == '\n') line[len - 1] = '\0';
+  return line;
+}
+
+static void remember_line(const char *line) { (void)line; }
+#endif
+
+/* Prompt and read one line, without the lock; NULL at end of input. */
+static char *read_line(parlua *rt, int first) {
+  Prompt p = {first, NULL};
+  run_locked(rt, get_prompt, &p);
+  char *line = read_raw_line(p.text != NULL ? p.text : (first ? PROMPT : PROMPT2));
+  free(p.text);
   return line;
 }
 
@@ -554,7 +646,10 @@ static int read_statement(parlua *rt, Line *ln) {
   ln->last = 0;
   for (;;) {
     if (run_locked(rt, compile_line, ln) != LUA_OK) ln->result = LINE_FAILED;
-    if (ln->result != LINE_INCOMPLETE) return 1;
+    if (ln->result != LINE_INCOMPLETE) {
+      remember_line(ln->code);  /* the whole statement, as lua.c keeps it */
+      return 1;
+    }
     ln->first = 0;
     char *more = read_line(rt, 0);
     if (more == NULL) {  /* compile once more to report what is missing */
@@ -576,13 +671,14 @@ static int read_statement(parlua *rt, Line *ln) {
 }
 
 static void do_repl(parlua *rt) {
+  init_line_editing();
   const char *oldprogname = progname;
   progname = NULL;
   Line ln;
   while (read_statement(rt, &ln)) {
     free(ln.code);
     if (ln.result != LINE_PARKED) continue;
-    if (run_parked(rt) != LUA_OK) message(progname, parlua_error(rt));
+    if (run_parked(rt) != LUA_OK) report_error(progname, parlua_error(rt));
   }
   fputs("\n", stdout);
   fflush(stdout);
@@ -597,6 +693,7 @@ static int pmain(parlua *rt, int argc, char **argv, int args, int script) {
   if ((args & has_E) && run_locked(rt, ignore_env, NULL) != LUA_OK) return EXIT_FAILURE;
   ArgTable at = {argv, argc, script};
   if (run_locked(rt, create_arg_table, &at) != LUA_OK) return EXIT_FAILURE;
+  if (run_locked(rt, generational_gc, NULL) != LUA_OK) return EXIT_FAILURE;
   if (!(args & has_E) && (code = handle_luainit(rt)) != EXIT_SUCCESS) return code;
   if ((code = run_args(rt, argv, script)) != EXIT_SUCCESS) return code;
   if (script < argc && (code = handle_script(rt, argv + script)) != EXIT_SUCCESS) return code;
@@ -614,6 +711,7 @@ static int pmain(parlua *rt, int argc, char **argv, int args, int script) {
 }
 
 int main(int argc, char **argv) {
+  take_progname(argv);
   int watching = watch_sigint() == 0;
   if (!watching) message(progname, "cannot watch for Ctrl-C; it will kill at once");
   int code = EXIT_FAILURE;

@@ -38,8 +38,18 @@ local function sh(script)
   return out
 end
 
+-- The program is run by its name through PATH, so that its messages start
+-- "parlua: " as they would for a user (it names itself as invoked).
+local BIN = sh("cd " .. q(PROG:match("^(.*)/[^/]*$")) .. " && pwd"):gsub("%s+$", "")
+local BY_NAME = "env PATH=" .. q(BIN) .. ":\"$PATH\" parlua"
+
+-- Built with GNU readline (the Makefile's choice): the prompt then echoes
+-- input that is not a terminal, as Debian's lua5.4 does.
+local HAS_READLINE = sh("ldd " .. q(PROG)):find("libreadline", 1, true) ~= nil
+
 -- Run the program with `args` (a list), optional opts.stdin (text) and
 -- opts.env (table); LUA_INIT and LUA_INIT_5_4 are unset unless given.
+-- opts.prog: another command to run instead (lua5.4, to compare).
 -- Returns stdout, stderr, exit status.
 local function run(args, opts)
   opts = opts or {}
@@ -47,7 +57,7 @@ local function run(args, opts)
   local input = opts.stdin and temp_file(opts.stdin) or "/dev/null"
   local parts = {"env -u LUA_INIT -u LUA_INIT_5_4"}
   for k, v in pairs(opts.env or {}) do parts[#parts + 1] = k .. "=" .. q(v) end
-  parts[#parts + 1] = "timeout 60 " .. q(PROG)
+  parts[#parts + 1] = "timeout 60 " .. (opts.prog or BY_NAME)
   for _, a in ipairs(args) do parts[#parts + 1] = q(a) end
   local cmd = table.concat(parts, " ") .. " < " .. q(input) .. " > " .. q(out) .. " 2> " .. q(err)
   local p = io.popen(cmd .. "; echo $?")
@@ -70,7 +80,7 @@ local function interrupt(args, prefix)
   local cmd = {}
   for _, a in ipairs(args) do cmd[#cmd + 1] = q(a) end
   local script = table.concat({
-    "env -u LUA_INIT -u LUA_INIT_5_4 " .. (prefix or "") .. " " .. q(PROG) .. " " .. table.concat(cmd, " ") ..
+    "env -u LUA_INIT -u LUA_INIT_5_4 " .. (prefix or "") .. " " .. BY_NAME .. " " .. table.concat(cmd, " ") ..
       " < /dev/null > " .. q(out) .. " 2> " .. q(err) .. " & pid=$!",
     "( sleep 20; kill -9 $pid ) > /dev/null 2>&1 & dog=$!",
     "i=0; while [ $i -lt 400 ] && ! grep -q ready " .. q(out) .. "; do sleep 0.05; i=$((i+1)); done",
@@ -110,9 +120,9 @@ print("arg", arg[-3] ~= nil, arg[-2], arg[-1], arg[0] == SCRIPT_NAME, arg[1], ar
       local out, _, status = run({script, "x"})
       os.remove(script)
       assert.equal(0, status)
-      assert.equal(PROG .. "\t" .. script .. "\tx\n", out)
+      assert.equal("parlua\t" .. script .. "\tx\n", out)
       out = run({"-e", "print(arg[0], arg[1], #arg)"})
-      assert.equal(PROG .. "\t-e\t2\n", out)
+      assert.equal("parlua\t-e\t2\n", out)
     end)
 
     it("runs -e statements in order", function()
@@ -138,15 +148,47 @@ print("arg", arg[-3] ~= nil, arg[-2], arg[-1], arg[0] == SCRIPT_NAME, arg[1], ar
       assert.matches("^parlua: .*module 'no_such_module_xyz' not found", err)
     end)
 
-    it("prints its version with -v", function()
+    it("prints its version with -v: lua5.4's banner line, then its own", function()
       local out, err, status = run({"-v"})
       assert.equal(0, status)
       assert.equal("", err)
-      assert.matches("^parlua %d+%.%d+", out)
-      assert.matches("Lua 5%.4", out)
-      assert.matches("Copyright", out)
+      local lua_banner = run({"-v"}, {prog = "lua5.4"})
+      assert.equal(lua_banner, out:match("^[^\n]*\n"))
+      assert.matches("^[^\n]*\nparlua %d+%.%d+[^\n]*\n$", out)
       local out2 = run({"-v", "-e", "print('after')"})
       assert.equal(out .. "after\n", out2)
+    end)
+
+    it("names itself in messages as it was invoked, as lua5.4 does", function()
+      local _, err, status = run({"-e", "error('boom')"}, {prog = q(PROG)})
+      assert.equal(1, status)
+      assert.equal(PROG .. ": (command line):1: boom\n", err:match("^[^\n]*\n"))
+      local _, usage = run({"-x"}, {prog = q(PROG)})
+      assert.equal(PROG .. ": unrecognized option '-x'\n", usage:match("^[^\n]*\n"))
+    end)
+
+    it("runs the collector in generational mode, as lua5.4 does", function()
+      local code = "print(collectgarbage('incremental'), collectgarbage('generational'))"
+      local expected = run({"-e", code}, {prog = "lua5.4"})
+      assert.equal("generational\tincremental\n", expected)
+      assert.equal(expected, (run({"-e", code})))
+    end)
+
+    it("ends tracebacks as lua5.4 does, with no frames of its own", function()
+      local script = temp_file("local function f() error('deep') end\nf()\n")
+      local cases = {
+        {args = {script}},
+        {args = {"-e", "local t = nil; t.x = 1"}},
+        {args = {"-l", "no_such_module_xyz"}},
+        {args = {"-i"}, stdin = "error('in the prompt')\nlocal function g() error('in g') end g()\n"},
+      }
+      for _, c in ipairs(cases) do
+        local _, err = run(c.args, {stdin = c.stdin})
+        local _, lua_err = run(c.args, {stdin = c.stdin, prog = "lua5.4"})
+        assert.equal(lua_err:gsub("lua5%.4: ", "parlua: "), err)
+        assert.matches("%[C%]: in %?\n", err)
+      end
+      os.remove(script)
     end)
 
     it("runs standard input for '-', with the arguments after it", function()
@@ -322,19 +364,43 @@ t:result()
   end)
 
   describe("interactive mode", function()
-    it("prints the values of expressions and runs statements", function()
-      local out, err, status = run({"-i"}, {stdin = "1 + 1\nx = 5\nx * 2, 'two'\n=x\nprint('p')\n"})
+    -- What the REPL prints after its banner: the same as lua5.4 with
+    -- readline (which echoes input that is not a terminal), else
+    -- `without_readline`.
+    local function check_repl(args, stdin, without_readline)
+      local out, err, status = run(args, {stdin = stdin})
       assert.equal(0, status)
       assert.equal("", err)
-      assert.matches("^parlua %d", out)   -- -i shows the version first
-      local body = out:gsub("^[^\n]*\n", "")
-      assert.equal("> 2\n> > 10\ttwo\n> 5\n> p\n> \n", body)
+      assert.matches("^Lua 5%.4[^\n]*\nparlua %d", out)   -- -i shows the version first
+      local body = out:gsub("^[^\n]*\n[^\n]*\n", "")
+      if HAS_READLINE then
+        local lua_out = run(args, {stdin = stdin, prog = "lua5.4"})
+        assert.equal((lua_out:gsub("^[^\n]*\n", "")), body)
+      else
+        assert.equal(without_readline, body)
+      end
+    end
+
+    it("prints the values of expressions and runs statements", function()
+      check_repl({"-i"}, "1 + 1\nx = 5\nx * 2, 'two'\n=x\nprint('p')\n",
+                 "> 2\n> > 10\ttwo\n> 5\n> p\n> \n")
     end)
 
     it("continues an incomplete statement with the '>>' prompt", function()
-      local out = run({"-i"}, {stdin = "for i = 1, 2 do\nprint(i)\nend\nlocal s = [[a\nb]] print(s)\n"})
-      local body = out:gsub("^[^\n]*\n", "")
-      assert.equal("> >> >> 1\n2\n> >> a\nb\n> \n", body)
+      check_repl({"-i"}, "for i = 1, 2 do\nprint(i)\nend\nlocal s = [[a\nb]] print(s)\n",
+                 "> >> >> 1\n2\n> >> a\nb\n> \n")
+    end)
+
+    it("edits lines with readline and keeps a history, as lua5.4", function()
+      if not HAS_READLINE then
+        -- The Makefile uses readline whenever its development files are there.
+        assert.is_false(sh("pkg-config --exists readline && echo yes"):find("yes", 1, true) ~= nil and
+                        os.getenv("READLINE") ~= "no", "readline is installed but the program was built without it")
+        return pending("built without readline (READLINE=no)")
+      end
+      -- Ctrl-P brings the last line back, Ctrl-H takes its last character.
+      local out = run({"-i"}, {stdin = "x = 41\n\16\b2\nprint(x)\n"})
+      assert.matches("\n42\n> \n$", out)
     end)
 
     it("reports errors and goes on", function()
@@ -355,12 +421,12 @@ t:result()
       local script = temp_file("answer = 42\n")
       local out = run({"-i", script}, {stdin = "answer\n"})
       os.remove(script)
-      assert.matches("\n> 42\n", out)
+      assert.matches("42\n> \n$", out)
     end)
 
     it("uses _PROMPT and _PROMPT2", function()
-      local out = run({"-e", "_PROMPT = 'lua$ ' _PROMPT2 = '...$ '", "-i"}, {stdin = "if true then\nend\n"})
-      assert.equal("lua$ ...$ lua$ \n", out:gsub("^[^\n]*\n", ""))
+      check_repl({"-e", "_PROMPT = 'lua$ ' _PROMPT2 = '...$ '", "-i"}, "if true then\nend\n",
+                 "lua$ ...$ lua$ \n")
     end)
 
     it("reports a failing print of the results", function()
@@ -439,7 +505,11 @@ t:join()]]})
       local o, e = slurp(out), slurp(err)
       sh("rm -rf " .. q(dir))
       assert.matches("status=130", res)
-      assert.matches("> started\n> after\n> $", o)
+      if HAS_READLINE then  -- the prompt echoes the statements
+        assert.matches("\nstarted\n> print%('after'%)\nafter\n> $", o)
+      else
+        assert.matches("> started\n> after\n> $", o)
+      end
       assert.matches("^interrupted\nstack traceback:", e)
     end)
   end)

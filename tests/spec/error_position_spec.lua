@@ -23,7 +23,8 @@ end
 
 local hosts = {
   {"stock lua5.4", "lua5.4", "lua5.4"},
-  {"the parlua program", build .. "/parlua", "parlua"},
+  -- Messages name the program as invoked, as lua5.4's do.
+  {"the parlua program", build .. "/parlua", (build .. "/parlua"):gsub("%p", "%%%0")},
 }
 
 -- Line 5 raises, inside a local function called from the main chunk.

@@ -18,6 +18,7 @@
 enum { SHOWN_NONE, SHOWN_ON_LINE, SHOWN_LAST_ROW };
 static atomic_int shown;
 static int region_rows;      /* SHOWN_LAST_ROW: the rows the scroll region is set for */
+static pid_t bar_pid;        /* the process drawing: a forked child's exit leaves its bar alone */
 static pthread_once_t at_exit_once = PTHREAD_ONCE_INIT;
 
 /* "MM:SS", or "H:MM:SS" from an hour on, as tqdm prints times. */
@@ -105,7 +106,9 @@ static void take_bar_away(void) {
 }
 
 /* os.exit in the middle of a map must not leave the scroll region set. */
-static void at_exit(void) { take_bar_away(); }
+static void at_exit(void) {
+  if (getpid() == bar_pid) take_bar_away();
+}
 static void register_at_exit(void) { atexit(at_exit); }
 
 static void draw(pl_progress *p, int64_t now, int final) {
@@ -144,6 +147,7 @@ void pl_progress_start(pl_progress *p, long long total) {
   p->start = p->last = pl_now_ns();
   if (!p->on) return;
   pthread_once(&at_exit_once, register_at_exit);
+  bar_pid = getpid();
   draw(p, p->start, 0);
 }
 

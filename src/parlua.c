@@ -79,9 +79,11 @@ static void message(const char *pname, const char *msg) {
   fflush(stderr);
 }
 
+#define GIL_TRACE_OPTION "--gil-trace"
+
 static void print_usage(const char *badoption) {
   fprintf(stderr, "%s: ", progname);
-  if (badoption[1] == 'e' || badoption[1] == 'l')
+  if (badoption[1] == 'e' || badoption[1] == 'l' || strcmp(badoption, GIL_TRACE_OPTION) == 0)
     fprintf(stderr, "'%s' needs argument\n", badoption);
   else
     fprintf(stderr, "unrecognized option '%s'\n", badoption);
@@ -95,6 +97,8 @@ static void print_usage(const char *badoption) {
           "  -v        show version information\n"
           "  -E        ignore environment variables\n"
           "  -W        turn warnings on\n"
+          "  --gil-trace file  write the lock timeline of the run to 'file'\n"
+          "                    (SVG; Chrome's trace-event JSON if it ends in .json)\n"
           "  --        stop handling options\n"
           "  -         stop handling options and execute stdin\n",
           progname);
@@ -338,6 +342,9 @@ static int report(parlua *rt, int status) {
 
 enum { has_error = 1, has_i = 2, has_v = 4, has_e = 8, has_E = 16 };
 
+/* --gil-trace: where the lock timeline goes, or NULL. */
+static const char *gil_trace_path;
+
 /* As lua.c: the options present; *first is the index of the script name
  * (argc when there is none) or of the bad option. */
 static int collect_args(char **argv, int *first) {
@@ -351,7 +358,12 @@ static int collect_args(char **argv, int *first) {
     *first = i;
     if (argv[i][0] != '-') return args;  /* not an option: the script */
     switch (argv[i][1]) {
-      case '-':  /* '--' */
+      case '-':  /* '--', or '--gil-trace file' */
+        if (strcmp(argv[i], GIL_TRACE_OPTION) == 0) {
+          if (argv[++i] == NULL) return has_error;
+          gil_trace_path = argv[i];
+          break;
+        }
         if (argv[i][2] != '\0') return has_error;
         *first = i + 1;
         return args;
@@ -486,6 +498,9 @@ static int run_args(parlua *rt, char **argv, int n) {
       }
       case 'W':
         if (run_locked(rt, warnings_on, NULL) != LUA_OK) return EXIT_FAILURE;
+        break;
+      case '-':  /* --gil-trace file: handled by pmain */
+        i++;
         break;
     }
   }
@@ -685,6 +700,66 @@ static void do_repl(parlua *rt) {
   progname = oldprogname;
 }
 
+/* ---- --gil-trace ------------------------------------------------------ */
+
+/* The module, kept from the start of the trace: the script may replace
+ * `require` or the module's fields. */
+static int gil_trace_module = LUA_NOREF;
+
+/* par.gil_trace(), with `par` required before anything runs. */
+static int gil_trace_start(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "parlua");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "gil_trace_stop");
+  lua_getfield(L, -2, "gil_trace");
+  lua_call(L, 0, 0);
+  gil_trace_module = luaL_ref(L, LUA_REGISTRYINDEX);  /* gil_trace_stop */
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Stop, write the file (JSON when it ends in .json) and say on stderr
+ * what each thread did. */
+static int gil_trace_write(lua_State *L) {
+  const char *path = gil_trace_path;
+  size_t len = strlen(path);
+  const char *format = len >= 5 && strcmp(path + len - 5, ".json") == 0 ? "json" : "svg";
+  lua_rawgeti(L, LUA_REGISTRYINDEX, gil_trace_module);
+  lua_call(L, 0, 1);
+  int trace = lua_gettop(L);
+  lua_getfield(L, trace, format);
+  lua_pushvalue(L, trace);
+  lua_pushstring(L, path);
+  lua_call(L, 2, 0);
+  lua_getfield(L, trace, "summary");
+  lua_pushvalue(L, trace);
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "duration");
+  fprintf(stderr, "%s: lock timeline of %.3f s written to %s\n", progname, lua_tonumber(L, -1), path);
+  lua_pop(L, 1);
+  for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TTABLE; i++) {
+    static const char *const fields[] = {"thread", "held_ratio", "waited_ratio", "free_ratio",
+                                         "handoffs", "longest_wait"};
+    for (int f = 0; f < 6; f++) lua_getfield(L, -1 - f, fields[f]);
+    fprintf(stderr, "  %-24s held %3.0f%%  waited %3.0f%%  ran free %3.0f%%  %4d hand-offs  longest wait %.1f ms\n",
+            lua_tostring(L, -6), 100 * lua_tonumber(L, -5), 100 * lua_tonumber(L, -4),
+            100 * lua_tonumber(L, -3), (int)lua_tointeger(L, -2), 1000 * lua_tonumber(L, -1));
+    lua_pop(L, 7);
+  }
+  fflush(stderr);
+  return 0;
+}
+
+/* LUA_INIT, the -e and -l options and the script, in that order. */
+static int run_program(parlua *rt, int argc, char **argv, int args, int script) {
+  int code;
+  if (!(args & has_E) && (code = handle_luainit(rt)) != EXIT_SUCCESS) return code;
+  if ((code = run_args(rt, argv, script)) != EXIT_SUCCESS) return code;
+  if (script < argc && (code = handle_script(rt, argv + script)) != EXIT_SUCCESS) return code;
+  return EXIT_SUCCESS;
+}
+
 /* ---- main ------------------------------------------------------------ */
 
 static int pmain(parlua *rt, int argc, char **argv, int args, int script) {
@@ -694,9 +769,13 @@ static int pmain(parlua *rt, int argc, char **argv, int args, int script) {
   ArgTable at = {argv, argc, script};
   if (run_locked(rt, create_arg_table, &at) != LUA_OK) return EXIT_FAILURE;
   if (run_locked(rt, generational_gc, NULL) != LUA_OK) return EXIT_FAILURE;
-  if (!(args & has_E) && (code = handle_luainit(rt)) != EXIT_SUCCESS) return code;
-  if ((code = run_args(rt, argv, script)) != EXIT_SUCCESS) return code;
-  if (script < argc && (code = handle_script(rt, argv + script)) != EXIT_SUCCESS) return code;
+  if (gil_trace_path != NULL && run_locked(rt, gil_trace_start, NULL) != LUA_OK) return EXIT_FAILURE;
+  code = run_program(rt, argc, argv, args, script);
+  /* Written even when the script failed: that run may be the one to see. */
+  if (gil_trace_path != NULL && run_locked(rt, gil_trace_write, NULL) != LUA_OK &&
+      code == EXIT_SUCCESS)
+    code = EXIT_FAILURE;
+  if (code != EXIT_SUCCESS) return code;
   if (args & has_i) {
     do_repl(rt);
   } else if (script == argc && !(args & (has_e | has_v))) {  /* no active option */

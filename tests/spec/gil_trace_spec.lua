@@ -253,4 +253,65 @@ print(len(names), sorted(slices))
     local err = support.errof(trace.json, trace, "/nonexistent-dir/t.json")
     assert.matches("cannot write '/nonexistent%-dir/t.json': No such file or directory", err)
   end)
+
+  describe("the parlua program's --gil-trace", function()
+    local prog = support.build_dir() .. "/parlua"
+
+    -- Output (stdout and stderr) and exit status of the program.
+    local function run(args)
+      local p = io.popen(prog .. " " .. args .. " 2>&1")
+      local out = p:read("a")
+      local _, _, status = p:close()
+      return out, status
+    end
+
+    it("traces a whole script into an SVG and says what each thread did", function()
+      local script = tmpname(".lua")
+      local f = assert(io.open(script, "w"))
+      f:write([[
+local par = require "parlua"
+local t = par.thread(function() par.sleep(0.02) end)
+t:start(); t:join()
+print("script done")
+]])
+      f:close()
+      local svg = tmpname(".svg")
+      local out, status = run(string.format("--gil-trace %s %s", svg, script))
+      os.remove(script)
+      assert.equal(0, status, out)
+      assert.matches("script done", out)
+      assert.matches("lock timeline of [%d.]+ s written to " .. svg:gsub("%p", "%%%0"), out)
+      assert.matches("MainThread +held +%d+%% +waited", out)
+      assert.matches("Thread%-1 +held", out)
+      local lanes = python([[
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+print(sum(1 for g in root.iter('{http://www.w3.org/2000/svg}g') if g.get('class') == 'lane'))
+]], svg)
+      os.remove(svg)
+      assert.equal("2\n", lanes)
+    end)
+
+    it("writes JSON for a name ending in .json, even when the script fails", function()
+      local json = tmpname(".json")
+      local out, status = run(string.format("--gil-trace %s -e %q", json, "error('boom')"))
+      assert.equal(1, status)
+      assert.matches("boom", out)
+      assert.equal("ok\n", python([[
+import sys, json
+assert 'traceEvents' in json.load(open(sys.argv[1]))
+print('ok')
+]], json))
+      os.remove(json)
+    end)
+
+    it("refuses a missing file name and says when it cannot write", function()
+      local out, status = run("--gil-trace")
+      assert.equal(1, status)
+      assert.matches("'%-%-gil%-trace' needs argument", out)
+      out, status = run("--gil-trace /nonexistent-dir/t.svg -e 'x = 1'")
+      assert.equal(1, status)
+      assert.matches("cannot write '/nonexistent%-dir/t.svg': No such file or directory", out)
+    end)
+  end)
 end)

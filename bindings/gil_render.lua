@@ -91,8 +91,16 @@ local function build(trace)
       shown[#shown + 1] = lane
     end
   end
+  -- by state; in a state the main thread first, then by name with the
+  -- numbers in it compared as numbers (Worker-2 before Worker-10)
+  local function key(lane)
+    if lane.thread == "MainThread" then return "" end
+    return (lane.thread:gsub("%d+", function(d) return format("%012d", tonumber(d)) end))
+  end
   table.sort(shown, function(a, b)
     if a.state ~= b.state then return a.state < b.state end
+    local ka, kb = key(a), key(b)
+    if ka ~= kb then return ka < kb end
     return a.index < b.index
   end)
   return {lanes = shown, handoffs = handoffs, began = began, stop = stop, info = info}

@@ -8,16 +8,20 @@
 -- states, processes), with 2 and N workers.  Prints a table per experiment,
 -- writes an SVG chart of speedup against workers, and with --python runs
 -- the same experiments with Python's concurrent.futures in the same run.
+-- Then three lock timelines (scripts/compare/timelines.lua): CPU-bound on 2
+-- threads, I/O-bound on 4 threads, CPU-bound on 2 states workers.
 --
 --   parlua scripts/compare.lua [--sleep S] [--work N] [--workers 2,4]
 --                              [--python] [--json] [--out DIR | --svg FILE]
 -- The chart is DIR/parlua-compare.svg, DIR build/ of the checkout by
--- default; its path is printed.  A smoke run (PARLUA_SMOKE, inside make
--- test) writes a temporary file of its own and removes it, so that it never
--- replaces a chart the user made.
+-- default, the timelines DIR/parlua-timeline-*.svg (beside FILE with
+-- --svg); their paths are printed.  A smoke run (PARLUA_SMOKE, inside make
+-- test) writes temporary files of its own and removes them, so that it
+-- never replaces a chart the user made.
 local par = require "parlua"
 local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "scripts"
 local chart = dofile(here .. "/compare/chart.lua")
+local timelines = dofile(here .. "/compare/timelines.lua")
 
 local opts = {
   sleep = 0.1, work = 1.2e8, workers = nil, python = false, json = false,
@@ -321,12 +325,29 @@ end
 local py = opts.python and run_python() or nil
 results.python = py
 write_chart(py)
+progress("lock timelines")
+local pictures = timelines.run{work = opts.work, sleep = opts.sleep,
+                               dir = not temporary_chart and (opts.svg:match("^(.*)/[^/]*$") or ".") or nil}
+progress("")
+results.timelines = {}
+for _, t in ipairs(pictures) do
+  local threads = {}
+  for _, l in ipairs(t.summary) do
+    threads[#threads + 1] = {thread = l.thread, state = l.state, waited_ratio = l.waited_ratio,
+                             held_ratio = l.held_ratio, handoffs = l.handoffs}
+  end
+  results.timelines[#results.timelines + 1] = {name = t.name, path = t.path, threads = threads}
+end
 if opts.json then
   print(json(results))
 else
   if py then print_python(py) end
   print_summary(py)
+  timelines.print(pictures)
   print(("\nchart: %s%s"):format(opts.svg, temporary_chart and " (a smoke run's: removed)" or ""))
 end
-if temporary_chart then os.remove(opts.svg) end
+if temporary_chart then
+  os.remove(opts.svg)
+  for _, t in ipairs(pictures) do os.remove(t.path) end
+end
 return results  -- for scripts/bench/compare.lua

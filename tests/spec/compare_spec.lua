@@ -72,7 +72,7 @@ describe("scripts/compare.lua", function()
     local dir
     before_each(function()
       dir = io.popen("mktemp -d"):read("l")
-      assert(os.execute(("mkdir -p '%s/scripts/compare' && cp scripts/compare.lua '%s/scripts/' && cp scripts/compare/chart.lua '%s/scripts/compare/'"):format(dir, dir, dir)))
+      assert(os.execute(("mkdir -p '%s/scripts/compare' && cp scripts/compare.lua '%s/scripts/' && cp scripts/compare/chart.lua scripts/compare/timelines.lua '%s/scripts/compare/'"):format(dir, dir, dir)))
     end)
     after_each(function() os.execute(("rm -rf '%s'"):format(dir)) end)
 
@@ -91,6 +91,23 @@ describe("scripts/compare.lua", function()
       check_balanced(assert(io.open(dir .. "/charts/new/parlua-compare.svg")):read("a"))
     end)
 
+    it("has the three lock timelines beside it, their paths and each thread's waits printed", function()
+      local out, ok = compare(quick .. (" --out '%s/charts'"):format(dir))
+      assert.is_true(ok, out)
+      for _, name in ipairs{"cpu-threads", "io-threads", "cpu-states"} do
+        local path = ("%s/charts/parlua-timeline-%s.svg"):format(dir, name)
+        assert.is_truthy(out:find("\n    " .. path .. "\n", 1, true), name .. " not printed: " .. out)
+        local text = assert(io.open(path)):read("a")
+        check_balanced(text)
+        local _, lanes = text:gsub('<g class="lane"', "")
+        -- the main thread, and 2 or 4 workers
+        assert.equal(name == "io-threads" and 5 or 3, lanes, name)
+      end
+      local _, waits = out:gsub("Worker%-%d +waited +%d+%% of its time", "")
+      assert.equal(8, waits, out)
+      assert.is_truthy(out:find("state 2: Pool%-%d+%-Worker%-1 +waited +0%% of its time"), out)
+    end)
+
     it("is a temporary file, removed, in a smoke run: a user's chart in build/ stays", function()
       assert(os.execute(("mkdir '%s/build' && echo mine > '%s/build/parlua-compare.svg'"):format(dir, dir)))
       local out, ok = compare(quick, {dir = dir, env = "PARLUA_SMOKE=1"})
@@ -99,6 +116,12 @@ describe("scripts/compare.lua", function()
       assert.is_truthy(path, out)
       assert.is_nil(io.open(path))
       assert.equal("mine\n", io.open(dir .. "/build/parlua-compare.svg"):read("a"))
+      local timelines = 0
+      for timeline in out:gmatch("\n    (/%S+)\n") do
+        timelines = timelines + 1
+        assert.is_nil(io.open(timeline), timeline .. " left behind")
+      end
+      assert.equal(3, timelines, out)
     end)
   end)
 

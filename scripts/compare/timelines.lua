@@ -45,7 +45,8 @@ end
 
 function timelines.run(opts)
   count_n, pause = math.max(1, math.floor(opts.work / 600)), opts.sleep / 4
-  local cpu_task = math.max(1, math.floor(opts.work / 12))
+  -- long enough, even on tiny work, that both workers surely take a task
+  local cpu_task = math.max(2e6, math.floor(opts.work / 12))
   local specs = {
     {"cpu-threads", "threads", 2, "CPU-bound Lua on 2 threads of one state: one lock, the threads take turns",
      function(pool) pool:map(count, {cpu_task, cpu_task}) end},

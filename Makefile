@@ -45,8 +45,19 @@ UNIT_SRC = $(wildcard tests/unit/test_*.c)
 UNIT_BIN = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 HOST_EXAMPLE = $(BUILD)/embed_example
 
+# The libc interposers (src/interpose.c): in the program, exporting only
+# their names; for a stock lua5.4, the preload library.  Not in sanitizer
+# builds, whose runtimes intercept the same calls.
+ifeq ($(SANITIZER),)
+INTERPOSE = src/interpose.c -Wl,--dynamic-list=src/interpose.sym
+PRELOAD   = $(BUILD)/libparlua_preload.so
+else
+INTERPOSE =
+PRELOAD   =
+endif
+
 .PHONY: all module deps test run bench bench-peers sanitize tsan fuzz install uninstall clean
-all: $(BUILD)/parlua $(BUILD)/libparlua.a $(BUILD)/libparlua.so $(BUILD)/parlua.so
+all: $(BUILD)/parlua $(BUILD)/libparlua.a $(BUILD)/libparlua.so $(BUILD)/parlua.so $(PRELOAD)
 module: $(BUILD)/parlua.so  # what the rockspecs build
 
 # Objects also depend on the flags they were compiled with: the file is
@@ -97,8 +108,11 @@ PROG_CFLAGS := -DPL_READLINE $(shell pkg-config --cflags readline)
 PROG_LIBS   := $(shell pkg-config --libs readline)
 endif
 
-$(BUILD)/parlua: src/parlua.c $(BUILD)/libparlua.a
-	$(CC) $(XCFLAGS) $(PROG_CFLAGS) -o $@ src/parlua.c $(BUILD)/libparlua.a $(LUA_LIBS) $(SYSLIBS) $(PROG_LIBS)
+$(BUILD)/parlua: src/parlua.c src/interpose.c src/interpose.sym $(BUILD)/libparlua.a
+	$(CC) $(XCFLAGS) $(PROG_CFLAGS) -o $@ src/parlua.c $(INTERPOSE) $(BUILD)/libparlua.a $(LUA_LIBS) $(SYSLIBS) $(PROG_LIBS)
+
+$(BUILD)/libparlua_preload.so: src/interpose.c runtime/blockio/interpose.h
+	$(CC) $(XCFLAGS) -fvisibility=hidden -shared -o $@ src/interpose.c -ldl
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/runner.h $(BUILD)/libparlua.a
 	@mkdir -p $(dir $@)

@@ -1,4 +1,5 @@
 /* parlua inside a stock lua5.4 (see adopt.h). */
+#include "blockio/blockio.h"
 #include "core/adopt.h"
 #include "core/background.h"
 #include "core/debughook.h"
@@ -68,6 +69,7 @@ void pl_runtime_adopt(lua_State *L, const luaL_Reg *modules) {
   pl_take_lock(ts, rt->main.L, 1);
   pl_install_coroutines(L);
   pl_install_debughooks(L);
+  pl_blockio_install(L);
   luaL_newmetatable(L, SENTINEL_MT);
   lua_pushcfunction(L, sentinel_gc);
   lua_setfield(L, -2, "__gc");

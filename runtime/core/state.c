@@ -6,6 +6,7 @@
 #include "lauxlib.h"
 #include "lualib.h"
 #include "core/debughook.h"
+#include "blockio/blockio.h"
 #include "core/runtime.h"
 
 lua_State *pl_state_new(parlua *rt, pl_family *fam) {
@@ -15,6 +16,7 @@ lua_State *pl_state_new(parlua *rt, pl_family *fam) {
   luaL_openlibs(L);
   pl_install_coroutines(L);
   pl_install_debughooks(L);
+  pl_blockio_install(L);
   pl_runtime_apply_preloads(rt, L);
   return L;
 }

@@ -190,6 +190,8 @@ pl_tstate *pl_tstate_current(pl_family *fam) {
   return NULL;
 }
 
+pl_tstate *pl_tstate_innermost(void) { return current; }
+
 static int needs_hook(pl_tstate *ts) {
   return (atomic_load(&ts->cancel) == PL_CANCEL_FORCED &&
           !atomic_load(&ts->cancel_delivered)) ||

@@ -55,7 +55,9 @@ struct pl_tstate {
   lua_State *displaced_L;
   lua_Hook displaced_hook;
   int displaced_mask, displaced_count;
-  volatile sig_atomic_t holds_lock;    /* set and cleared by the owner (gil.c) */
+  /* set and cleared by the owner (gil.c), so the owner may read it without
+   * the lock's mutex (the libc interposers ask it on every call) */
+  volatile sig_atomic_t holds_lock;
   volatile sig_atomic_t hooks_busy;    /* the owner is changing a hook itself */
   volatile sig_atomic_t poke_deferred; /* a poke came meanwhile: arm after */
 
@@ -94,6 +96,8 @@ void pl_tstate_free(pl_tstate *ts);
 void pl_tstate_push(pl_tstate *ts);
 void pl_tstate_pop(pl_tstate *ts);
 pl_tstate *pl_tstate_current(pl_family *fam);
+/* The calling thread's innermost tstate, of whichever family, or NULL. */
+pl_tstate *pl_tstate_innermost(void);
 
 /* Switch the coroutine this thread is running; re-arms the hook on it when
  * a request is pending so nothing is lost across resume/yield.

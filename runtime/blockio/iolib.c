@@ -201,8 +201,9 @@ static int g_read(lua_State *L, luaL_Stream *p, int first) {
       }
     }
   }
-  if (p->closef == NULL) luaL_error(L, "attempt to use a closed file");
-  if (ferror(p->f)) return luaL_fileresult(L, 0, NULL);
+  /* A thread that closed the file meanwhile waited for this read, whose
+   * results stand; the FILE is gone. */
+  if (p->closef != NULL && ferror(p->f)) return luaL_fileresult(L, 0, NULL);
   if (!success) {
     lua_pop(L, 1);
     luaL_pushfail(L);

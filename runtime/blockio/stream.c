@@ -71,6 +71,7 @@ int pl_stream_pclose(lua_State *L) {
   pl_stream *p = (pl_stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
   wait_unused(L, p);
   pl_tstate *ts = pl_blocking_begin(L, "popen");  /* waits for the child */
+  errno = 0;  /* luaL_execresult tells a failed wait by errno */
   int stat = pclose(p->s.f);
   pl_blocking_end(ts);
   return luaL_execresult(L, stat);

@@ -63,8 +63,8 @@ static int holding(void) {
   return ops != NULL && ops->holds();
 }
 
-static void *let_go(const char *reason) {
-  return atomic_load_explicit(&attached, memory_order_acquire)->begin(reason);
+static void *let_go(int what) {
+  return atomic_load_explicit(&attached, memory_order_acquire)->begin(what);
 }
 
 static void take_back(void *token) {
@@ -102,7 +102,7 @@ EXPORT int poll(struct pollfd *fds, nfds_t n, int timeout) {
   if (timeout == 0 || !holding()) return libc_poll()(fds, n, timeout);
   int r = libc_poll()(fds, n, 0);
   if (r != 0) return r;
-  void *t = let_go("poll");
+  void *t = let_go(PL_LIBC_IO);
   r = libc_poll()(fds, n, timeout);
   take_back(t);
   return r;
@@ -117,7 +117,7 @@ EXPORT int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *tmo, const
     return libc_ppoll()(fds, n, tmo, mask);
   int r = libc_ppoll()(fds, n, &zero, mask);
   if (r != 0) return r;
-  void *t = let_go("poll");
+  void *t = let_go(PL_LIBC_IO);
   r = libc_ppoll()(fds, n, tmo, mask);
   take_back(t);
   return r;
@@ -152,7 +152,7 @@ EXPORT int select(int nfds, fd_set *r, fd_set *w, fd_set *e, struct timeval *tv)
     return libc_select()(nfds, r, w, e, tv);
   int n = probe_sets(nfds, r, w, e, select_now);
   if (n != 0) return n;
-  void *t = let_go("poll");
+  void *t = let_go(PL_LIBC_IO);
   n = libc_select()(nfds, r, w, e, tv);
   take_back(t);
   return n;
@@ -173,7 +173,7 @@ EXPORT int pselect(int nfds, fd_set *r, fd_set *w, fd_set *e, const struct times
     return libc_pselect()(nfds, r, w, e, tmo, mask);
   int n = probe_sets(nfds, r, w, e, pselect_now);
   if (n != 0) return n;
-  void *t = let_go("poll");
+  void *t = let_go(PL_LIBC_IO);
   n = libc_pselect()(nfds, r, w, e, tmo, mask);
   take_back(t);
   return n;
@@ -186,7 +186,7 @@ EXPORT int epoll_wait(int epfd, struct epoll_event *ev, int max, int timeout) {
   if (timeout == 0 || !holding()) return libc_epoll_wait()(epfd, ev, max, timeout);
   int r = libc_epoll_wait()(epfd, ev, max, 0);
   if (r != 0) return r;
-  void *t = let_go("poll");
+  void *t = let_go(PL_LIBC_IO);
   r = libc_epoll_wait()(epfd, ev, max, timeout);
   take_back(t);
   return r;
@@ -199,7 +199,7 @@ static accept_fn libc_accept(void) { return (accept_fn)libc(F_ACCEPT, "accept");
 
 EXPORT int accept(int fd, struct sockaddr *addr, socklen_t *len) {
   if (!holding() || !read_would_wait(fd)) return libc_accept()(fd, addr, len);
-  void *t = let_go("accept");
+  void *t = let_go(PL_LIBC_IO);
   int r = libc_accept()(fd, addr, len);
   take_back(t);
   return r;
@@ -210,7 +210,7 @@ static accept4_fn libc_accept4(void) { return (accept4_fn)libc(F_ACCEPT4, "accep
 
 EXPORT int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
   if (!holding() || !read_would_wait(fd)) return libc_accept4()(fd, addr, len, flags);
-  void *t = let_go("accept");
+  void *t = let_go(PL_LIBC_IO);
   int r = libc_accept4()(fd, addr, len, flags);
   take_back(t);
   return r;
@@ -223,7 +223,7 @@ static connect_fn libc_connect(void) { return (connect_fn)libc(F_CONNECT, "conne
  * waits. */
 EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len) {
   if (!holding() || nonblocking(fd)) return libc_connect()(fd, addr, len);
-  void *t = let_go("connect");
+  void *t = let_go(PL_LIBC_IO);
   int r = libc_connect()(fd, addr, len);
   take_back(t);
   return r;
@@ -235,7 +235,7 @@ static recv_fn libc_recv(void) { return (recv_fn)libc(F_RECV, "recv"); }
 EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) {
   if (!holding() || (flags & MSG_DONTWAIT) || !read_would_wait(fd))
     return libc_recv()(fd, buf, n, flags);
-  void *t = let_go("recv");
+  void *t = let_go(PL_LIBC_IO);
   ssize_t r = libc_recv()(fd, buf, n, flags);
   take_back(t);
   return r;
@@ -248,7 +248,7 @@ EXPORT ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr 
                         socklen_t *len) {
   if (!holding() || (flags & MSG_DONTWAIT) || !read_would_wait(fd))
     return libc_recvfrom()(fd, buf, n, flags, from, len);
-  void *t = let_go("recv");
+  void *t = let_go(PL_LIBC_IO);
   ssize_t r = libc_recvfrom()(fd, buf, n, flags, from, len);
   take_back(t);
   return r;
@@ -260,7 +260,7 @@ static recvmsg_fn libc_recvmsg(void) { return (recvmsg_fn)libc(F_RECVMSG, "recvm
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) {
   if (!holding() || (flags & MSG_DONTWAIT) || !read_would_wait(fd))
     return libc_recvmsg()(fd, msg, flags);
-  void *t = let_go("recv");
+  void *t = let_go(PL_LIBC_IO);
   ssize_t r = libc_recvmsg()(fd, msg, flags);
   take_back(t);
   return r;
@@ -272,7 +272,7 @@ static send_fn libc_send(void) { return (send_fn)libc(F_SEND, "send"); }
 EXPORT ssize_t send(int fd, const void *buf, size_t n, int flags) {
   if (!holding() || (flags & MSG_DONTWAIT) || !write_would_wait(fd, n))
     return libc_send()(fd, buf, n, flags);
-  void *t = let_go("send");
+  void *t = let_go(PL_LIBC_IO);
   ssize_t r = libc_send()(fd, buf, n, flags);
   take_back(t);
   return r;
@@ -285,7 +285,7 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct
                       socklen_t len) {
   if (!holding() || (flags & MSG_DONTWAIT) || !write_would_wait(fd, n))
     return libc_sendto()(fd, buf, n, flags, to, len);
-  void *t = let_go("send");
+  void *t = let_go(PL_LIBC_IO);
   ssize_t r = libc_sendto()(fd, buf, n, flags, to, len);
   take_back(t);
   return r;
@@ -303,7 +303,7 @@ static size_t msg_bytes(const struct msghdr *msg) {
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
   if (!holding() || (flags & MSG_DONTWAIT) || !write_would_wait(fd, msg_bytes(msg)))
     return libc_sendmsg()(fd, msg, flags);
-  void *t = let_go("send");
+  void *t = let_go(PL_LIBC_IO);
   ssize_t r = libc_sendmsg()(fd, msg, flags);
   take_back(t);
   return r;
@@ -314,7 +314,7 @@ static read_fn libc_read(void) { return (read_fn)libc(F_READ, "read"); }
 
 EXPORT ssize_t read(int fd, void *buf, size_t n) {
   if (!holding() || !read_would_wait(fd)) return libc_read()(fd, buf, n);
-  void *t = let_go("read");
+  void *t = let_go(PL_LIBC_IO);
   ssize_t r = libc_read()(fd, buf, n);
   take_back(t);
   return r;
@@ -325,7 +325,7 @@ static write_fn libc_write(void) { return (write_fn)libc(F_WRITE, "write"); }
 
 EXPORT ssize_t write(int fd, const void *buf, size_t n) {
   if (!holding() || !write_would_wait(fd, n)) return libc_write()(fd, buf, n);
-  void *t = let_go("write");
+  void *t = let_go(PL_LIBC_IO);
   ssize_t r = libc_write()(fd, buf, n);
   take_back(t);
   return r;
@@ -339,7 +339,7 @@ static nanosleep_fn libc_nanosleep(void) { return (nanosleep_fn)libc(F_NANOSLEEP
 EXPORT int nanosleep(const struct timespec *req, struct timespec *rem) {
   if ((req != NULL && req->tv_sec == 0 && req->tv_nsec == 0) || !holding())
     return libc_nanosleep()(req, rem);
-  void *t = let_go("sleep");
+  void *t = let_go(PL_LIBC_SLEEP);
   int r = libc_nanosleep()(req, rem);
   take_back(t);
   return r;
@@ -352,7 +352,7 @@ EXPORT int clock_nanosleep(clockid_t clk, int flags, const struct timespec *req,
                            struct timespec *rem) {
   int zero = !(flags & TIMER_ABSTIME) && req != NULL && req->tv_sec == 0 && req->tv_nsec == 0;
   if (zero || !holding()) return libc_clock_nanosleep()(clk, flags, req, rem);
-  void *t = let_go("sleep");
+  void *t = let_go(PL_LIBC_SLEEP);
   int r = libc_clock_nanosleep()(clk, flags, req, rem);
   take_back(t);
   return r;
@@ -363,7 +363,7 @@ static usleep_fn libc_usleep(void) { return (usleep_fn)libc(F_USLEEP, "usleep");
 
 EXPORT int usleep(useconds_t us) {
   if (us == 0 || !holding()) return libc_usleep()(us);
-  void *t = let_go("sleep");
+  void *t = let_go(PL_LIBC_SLEEP);
   int r = libc_usleep()(us);
   take_back(t);
   return r;
@@ -374,7 +374,7 @@ static sleep_fn libc_sleep(void) { return (sleep_fn)libc(F_SLEEP, "sleep"); }
 
 EXPORT unsigned sleep(unsigned s) {
   if (s == 0 || !holding()) return libc_sleep()(s);
-  void *t = let_go("sleep");
+  void *t = let_go(PL_LIBC_SLEEP);
   unsigned r = libc_sleep()(s);
   take_back(t);
   return r;
@@ -390,7 +390,7 @@ EXPORT pid_t waitpid(pid_t pid, int *status, int options) {
   if ((options & WNOHANG) || !holding()) return libc_waitpid()(pid, status, options);
   pid_t r = libc_waitpid()(pid, status, options | WNOHANG);
   if (r != 0) return r;
-  void *t = let_go("wait");
+  void *t = let_go(PL_LIBC_CHILD);
   r = libc_waitpid()(pid, status, options);
   take_back(t);
   return r;
@@ -405,7 +405,7 @@ EXPORT pid_t wait4(pid_t pid, int *status, int options, struct rusage *ru) {
   if ((options & WNOHANG) || !holding()) return libc_wait4()(pid, status, options, ru);
   pid_t r = libc_wait4()(pid, status, options | WNOHANG, ru);
   if (r != 0) return r;
-  void *t = let_go("wait");
+  void *t = let_go(PL_LIBC_CHILD);
   r = libc_wait4()(pid, status, options, ru);
   take_back(t);
   return r;
@@ -419,7 +419,7 @@ EXPORT int waitid(idtype_t type, id_t id, siginfo_t *info, int options) {
   info->si_pid = 0;
   int r = libc_waitid()(type, id, info, options | WNOHANG);
   if (r != 0 || info->si_pid != 0) return r;
-  void *t = let_go("wait");
+  void *t = let_go(PL_LIBC_CHILD);
   r = libc_waitid()(type, id, info, options);
   take_back(t);
   return r;

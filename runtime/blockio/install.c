@@ -9,7 +9,10 @@
 #include "blockio/interpose.h"
 
 static int holds(void) { return pl_blocking_would_release(); }
-static void *begin(const char *reason) { return pl_blocking_begin(NULL, reason); }
+static void *begin(int what) {
+  pl_gil_reason why = what == PL_LIBC_SLEEP ? PL_GIL_SLEEP : what == PL_LIBC_CHILD ? PL_GIL_POPEN : PL_GIL_IO;
+  return pl_blocking_begin(NULL, why);
+}
 static void end(void *token) { pl_blocking_end(token); }
 
 static const parlua_interpose_ops ops = {holds, begin, end};

@@ -12,9 +12,12 @@
 #ifndef PL_INTERPOSE_H
 #define PL_INTERPOSE_H
 
+/* What an interposed call waits for, for the lock timeline. */
+enum { PL_LIBC_IO, PL_LIBC_SLEEP, PL_LIBC_CHILD };
+
 typedef struct parlua_interpose_ops {
   int (*holds)(void);
-  void *(*begin)(const char *reason);  /* NULL: nothing was let go */
+  void *(*begin)(int what);  /* PL_LIBC_*; NULL: nothing was let go */
   void (*end)(void *token);
 } parlua_interpose_ops;
 

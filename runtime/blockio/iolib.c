@@ -42,7 +42,7 @@ static int check_mode(const char *mode) {
 static FILE *open_file(lua_State *L, const char *name, const char *mode) {
   struct stat st;
   int may_block = stat(name, &st) == 0 && !S_ISREG(st.st_mode) && !S_ISDIR(st.st_mode);
-  pl_tstate *ts = may_block ? pl_blocking_begin(L, "io") : NULL;
+  pl_tstate *ts = may_block ? pl_blocking_begin(L, PL_GIL_IO) : NULL;
   FILE *f = fopen(name, mode);
   pl_blocking_end(ts);
   return f;
@@ -73,7 +73,7 @@ static int io_popen(lua_State *L) {
   const char *mode = luaL_optstring(L, 2, "r");
   pl_stream *p = pl_stream_new(L);
   luaL_argcheck(L, (mode[0] == 'r' || mode[0] == 'w') && mode[1] == '\0', 2, "invalid mode");
-  pl_tstate *ts = pl_blocking_begin(L, "popen");  /* flushing may wait too */
+  pl_tstate *ts = pl_blocking_begin(L, PL_GIL_POPEN);  /* flushing may wait too */
   fflush(NULL);
   FILE *f = popen(prog, mode);
   pl_blocking_end(ts);
@@ -157,7 +157,7 @@ static int read_one(lua_State *L, luaL_Stream *p, int fmt, size_t count) {
   out.ok = 0;
   out.nomem = 0;
   pl_stream_call call;
-  pl_stream_begin(L, p, may_block, "io", &call);
+  pl_stream_begin(L, p, may_block, PL_GIL_IO, &call);
   switch (fmt) {
     case FMT_LINE: pl_read_line(f, 1, &out); break;
     case FMT_LINE_NL: pl_read_line(f, 0, &out); break;
@@ -301,7 +301,7 @@ static int write_pieces(lua_State *L, luaL_Stream *p, piece *pc, int n, int stat
   size_t total = 0;
   for (int i = 0; i < n; i++) total += pc[i].len;
   pl_stream_call call;
-  pl_stream_begin(L, p, pl_write_may_block(p->f, total), "io", &call);
+  pl_stream_begin(L, p, pl_write_may_block(p->f, total), PL_GIL_IO, &call);
   for (int i = 0; i < n && status; i++) {
     status = fwrite(pc[i].s, 1, pc[i].len, p->f) == pc[i].len;
     if (!status) *err = errno;
@@ -351,7 +351,7 @@ static int f_write(lua_State *L) {
 
 static int flush_file(lua_State *L, luaL_Stream *p) {
   pl_stream_call call;
-  pl_stream_begin(L, p, pl_flush_may_block(p->f), "io", &call);
+  pl_stream_begin(L, p, pl_flush_may_block(p->f), PL_GIL_IO, &call);
   int ok = fflush(p->f) == 0;
   pl_stream_end(&call);
   return luaL_fileresult(L, ok, NULL);

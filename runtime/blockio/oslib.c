@@ -13,7 +13,7 @@
 static int os_execute(lua_State *L) {
   const char *cmd = luaL_optstring(L, 1, NULL);
   errno = 0;
-  pl_tstate *ts = pl_blocking_begin(L, "execute");
+  pl_tstate *ts = pl_blocking_begin(L, PL_GIL_POPEN);
   int stat = system(cmd);
   pl_blocking_end(ts);
   if (cmd != NULL) return luaL_execresult(L, stat);

@@ -27,9 +27,9 @@ luaL_Stream *pl_stream_check_open(lua_State *L) {
   return p;
 }
 
-void pl_stream_begin(lua_State *L, luaL_Stream *p, int may_block, const char *reason,
+void pl_stream_begin(lua_State *L, luaL_Stream *p, int may_block, pl_gil_reason why,
                      pl_stream_call *call) {
-  call->ts = may_block ? pl_blocking_begin(L, reason) : NULL;
+  call->ts = may_block ? pl_blocking_begin(L, why) : NULL;
   call->counted = NULL;
   if (call->ts != NULL && is_ours(p)) {
     call->counted = (pl_stream *)p;
@@ -50,7 +50,7 @@ void pl_stream_end(pl_stream_call *call) {
  * script closes a file another thread is using. */
 static void wait_unused(lua_State *L, pl_stream *p) {
   while (p->users > 0) {
-    pl_tstate *ts = pl_blocking_begin(L, "io");
+    pl_tstate *ts = pl_blocking_begin(L, PL_GIL_IO);
     if (ts == NULL) return;  /* no lock to give: nobody else can be inside */
     struct timespec ms = {0, 1000000};
     nanosleep(&ms, NULL);
@@ -61,7 +61,7 @@ static void wait_unused(lua_State *L, pl_stream *p) {
 int pl_stream_fclose(lua_State *L) {
   pl_stream *p = (pl_stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
   wait_unused(L, p);
-  pl_tstate *ts = pl_flush_may_block(p->s.f) ? pl_blocking_begin(L, "io") : NULL;
+  pl_tstate *ts = pl_flush_may_block(p->s.f) ? pl_blocking_begin(L, PL_GIL_IO) : NULL;
   int res = fclose(p->s.f);
   pl_blocking_end(ts);
   return luaL_fileresult(L, res == 0, NULL);
@@ -70,7 +70,7 @@ int pl_stream_fclose(lua_State *L) {
 int pl_stream_pclose(lua_State *L) {
   pl_stream *p = (pl_stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
   wait_unused(L, p);
-  pl_tstate *ts = pl_blocking_begin(L, "popen");  /* waits for the child */
+  pl_tstate *ts = pl_blocking_begin(L, PL_GIL_POPEN);  /* waits for the child */
   errno = 0;  /* luaL_execresult tells a failed wait by errno */
   int stat = pclose(p->s.f);
   pl_blocking_end(ts);

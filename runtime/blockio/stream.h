@@ -12,6 +12,7 @@
 
 #include "lua.h"
 #include "lauxlib.h"
+#include "core/gil_trace.h"
 #include "core/tstate.h"
 
 typedef struct pl_stream {
@@ -34,7 +35,7 @@ typedef struct pl_stream_call {
   pl_tstate *ts;       /* the lock was let go */
   pl_stream *counted;  /* whose `users` was raised */
 } pl_stream_call;
-void pl_stream_begin(lua_State *L, luaL_Stream *p, int may_block, const char *reason,
+void pl_stream_begin(lua_State *L, luaL_Stream *p, int may_block, pl_gil_reason why,
                      pl_stream_call *call);
 void pl_stream_end(pl_stream_call *call);
 

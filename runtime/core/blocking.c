@@ -2,6 +2,7 @@
 #include <errno.h>
 
 #include "core/blocking.h"
+#include "core/enter.h"
 #include "core/runtime.h"
 
 static int runs_lua_holding_lock(pl_tstate *ts) {
@@ -10,12 +11,11 @@ static int runs_lua_holding_lock(pl_tstate *ts) {
 
 int pl_blocking_would_release(void) { return runs_lua_holding_lock(pl_tstate_innermost()); }
 
-pl_tstate *pl_blocking_begin(lua_State *L, const char *reason) {
-  (void)reason;  /* recorded by the lock timeline */
+pl_tstate *pl_blocking_begin(lua_State *L, pl_gil_reason why) {
   pl_tstate *ts = L != NULL ? pl_tstate_of(L) : pl_tstate_innermost();
   if (!runs_lua_holding_lock(ts)) return NULL;
   int saved = errno;
-  pl_gil_release(&ts->fam->gil, ts);
+  pl_give_lock(ts, why);
   errno = saved;
   return ts;
 }
@@ -23,8 +23,7 @@ pl_tstate *pl_blocking_begin(lua_State *L, const char *reason) {
 void pl_blocking_end(pl_tstate *ts) {
   if (ts == NULL) return;
   int saved = errno;
-  pl_gil_acquire(&ts->fam->gil, ts, 1);
   /* The same coroutine as before; re-arms the hook if a request came. */
-  pl_tstate_set_running(ts, atomic_load(&ts->running));
+  pl_take_lock(ts, atomic_load(&ts->running), 1);
   errno = saved;
 }

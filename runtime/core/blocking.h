@@ -3,10 +3,10 @@
  *
  * Every release point of the io/os library (runtime/blockio/iolib.c,
  * oslib.c) and of the libc interposers (runtime/blockio/interpose.c) goes
- * through this pair, so the lock timeline can record why the lock was let
- * go (`reason`: "io", "popen", "execute", "poll", "sleep", ...).
+ * through this pair, which names the reason in the lock timeline
+ * (PL_GIL_IO, PL_GIL_POPEN, PL_GIL_SLEEP).
  *
- *   pl_tstate *ts = pl_blocking_begin(L, "io");   -- NULL: nothing released
+ *   pl_tstate *ts = pl_blocking_begin(L, PL_GIL_IO);  -- NULL: nothing released
  *   ... the system call, touching no Lua state ...
  *   pl_blocking_end(ts);                          -- errno is kept
  *
@@ -18,12 +18,13 @@
 #define PL_BLOCKING_H
 
 #include "lua.h"
+#include "core/gil_trace.h"
 #include "core/tstate.h"
 
 /* L's thread lets go of L's lock; L == NULL: the calling thread's innermost
  * tstate, and only if it holds its lock and runs Lua code (so the runtime's
  * own system calls, made between two tasks, go straight through). */
-pl_tstate *pl_blocking_begin(lua_State *L, const char *reason);
+pl_tstate *pl_blocking_begin(lua_State *L, pl_gil_reason why);
 void pl_blocking_end(pl_tstate *ts);
 /* pl_blocking_begin(NULL, ...) would let a lock go: the calling thread
  * holds its innermost family's lock and runs Lua code. */

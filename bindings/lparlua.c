@@ -9,7 +9,8 @@ const luaL_Reg pl_builtin_modules[] = {
 static void open_errors(lua_State *L) {
   static const char *const kinds[] = {
       PL_TIMEOUT, PL_CANCELLED, PL_BROKEN_POOL, PL_SHUTDOWN, PL_TRANSFER,
-      PL_CALLED_PROCESS_ERROR, PL_TIMEOUT_EXPIRED, PL_OS_ERROR, PL_BROKEN_BARRIER, NULL};
+      PL_CALLED_PROCESS_ERROR, PL_TIMEOUT_EXPIRED, PL_OS_ERROR, PL_BROKEN_BARRIER,
+      PL_SOFT_TIME_LIMIT, NULL};
   lua_createtable(L, 0, 9);
   for (int i = 0; kinds[i] != NULL; i++) {
     lua_pushstring(L, kinds[i]);

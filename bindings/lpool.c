@@ -167,12 +167,25 @@ static int opt_flag(lua_State *L, int idx, const char *name, int dflt) {
   return v;
 }
 
+/* time_limit and soft_time_limit of the options at idx, over `dflt`
+ * (fields absent keep its values). */
+static pl_limits opt_limits(lua_State *L, int idx, const pl_limits *dflt) {
+  static const char *const names[] = {"soft_time_limit", "time_limit"};
+  pl_limits l = *dflt;
+  for (int i = 0; i < 2; i++) {
+    double v = opt_timeout_field(L, idx, names[i]);
+    if (v == 0) field_error(L, idx, names[i], "must be a positive number");
+    if (v > 0) *(i == 0 ? &l.soft : &l.hard) = v;
+  }
+  return l;
+}
+
 /* ---- the pool object ------------------------------------------------- */
 
 /* par.pool([opts]) */
 static int pool_new(lua_State *L) {
   static const char *const names[] = {"workers", "kind", "init", "max_tasks_per_worker",
-                                      "message_timeout", NULL};
+                                      "message_timeout", "time_limit", "soft_time_limit", NULL};
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   const char *kind = "threads";
   if (!lua_isnoneornil(L, 1)) {
@@ -205,6 +218,8 @@ static int pool_new(lua_State *L) {
   if (message_timeout > 0 && ops != &pl_kind_processes)
     return luaL_error(L, "message_timeout applies to kind processes");
   if (message_timeout < 0) message_timeout = DEFAULT_MESSAGE_TIMEOUT;
+  static const pl_limits none = {0, 0};
+  pl_limits limits = opt_limits(L, 1, &none);
   int init = lua_getfield(L, 1, "init");        /* [3] */
   if (init != LUA_TNIL && !is_callable(L, 3)) field_error(L, 1, "init", "must be a function");
 
@@ -222,6 +237,7 @@ static int pool_new(lua_State *L) {
     return pl_error_raise(L, PL_SHUTDOWN, "cannot make a pool: the runtime is closing");
   if (e == NULL) return luaL_error(L, "not enough memory");
   e->max_tasks_per_worker = (int)max_tasks;
+  e->limits = limits;
   e->message_timeout_ns = message_timeout > 1e9 ? INT64_MAX / 2 : (int64_t)(message_timeout * 1e9);
   *box = e;  /* the reference pl_executor_new gives the caller */
   if (init != LUA_TNIL) {
@@ -237,7 +253,25 @@ static int pool_submit(lua_State *L) {
   if (!is_callable(L, 2)) return luaL_typeerror(L, 2, "function");
   int n = lua_gettop(L) - 2;
   pl_future *f;
-  int err = pl_executor_submit(e, L, PL_TASK_CALL, n, &f);
+  int err = pl_executor_submit(e, L, PL_TASK_CALL, n, NULL, &f);
+  if (err != 0) return raise_exec(L, e, err);
+  pl_future_box(L, f, e->fam, lua_upvalueindex(2));
+  return 1;
+}
+
+/* submit_with(opts, fn, ...): submit with time limits of the task's own.
+ * Upvalues as pool_submit's. */
+static int pool_submit_with(lua_State *L) {
+  static const char *const names[] = {"time_limit", "soft_time_limit", NULL};
+  pl_executor *e = check_pool_fast(L);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  check_options(L, 2, names);
+  pl_limits limits = opt_limits(L, 2, &e->limits);
+  if (!is_callable(L, 3)) return luaL_typeerror(L, 3, "function");
+  lua_remove(L, 2);
+  int n = lua_gettop(L) - 2;
+  pl_future *f;
+  int err = pl_executor_submit(e, L, PL_TASK_CALL, n, &limits, &f);
   if (err != 0) return raise_exec(L, e, err);
   pl_future_box(L, f, e->fam, lua_upvalueindex(2));
   return 1;
@@ -347,6 +381,7 @@ typedef struct mapper {
   const char *fname;     /* for messages */
   int64_t deadline;
   double timeout;
+  pl_limits limits;      /* of every task */
   pl_waiter *w;          /* imap_unordered, progress */
   int bar;               /* map draws a progress bar: an early end clears its line */
   size_t cap;            /* slots */
@@ -467,7 +502,7 @@ static int submit_chunk(lua_State *L, mapper *m, int idx) {
   }
   size_t id = m->free_ids[--m->nfree];
   pl_future *f;
-  int err = pl_executor_submit(m->e, L, m->mode, count, &f);
+  int err = pl_executor_submit(m->e, L, m->mode, count, &m->limits, &f);
   if (err != 0) {
     m->nfree++;
     lua_settop(L, top);
@@ -596,9 +631,12 @@ static void progress_update(lua_State *L, progress *p, mapper *m, int fn, int fi
 /* ---- map and starmap ------------------------------------------------- */
 
 static void parse_map_options(lua_State *L, int idx, int lazy, lua_Integer *chunksize,
-                              lua_Integer *buffersize, double *timeout, int *progress_mode) {
-  static const char *const eager[] = {"timeout", "chunksize", "progress", NULL};
-  static const char *const lazy_names[] = {"timeout", "chunksize", "buffersize", NULL};
+                              lua_Integer *buffersize, double *timeout, int *progress_mode,
+                              pl_limits *limits) {
+  static const char *const eager[] = {"timeout", "chunksize", "progress", "time_limit",
+                                      "soft_time_limit", NULL};
+  static const char *const lazy_names[] = {"timeout", "chunksize", "buffersize", "time_limit",
+                                           "soft_time_limit", NULL};
   *chunksize = 1;
   *timeout = -1;
   *progress_mode = PROGRESS_OFF;
@@ -608,6 +646,7 @@ static void parse_map_options(lua_State *L, int idx, int lazy, lua_Integer *chun
   *chunksize = opt_count(L, idx, "chunksize", 1);
   luaL_argcheck(L, *chunksize <= 100000, idx, "field 'chunksize' is too large");
   *timeout = opt_timeout_field(L, idx, "timeout");
+  *limits = opt_limits(L, idx, limits);
   if (lazy) *buffersize = opt_count(L, idx, "buffersize", *buffersize);
   else if (lua_getfield(L, idx, "progress") == LUA_TFUNCTION) *progress_mode = PROGRESS_CALL;
   else if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) field_error(L, idx, "progress", "must be a boolean or a function");
@@ -632,7 +671,8 @@ static int map_all(lua_State *L, int mode, const char *fname) {
   progress p;
   memset(&p, 0, sizeof p);
   p.told = -1;
-  parse_map_options(L, 4, 0, &chunksize, &buffersize, &timeout, &p.mode);
+  pl_limits limits = e->limits;
+  parse_map_options(L, 4, 0, &chunksize, &buffersize, &timeout, &p.mode, &limits);
   int64_t deadline = pl_deadline_after(timeout);
   if (p.mode == PROGRESS_CALL) lua_getfield(L, 4, "progress");
   else lua_pushnil(L);
@@ -661,6 +701,7 @@ static int map_all(lua_State *L, int mode, const char *fname) {
   m->length = n;
   m->deadline = deadline;
   m->timeout = timeout;
+  m->limits = limits;
   if (p.mode != PROGRESS_OFF && (m->w = pl_waiter_new()) == NULL) return luaL_error(L, "not enough memory");
   if (p.mode == PROGRESS_BAR) pl_progress_start(&p.bar, n);
   m->bar = p.mode == PROGRESS_BAR;
@@ -756,7 +797,8 @@ static int imap_new(lua_State *L, int ordered, const char *fname) {
   double timeout;
   int progress_mode;  /* progress is not an option of imap: the parser refuses it */
   lua_Integer requested = -1;
-  parse_map_options(L, 4, 1, &chunksize, &requested, &timeout, &progress_mode);
+  pl_limits limits = e->limits;
+  parse_map_options(L, 4, 1, &chunksize, &requested, &timeout, &progress_mode, &limits);
   buffersize = requested > 0 ? requested : 4 * (lua_Integer)e->max_workers * chunksize;
   lua_settop(L, 3);
   lua_Integer slots = buffersize / chunksize + 1;
@@ -766,6 +808,7 @@ static int imap_new(lua_State *L, int ordered, const char *fname) {
   m->buffersize = buffersize;
   m->length = lua_type(L, 3) == LUA_TTABLE ? luaL_len(L, 3) : -1;
   m->timeout = timeout;
+  m->limits = limits;
   m->deadline = pl_deadline_after(timeout);
   if (!ordered && (m->w = pl_waiter_new()) == NULL) return luaL_error(L, "not enough memory");
   lua_pushvalue(L, 4);
@@ -781,7 +824,7 @@ static int pool_imap_unordered(lua_State *L) { return imap_new(L, 0, "imap_unord
 
 void pl_open_pool(lua_State *L) {
   static const luaL_Reg methods[] = {
-      {"submit", pool_submit},   {"map", pool_map},
+      {"submit", pool_submit},   {"submit_with", pool_submit_with}, {"map", pool_map},
       {"starmap", pool_starmap}, {"imap", pool_imap},
       {"imap_unordered", pool_imap_unordered},
       {"shutdown", pool_shutdown}, {"stats", pool_stats},

@@ -14,6 +14,7 @@
  * tostring(e), after pcall) finds the stack different and gives the
  * message alone. */
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -204,6 +205,15 @@ int pl_error_raise_os(lua_State *L, int err, const char *what) {
 }
 
 int pl_error_raise_cancelled(lua_State *L, pl_tstate *ts) {
+  char secs[32];  /* "%g", as the processes kind words it: "2", not "2.0" */
+  if (ts != NULL && atomic_load(&ts->hard_limit_hit)) {
+    snprintf(secs, sizeof secs, "%g", ts->hard_limit_s);
+    return pl_error_raise(L, PL_TIMEOUT, "the task exceeded its time limit of %s s", secs);
+  }
+  if (ts != NULL && atomic_exchange(&ts->soft_limit_pending, 0)) {
+    snprintf(secs, sizeof secs, "%g", ts->soft_limit_s);
+    return pl_error_raise(L, PL_SOFT_TIME_LIMIT, "the task exceeded its soft time limit of %s s", secs);
+  }
   if (ts != NULL && atomic_load(&ts->interrupted))
     return pl_error_raise(L, PL_CANCELLED, "interrupted");
   return pl_error_raise(L, PL_CANCELLED, "cancelled");
@@ -290,6 +300,7 @@ void pl_check_cancel(lua_State *L, pl_tstate *ts) {
     atomic_store(&ts->cancel_delivered, 1);
     pl_error_raise_cancelled(L, ts);
   }
+  if (ts != NULL && atomic_load(&ts->soft_limit_pending)) pl_error_raise_cancelled(L, ts);  /* SoftTimeLimit */
 }
 
 int pl_raise_cancelled(lua_State *L, pl_tstate *ts) {

@@ -21,6 +21,7 @@
 #define PL_TIMEOUT_EXPIRED "TimeoutExpired"
 #define PL_OS_ERROR "OSError"
 #define PL_BROKEN_BARRIER "BrokenBarrier"
+#define PL_SOFT_TIME_LIMIT "SoftTimeLimit"
 
 /* [-0, +1] a new error object of `kind` with a formatted message. */
 void pl_error_push(lua_State *L, const char *kind, const char *fmt, ...);

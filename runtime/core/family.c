@@ -5,6 +5,7 @@
 
 #include "lauxlib.h"
 #include "core/enter.h"
+#include "core/clock.h"
 #include "core/errors.h"
 #include "core/runtime.h"
 
@@ -16,8 +17,16 @@ void pl_family_serve(lua_State *L, pl_tstate *ts) {
   /* A forced cancel is raised once here; blocking calls keep refusing, but
    * code that cleans up without blocking is allowed to finish. */
   if (pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED &&
-      !atomic_exchange(&ts->cancel_delivered, 1))
+      !atomic_exchange(&ts->cancel_delivered, 1)) {
+    ts->hard_raised_at = pl_now_ns();
     pl_error_raise_cancelled(L, ts);
+  }
+  /* ... except a hard time limit, raised again while the task goes on. */
+  if (atomic_load(&ts->hard_limit_hit) && pl_now_ns() - ts->hard_raised_at >= PL_HARD_LIMIT_REPEAT_NS) {
+    ts->hard_raised_at = pl_now_ns();
+    pl_error_raise_cancelled(L, ts);
+  }
+  if (atomic_load(&ts->soft_limit_pending)) pl_error_raise_cancelled(L, ts);  /* SoftTimeLimit */
 }
 
 static void family_hook(lua_State *L, lua_Debug *ar) {

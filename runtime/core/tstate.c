@@ -148,6 +148,8 @@ pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running) {
   atomic_init(&ts->cancel, PL_CANCEL_NONE);
   atomic_init(&ts->interrupted, 0);
   atomic_init(&ts->cancel_delivered, 0);
+  atomic_init(&ts->soft_limit_pending, 0);
+  atomic_init(&ts->hard_limit_hit, 0);
   atomic_init(&ts->pokers, 0);
   atomic_init(&ts->pokes_sent, 0);
   pthread_mutex_init(&ts->wait_guard, NULL);
@@ -247,6 +249,8 @@ void pl_tstate_unpoke(pl_tstate *ts, lua_State *L) {
   if (lua_gethook(L) == ts->fam->hook) {
     if (ts->displaced_L == L) restore_displaced(ts);  /* the script's own comes back */
     else if (POLL_COUNT) pl_sethook_shallow(L, ts->fam->hook, LUA_MASKCOUNT, POLL_COUNT);
+    else if (atomic_load(&ts->hard_limit_hit))  /* see PL_HARD_LIMIT_REPEAT_NS */
+      pl_sethook_shallow(L, ts->fam->hook, LUA_MASKCOUNT, PL_HARD_LIMIT_REPEAT_COUNT);
     else lua_sethook(L, NULL, 0, 0);
   }
   hooks_end(ts);
@@ -277,12 +281,8 @@ void pl_tstate_set_hook(pl_tstate *ts, lua_State *L, lua_Hook func, int mask, in
   hooks_end(ts);
 }
 
-void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt) {
-  if (interrupt) atomic_store(&ts->interrupted, 1);
-  int cur = atomic_load(&ts->cancel);
-  while (cur < level && !atomic_compare_exchange_weak(&ts->cancel, &cur, level)) {
-  }
-  if (level < PL_CANCEL_FORCED) return;
+/* Wake ts wherever it is: running Lua (the hook) or blocked in pl_wait. */
+static void wake(pl_tstate *ts) {
   pl_tstate_poke(ts);
   pthread_mutex_lock(&ts->wait_guard);
   if (ts->wait_mu != NULL) {
@@ -293,10 +293,32 @@ void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt) {
   pthread_mutex_unlock(&ts->wait_guard);
 }
 
+void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt) {
+  if (interrupt) atomic_store(&ts->interrupted, 1);
+  int cur = atomic_load(&ts->cancel);
+  while (cur < level && !atomic_compare_exchange_weak(&ts->cancel, &cur, level)) {
+  }
+  if (level >= PL_CANCEL_FORCED) wake(ts);
+}
+
+void pl_tstate_soft_limit(pl_tstate *ts, double seconds) {
+  ts->soft_limit_s = seconds;
+  atomic_store(&ts->soft_limit_pending, 1);
+  wake(ts);
+}
+
+void pl_tstate_hard_limit(pl_tstate *ts, double seconds) {
+  ts->hard_limit_s = seconds;
+  atomic_store(&ts->hard_limit_hit, 1);
+  pl_tstate_cancel(ts, PL_CANCEL_FORCED, 0);
+}
+
 void pl_tstate_reset_cancel(pl_tstate *ts) {
   atomic_store(&ts->cancel, PL_CANCEL_NONE);
   atomic_store(&ts->interrupted, 0);
   atomic_store(&ts->cancel_delivered, 0);
+  atomic_store(&ts->soft_limit_pending, 0);
+  atomic_store(&ts->hard_limit_hit, 0);
 }
 
 void pl_wait_begin(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv) {
@@ -315,8 +337,13 @@ void pl_wait_end(pl_tstate *ts) {
   pthread_mutex_unlock(&ts->wait_guard);
 }
 
+/* A forced cancel, or a soft time limit to raise. */
+static int must_stop(pl_tstate *ts) {
+  return ts != NULL && (atomic_load(&ts->cancel) == PL_CANCEL_FORCED || atomic_load(&ts->soft_limit_pending));
+}
+
 int pl_wait(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv, int64_t deadline_ns) {
-  if (ts != NULL && atomic_load(&ts->cancel) == PL_CANCEL_FORCED) return PL_ECANCELLED;
+  if (must_stop(ts)) return PL_ECANCELLED;
   int rc;
   if (deadline_ns == INT64_MAX) {
     rc = pthread_cond_wait(cv, mu);
@@ -324,7 +351,7 @@ int pl_wait(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv, int64_t dead
     struct timespec until = pl_timespec_of(deadline_ns);
     rc = pthread_cond_timedwait(cv, mu, &until);
   }
-  if (ts != NULL && atomic_load(&ts->cancel) == PL_CANCEL_FORCED) return PL_ECANCELLED;
+  if (must_stop(ts)) return PL_ECANCELLED;
   if (rc == ETIMEDOUT) return PL_ETIMEOUT;
   return PL_OK;
 }

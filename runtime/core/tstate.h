@@ -64,6 +64,15 @@ struct pl_tstate {
   atomic_int cancel;           /* PL_CANCEL_*: raised by anyone, reset by the owner */
   atomic_int interrupted;      /* a forced cancel that came from an interrupt */
   atomic_int cancel_delivered; /* the hook has raised it once already */
+  /* Time limits of the task this thread runs (pool/limits.c): a soft
+   * limit waits to be raised as SoftTimeLimit (once, at the next
+   * instruction boundary or blocking call, like a forced cancel but
+   * catchable: it leaves no cancel behind); a hard limit is a forced
+   * cancel raised as Timeout.  The seconds are written before the flags. */
+  atomic_int soft_limit_pending;
+  atomic_int hard_limit_hit;
+  double soft_limit_s, hard_limit_s;
+  int64_t hard_raised_at;      /* owner only: when the hook last raised it */
 
   pthread_mutex_t wait_guard;
   pthread_mutex_t *wait_mu;    /* guarded by wait_guard */
@@ -124,6 +133,16 @@ void pl_tstate_set_hook(pl_tstate *ts, lua_State *L, lua_Hook func, int mask, in
 
 /* Raise the cancel level and, when forced, wake the thread wherever it is. */
 void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt);
+/* A hard limit is hard: unlike a forced cancel, which is raised once so
+ * that cleanup code may finish, its Timeout is raised again every
+ * PL_HARD_LIMIT_REPEAT_NS for as long as the task goes on (a loop around
+ * pcall cannot keep it alive). */
+#define PL_HARD_LIMIT_REPEAT_NS (100 * 1000000LL)
+#define PL_HARD_LIMIT_REPEAT_COUNT 10000  /* instructions between two looks */
+
+/* A time limit of ts's task ran out (see the fields). */
+void pl_tstate_soft_limit(pl_tstate *ts, double seconds);
+void pl_tstate_hard_limit(pl_tstate *ts, double seconds);
 /* The owner clears its cancel state between two tasks. */
 void pl_tstate_reset_cancel(pl_tstate *ts);
 static inline int pl_tstate_cancel_level(pl_tstate *ts) {
@@ -135,7 +154,8 @@ static inline int pl_tstate_cancel_level(pl_tstate *ts) {
  *   lock(mu); while (!ready) { rc = pl_wait(ts, mu, cv, deadline); if (rc) break; }
  *   unlock(mu);
  *   pl_wait_end(ts);
- * pl_wait returns PL_ECANCELLED at once when a forced cancel is pending.
+ * pl_wait returns PL_ECANCELLED at once when a forced cancel (or a soft
+ * time limit) is pending.
  * `ts` may be NULL (a thread unknown to the runtime): then nothing cancels. */
 void pl_wait_begin(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv);
 int pl_wait(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv, int64_t deadline_ns);

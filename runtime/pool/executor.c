@@ -19,6 +19,7 @@
  * shutdown was called escapes; the tasks still queued are cancelled.
  */
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -292,8 +293,22 @@ static pl_task *take(pl_worker *w, pl_task *done) {
   return t;
 }
 
+/* Called by the watcher, its mutex held (limits.h). */
+static void fire_limit(pl_limitwatch *lw, int hard) {
+  pl_worker *w = (pl_worker *)((char *)lw - offsetof(pl_worker, limits));
+  pthread_mutex_lock(&w->cancel_mu);
+  if (atomic_load(&w->busy)) w->e->kind->time_limit(w, hard, hard ? lw->limits.hard : lw->limits.soft);
+  pthread_mutex_unlock(&w->cancel_mu);
+}
+
+void pl_executor_arm_limits(pl_worker *w, const pl_task *t) {
+  w->limits.fire = fire_limit;
+  (void)pl_limitwatch_arm(&w->limits, &t->limits);
+}
+
 void pl_executor_task_done(pl_worker *w, int outcome, int looking) {
   pl_executor *e = w->e;
+  pl_limitwatch_disarm(&w->limits);  /* before the reset: no limit fires into the next task */
   switch (outcome) {
   case PL_TASK_OK: atomic_fetch_add(&e->completed, 1); break;
   case PL_TASK_FAILED: atomic_fetch_add(&e->failed, 1); break;
@@ -362,7 +377,8 @@ static int refusal_locked(pl_executor *e) {
   return 0;
 }
 
-int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future **out) {
+int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, const pl_limits *limits,
+                       pl_future **out) {
   int err;
   /* Refuse before packing, so that the error says why (not a Transfer
    * error about a value that would never be sent). */
@@ -381,6 +397,7 @@ int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future 
   memset(&packed, 0, sizeof packed);
   packed.mode = mode;
   packed.n = n;
+  packed.limits = limits != NULL ? *limits : e->limits;
   e->kind->pack(e, L, &packed);
   pl_future *f = pl_future_new();
   if (f == NULL) {

@@ -59,6 +59,7 @@
 #include "lua.h"
 #include "sync/future.h"
 #include "core/runtime.h"
+#include "pool/limits.h"
 
 typedef struct pl_executor pl_executor;
 typedef struct pl_worker pl_worker;
@@ -78,6 +79,7 @@ struct pl_task {
   int n;          /* values: arguments, or items of a chunk */
   intptr_t a, b;  /* kind-private payload (threads: registry refs) */
   void *data;     /* kind-private payload (encoded kinds) */
+  pl_limits limits;
 };
 
 typedef struct pl_kind_ops {
@@ -104,6 +106,11 @@ typedef struct pl_kind_ops {
   void (*run)(pl_worker *w, pl_task *t);
   /* Any thread, w->cancel_mu held, w busy: stop the task w is running. */
   void (*interrupt)(pl_worker *w);
+  /* The watcher of time limits (limits.h), w->cancel_mu held, w busy
+   * with a task armed by pl_executor_arm_limits: its soft limit (raise
+   * SoftTimeLimit in it) or its hard limit (stop it: it fails with
+   * Timeout) ran out. */
+  void (*time_limit)(pl_worker *w, int hard, double seconds);
   /* Worker thread, w->cancel_mu held or no interrupter at work (see
    * pl_executor_task_done): forget a cancel meant for the task that just
    * ended (or for an idle worker). */
@@ -133,6 +140,7 @@ struct pl_worker {
   atomic_int interrupting;      /* set under cancel_mu while an interrupter
                                    looks at busy */
   void *kind;                   /* kind-private */
+  pl_limitwatch limits;         /* the running task's time limits */
 };
 
 typedef struct pl_executor_stats {
@@ -151,6 +159,8 @@ struct pl_executor {
                                    many tasks (0: never); set before any submit */
   int64_t message_timeout_ns;   /* processes: a message begun must go on within
                                    this; set before any submit */
+  pl_limits limits;             /* every task's, unless submitted with its own;
+                                   set before any submit */
 
   pthread_mutex_t mu;
   pthread_cond_t work;          /* a task was queued, or shutdown */
@@ -200,7 +210,13 @@ void pl_executor_decref(pl_executor *e);
  * *out a future with a reference for the caller, or PL_ESHUTDOWN,
  * PL_EBROKENPOOL (a worker's init failed), PL_ENOMEM or PL_ENOTHREAD (no
  * worker could be started) (the values are popped either way; may raise through kind->pack). */
-int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, pl_future **out);
+/* `limits`: the task's time limits, or NULL for the pool's. */
+int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, const pl_limits *limits,
+                       pl_future **out);
+/* Worker thread: the task starts now; its time limits run from here (the
+ * kind calls it where the task really begins).  pl_executor_task_done
+ * stops them. */
+void pl_executor_arm_limits(pl_worker *w, const pl_task *t);
 
 /* Lock held.  0, PL_ESELF (nothing done), or PL_ECANCELLED when the
  * caller was cancelled while it waited (the shutdown itself happened). */

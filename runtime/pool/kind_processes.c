@@ -149,6 +149,9 @@ typedef struct ptask {
 
 typedef struct pworker {
   pl_pproc proc;         /* the process (procpool.h) */
+  int limited;           /* the task in flight has time limits: nothing more is sent */
+  atomic_int hard_limit_hit;  /* its hard limit killed the process */
+  double hard_limit_s;   /* written before hard_limit_hit */
   int ntasks;            /* tasks run by the current process */
   pl_future *flight[DEPTH];  /* worker thread only: sent, not yet completed */
   int64_t sent_at[DEPTH];    /* ... and when each was sent */
@@ -274,6 +277,9 @@ static serr *lose_child(pworker *pw, int lost, const char *doing, char *how_out)
   pw->ntasks = 0;
   pl_pproc_describe(status, how, sizeof how, &code);
   if (how_out != NULL) memcpy(how_out, how, sizeof how);
+  if (atomic_exchange(&pw->hard_limit_hit, 0))
+    return serr_new(PL_TIMEOUT, pid, 1, code, "the task exceeded its time limit of %g s (worker process %d killed)",
+                    pw->hard_limit_s, (int)pid);
   if (interrupted)
     return serr_new(PL_CANCELLED, pid, 1, code, "interrupted (worker process %d stopped)", (int)pid);
   if (lost == LOST_STALLED)
@@ -644,7 +650,7 @@ static int keep_going(pl_worker *w) {
   pworker *pw = w->kind;
   pl_executor *e = w->e;
   long threshold = e->max_workers > 2 ? e->max_workers : 2;
-  return pw->flen < DEPTH && pw->proc.sock >= 0 && !atomic_load(&pw->proc.interrupted) &&
+  return pw->flen < DEPTH && pw->proc.sock >= 0 && !atomic_load(&pw->proc.interrupted) && !pw->limited &&
          pw->last_ns > 0 && pw->last_ns < SHORT_NS &&
          pl_now_ns() - pw->sent_at[pw->fhead] < SHORT_NS &&  /* the oldest is not a long one */
          atomic_load_explicit(&e->queued, memory_order_relaxed) >= threshold &&
@@ -687,7 +693,12 @@ static void run_task(pl_worker *w, pl_task *t) {
     complete(w, f, PL_TASK_FAILED, &v, tb, 1);
     return;
   }
+  /* A task with time limits runs alone: its clock starts when it is sent,
+   * and its hard limit kills the process, which must hold nothing else. */
+  pw->limited = pl_limits_any(&t->limits);
+  if (pw->limited && pw->flen > 0) drain(w, 0);
   int sent = send_frame(pw, &((ptask *)t->data)->frame, &((ptask *)t->data)->fds) == 0;
+  if (sent) pl_executor_arm_limits(w, t);
   processes_drop(e, NULL, t);
   pw->flight[(pw->fhead + pw->flen) % DEPTH] = f;
   pw->sent_at[(pw->fhead + pw->flen) % DEPTH] = pl_now_ns();
@@ -774,10 +785,24 @@ static void processes_idle(pl_worker *w) {
 
 static void processes_interrupt(pl_worker *w) { pl_pproc_interrupt(&((pworker *)w->kind)->proc); }
 
+static void processes_time_limit(pl_worker *w, int hard, double seconds) {
+  pworker *pw = w->kind;
+  if (!hard) {
+    pl_pproc_sigqueue(&pw->proc, PL_SOFT_LIMIT_SIGNAL, pl_soft_limit_value((unsigned)pw->ntasks, seconds));
+    return;
+  }
+  pw->hard_limit_s = seconds;
+  atomic_store(&pw->hard_limit_hit, 1);
+  pl_pproc_signal(&pw->proc, SIGKILL);  /* the worker thread sees it die, and replaces it */
+}
+
 /* An interrupt stays meant for the tasks still in flight. */
 static void processes_reset(pl_worker *w) {
   pworker *pw = w->kind;
-  if (pw->flen == 0) pl_pproc_reset(&pw->proc);
+  if (pw->flen > 0) return;
+  pl_pproc_reset(&pw->proc);
+  pw->limited = 0;
+  atomic_store(&pw->hard_limit_hit, 0);
 }
 
 static void processes_worker_stop(pl_worker *w, int release) {
@@ -829,6 +854,6 @@ static void processes_destroy(pl_executor *e) {
 const pl_kind_ops pl_kind_processes = {
     "processes",           processes_setup,          processes_pack,         processes_drop,
     processes_worker_new,  processes_worker_abandon, processes_worker_start, processes_idle,
-    processes_run,         processes_interrupt,      processes_reset,        processes_worker_stop,
-    processes_release,     processes_destroy,
+    processes_run,         processes_interrupt,      processes_time_limit,   processes_reset,
+    processes_worker_stop, processes_release,        processes_destroy,
 };

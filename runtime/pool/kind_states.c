@@ -513,6 +513,7 @@ static void states_run(pl_worker *w, pl_task *t) {
     pl_executor_task_done(w, PL_TASK_CANCELLED, 1);
     return;
   }
+  pl_executor_arm_limits(w, t);
   pl_value v;
   char *tb = NULL;
   int outcome;
@@ -581,6 +582,13 @@ static void states_interrupt(pl_worker *w) {
   if (sw->ts != NULL) pl_tstate_cancel(sw->ts, PL_CANCEL_FORCED, 0);
 }
 
+static void states_time_limit(pl_worker *w, int hard, double seconds) {
+  sworker *sw = w->kind;
+  if (sw->ts == NULL) return;
+  if (hard) pl_tstate_hard_limit(sw->ts, seconds);
+  else pl_tstate_soft_limit(sw->ts, seconds);
+}
+
 static void states_reset(pl_worker *w) {
   sworker *sw = w->kind;
   if (sw->ts == NULL) return;
@@ -633,6 +641,6 @@ static void states_destroy(pl_executor *e) {
 const pl_kind_ops pl_kind_states = {
     "states",           states_setup,          states_pack,          states_drop,
     states_worker_new,  states_worker_abandon, states_worker_start,  states_idle,
-    states_run,         states_interrupt,      states_reset,         states_worker_stop,
-    states_release,     states_destroy,
+    states_run,         states_interrupt,      states_time_limit,    states_reset,
+    states_worker_stop, states_release,        states_destroy,
 };

@@ -234,6 +234,7 @@ static void threads_run(pl_worker *w, pl_task *t) {
     pl_executor_task_done(w, PL_TASK_CANCELLED, 1);
     return;
   }
+  pl_executor_arm_limits(w, t);
   pl_value v;
   char *tb = NULL;
   int outcome;
@@ -336,6 +337,12 @@ static void threads_interrupt(pl_worker *w) {
   pl_tstate_cancel(tw->ts, PL_CANCEL_FORCED, 0);
 }
 
+static void threads_time_limit(pl_worker *w, int hard, double seconds) {
+  tworker *tw = w->kind;
+  if (hard) pl_tstate_hard_limit(tw->ts, seconds);
+  else pl_tstate_soft_limit(tw->ts, seconds);
+}
+
 static void threads_reset(pl_worker *w) {
   tworker *tw = w->kind;
   pl_held_end(tw->ts);  /* the rule of forced cancellation */
@@ -384,6 +391,6 @@ static void threads_destroy(pl_executor *e) {
 const pl_kind_ops pl_kind_threads = {
     "threads",           threads_setup,       threads_pack,        threads_drop,
     threads_worker_new,  threads_worker_abandon, threads_worker_start, threads_idle,
-    threads_run,         threads_interrupt,   threads_reset,       threads_worker_stop,
-    threads_release,     threads_destroy,
+    threads_run,         threads_interrupt,   threads_time_limit,  threads_reset,
+    threads_worker_stop, threads_release,     threads_destroy,
 };

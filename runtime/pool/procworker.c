@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "lauxlib.h"
+#include "core/background.h"
 #include "core/errors.h"
 #include "pool/executor.h"
 #include "proc/fork.h"
@@ -162,10 +163,47 @@ static void child_serve(lua_State *L, pl_frame *f, pl_obuf *out, pl_fdlist *fds)
   lua_settop(L, SLOT_TRACEBACK);
 }
 
+/* ---- soft time limits (see procworker.h) ------------------------------ */
+
+typedef struct soft_listener {
+  pl_tstate *ts;           /* the tstate running the tasks */
+  atomic_uint task;        /* the number of the task running, 0 between tasks */
+} soft_listener;
+
+static void *soft_listener_main(void *arg) {
+  soft_listener *sl = arg;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, PL_SOFT_LIMIT_SIGNAL);
+  for (;;) {
+    siginfo_t si;
+    if (sigwaitinfo(&set, &si) < 0 || si.si_code != SI_QUEUE) continue;
+    uint64_t v = (uint64_t)(uintptr_t)si.si_value.sival_ptr;
+    unsigned task = (unsigned)(v >> 32);
+    if (task != 0 && task == atomic_load(&sl->task)) pl_tstate_soft_limit(sl->ts, (double)(v & UINT32_MAX) / 1000);
+  }
+  return NULL;
+}
+
+/* Block the signal in this thread (and so in every thread it starts) and
+ * listen for it on a helper thread. */
+static void soft_listener_start(soft_listener *sl, pl_tstate *ts) {
+  sl->ts = ts;
+  atomic_init(&sl->task, 0);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, PL_SOFT_LIMIT_SIGNAL);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  if (pl_background_thread(soft_listener_main, sl, 64 * 1024) != 0) _exit(71);
+}
+
 int pl_procworker_main(void *ud) {
   pl_procworker_ctx *x = ud;
   pl_child_rt c;
   pl_child_rt_open(&c, x->modules, x->preloads, x->interval, x->name);
+  static soft_listener sl;  /* for the life of the process */
+  unsigned ntasks = 0;
+  soft_listener_start(&sl, c.ts);
   lua_State *L = c.L;
   lua_settop(L, 0);
   lua_newtable(L);                         /* [2] the traceback slot */
@@ -196,7 +234,10 @@ int pl_procworker_main(void *ud) {
       break;
     }
     int had_objects = f.nfds > 0;
+    if (f.type == F_TASK) atomic_store(&sl.task, ++ntasks);
     child_serve(L, &f, &out, &fds);
+    atomic_store(&sl.task, 0);
+    atomic_store(&c.ts->soft_limit_pending, 0);  /* one that came as the task ended */
     had_objects = had_objects || fds.n > 0;
     fflush(stdout);
     pl_child_rt_unlock(&c);

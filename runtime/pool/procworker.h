@@ -9,13 +9,32 @@
  *                     F_INIT_FAILED  tblen:u64 traceback [BrokenPool error]
  *                     F_RESULT tblen:u64 traceback [values]   aux: 1 if failed
  * Bracketed parts are messages in the portable form (portable.h).
+ *
+ * A soft time limit reaches the child as a signal, PL_SOFT_LIMIT_SIGNAL,
+ * sent with sigqueue: its value says which task it is for (the number of
+ * TASK frames the process has been sent, counting from 1) and the limit
+ * (milliseconds), packed by pl_soft_limit_value.  A helper thread of the
+ * child waits for it (the signal is blocked everywhere else) and raises
+ * SoftTimeLimit in the task through its tstate -- waking it from a sleep
+ * or a wait, which a signal handler could not do -- unless that task has
+ * ended meanwhile.
  */
 #ifndef PL_PROCWORKER_H
 #define PL_PROCWORKER_H
 
+#include <signal.h>
+#include <stdint.h>
+
 #include "core/runtime.h"
 
 enum { F_INIT = 1, F_TASK, F_STARTED, F_READY, F_INIT_FAILED, F_RESULT };
+
+#define PL_SOFT_LIMIT_SIGNAL SIGXCPU
+
+static inline void *pl_soft_limit_value(unsigned task, double seconds) {
+  uint64_t ms = seconds * 1000 > UINT32_MAX ? UINT32_MAX : (uint64_t)(seconds * 1000);
+  return (void *)(uintptr_t)((uint64_t)task << 32 | ms);
+}
 
 /* What the child is given, read by the parent before the fork. */
 typedef struct pl_procworker_ctx {

@@ -65,6 +65,12 @@ void pl_pproc_signal(pl_pproc *p, int sig) {
   pthread_mutex_unlock(&p->mu);
 }
 
+void pl_pproc_sigqueue(pl_pproc *p, int sig, void *value) {
+  pthread_mutex_lock(&p->mu);
+  if (p->alive) (void)sigqueue(p->pid, sig, (union sigval){.sival_ptr = value});
+  pthread_mutex_unlock(&p->mu);
+}
+
 /* Under p->mu, so that no signal goes to a pid once it is reaped. */
 int pl_pproc_try_reap(pl_pproc *p, int *status) {
   pthread_mutex_lock(&p->mu);

@@ -81,8 +81,10 @@ int pl_pproc_recv(pl_pproc *p, pl_frame *f, int64_t deadline);
  * (or died) in the middle of one. */
 int pl_pproc_cut(const pl_pproc *p);
 
-/* Any thread: send sig to the process while it is not reaped. */
+/* Any thread: send sig to the process while it is not reaped (with a
+ * value: sigqueue). */
 void pl_pproc_signal(pl_pproc *p, int sig);
+void pl_pproc_sigqueue(pl_pproc *p, int sig, void *value);
 /* Reap the process if it has ended: 1 (*status set by the call that
  * reaped it), 0 while it runs. */
 int pl_pproc_try_reap(pl_pproc *p, int *status);

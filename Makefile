@@ -6,6 +6,9 @@ BUILD   ?= build
 PREFIX  ?= /usr/local
 DESTDIR ?=
 SANITIZER ?=
+# DEBUG=1: the checks of runtime/core/debug.h (lock ownership at every
+# _locked function and at each enter/leave of a state).
+DEBUG ?=
 
 LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null)
 LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null)
@@ -27,12 +30,20 @@ else
 $(error SANITIZER must be empty, address or thread, not '$(SANITIZER)')
 endif
 
+ifeq ($(DEBUG),)
+DEBUG_FLAGS :=
+else ifeq ($(DEBUG),1)
+DEBUG_FLAGS := -DPL_DEBUG
+else
+$(error DEBUG must be empty or 1, not '$(DEBUG)')
+endif
+
 WARN     = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
 # -fvisibility=hidden: the libraries export only what include/parlua.h marks
 # PARLUA_API (checked by tests/check-symbols.sh).
 XCFLAGS  = $(CFLAGS) $(WARN) -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -pthread \
-           -Iinclude -Iruntime -Ibindings $(LUA_CFLAGS) $(FFI_CFLAGS) $(SAN_FLAGS)
+           -Iinclude -Iruntime -Ibindings $(LUA_CFLAGS) $(FFI_CFLAGS) $(SAN_FLAGS) $(DEBUG_FLAGS)
 SYSLIBS  = $(FFI_LIBS) -lm -ldl -pthread
 
 SRC      = $(wildcard runtime/*/*.c bindings/*.c) src/api.c
@@ -145,11 +156,11 @@ bench-peers: all
 # The sanitizer builds run the unit tests and the busted specs through the
 # instrumented `parlua` program (host mode).
 sanitize: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZER=address all build-asan/parlua $(UNIT_BIN:$(BUILD)/%=build-asan/%) build-asan/embed_example
+	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZER=address DEBUG=1 all build-asan/parlua $(UNIT_BIN:$(BUILD)/%=build-asan/%) build-asan/embed_example
 	@BUILD=build-asan MODE=host ASAN_OPTIONS=detect_leaks=1 bash tests/run-all.sh
 
 tsan: deps
-	@$(MAKE) --no-print-directory BUILD=build-tsan SANITIZER=thread all $(UNIT_BIN:$(BUILD)/%=build-tsan/%) build-tsan/embed_example
+	@$(MAKE) --no-print-directory BUILD=build-tsan SANITIZER=thread DEBUG=1 all $(UNIT_BIN:$(BUILD)/%=build-tsan/%) build-tsan/embed_example
 	@BUILD=build-tsan MODE=host TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" bash tests/run-all.sh
 
 # libFuzzer targets (clang from Debian: apt-get install clang), each run for

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/debug.h"
 #include "core/enter.h"
 
 pl_tstate *pl_attach(pl_family *fam, const char *name) {
@@ -10,20 +11,26 @@ pl_tstate *pl_attach(pl_family *fam, const char *name) {
   if (ts == NULL) return NULL;
   if (name != NULL) snprintf(ts->name, sizeof ts->name, "%s", name);
   pl_tstate_push(ts);
+  PL_ASSERT(pl_tstate_current(fam) == ts);
   return ts;
 }
 
 void pl_detach(pl_tstate *ts) {
+  PL_ASSERT(pl_tstate_current(ts->fam) == ts);    /* the newest of this thread */
+  PL_ASSERT(!pl_gil_held_by(&ts->fam->gil, ts));  /* let go of first */
   pl_tstate_pop(ts);
   pl_tstate_free(ts);
 }
 
 void pl_take_lock(pl_tstate *ts, lua_State *L, int urgent) {
+  PL_ASSERT(!pl_gil_held_by(&ts->fam->gil, ts));  /* the lock is not reentrant */
   pl_gil_acquire(&ts->fam->gil, ts, urgent);
+  PL_ASSERT(pl_gil_held_by(&ts->fam->gil, ts));
   if (L != NULL) pl_tstate_set_running(ts, L);
 }
 
 void pl_drop_lock(pl_tstate *ts, pl_gil_reason why) {
+  PL_ASSERT(pl_gil_held_by(&ts->fam->gil, ts));
   pl_tstate_set_running(ts, NULL);
   pl_gil_release(&ts->fam->gil, ts, why);
 }
@@ -39,7 +46,10 @@ void pl_leave(pl_tstate *ts) {
   pl_detach(ts);
 }
 
-void pl_give_lock(pl_tstate *ts, pl_gil_reason why) { pl_gil_release(&ts->fam->gil, ts, why); }
+void pl_give_lock(pl_tstate *ts, pl_gil_reason why) {
+  PL_ASSERT(pl_gil_held_by(&ts->fam->gil, ts));
+  pl_gil_release(&ts->fam->gil, ts, why);
+}
 
 pl_tstate *pl_unlock(lua_State *L, pl_gil_reason why) {
   pl_tstate *ts = pl_tstate_of(L);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/debug.h"
 #include "core/clock.h"
 #include "core/gil.h"
 #include "core/tstate.h"
@@ -65,6 +66,7 @@ double pl_gil_get_interval(pl_gil *g) {
  * hook away (lua.c's SIGINT hook) or an error unwound past the armed
  * frames (core/callinfo.c). */
 static void request_drop_locked(pl_gil *g, int again) {
+  PL_ASSERT_HELD(&g->mu);
   int fresh = !atomic_exchange(&g->drop_request, 1);
   if (fresh) g->stats.drop_requests++;
   if ((fresh || again) && g->holder != NULL) pl_tstate_poke(g->holder);
@@ -81,7 +83,7 @@ static void spin_while_equal(pl_gil *g, atomic_uint_fast64_t *word, uint64_t val
   }
 }
 
-static void spin_while_locked(pl_gil *g) {
+static void spin_while_taken(pl_gil *g) {
   if (!g->spin) return;
   int64_t until = pl_now_ns() + SPIN_NS;
   unsigned n = 0;
@@ -92,6 +94,7 @@ static void spin_while_locked(pl_gil *g) {
 }
 
 static void take_locked(pl_gil *g, pl_tstate *ts, int64_t now) {
+  PL_ASSERT_HELD(&g->mu);
   atomic_store(&g->locked, 1);
   atomic_store(&g->drop_request, 0);
   g->holder = ts;
@@ -111,6 +114,7 @@ static void take_locked(pl_gil *g, pl_tstate *ts, int64_t now) {
  * CPU-bound threads queued, a thread back from a blocking call must not
  * wait for them to take their turns first. */
 static int must_wait_locked(pl_gil *g, int urgent) {
+  PL_ASSERT_HELD(&g->mu);
   return atomic_load(&g->locked) || (!urgent && g->urgent_waiters > 0);
 }
 
@@ -128,7 +132,7 @@ void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent) {
       if (!spun) {
         spun = 1;
         pthread_mutex_unlock(&g->mu);
-        spin_while_locked(g);
+        spin_while_taken(g);
         pthread_mutex_lock(&g->mu);
         continue;
       }
@@ -150,6 +154,7 @@ void pl_gil_acquire(pl_gil *g, pl_tstate *ts, int urgent) {
 }
 
 static void let_go_locked(pl_gil *g, pl_tstate *ts, pl_gil_reason why, int64_t now) {
+  PL_ASSERT_HELD(&g->mu);
   trace(g, ts, PL_GIL_EV_RELEASED, why, now);
   g->stats.hold_seconds += (double)(now - g->taken_at) / 1e9;
   if (g->holder != NULL) g->holder->holds_lock = 0;

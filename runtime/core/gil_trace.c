@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/debug.h"
 #include "core/clock.h"
 #include "core/gil.h"
 #include "core/gil_trace.h"
@@ -73,6 +74,7 @@ static void trace_free(pl_gil_trace *tr) {
 
 /* Under homes_mu: `gil` becomes a member of tr (one more reference). */
 static int add_gil_locked(pl_gil_trace *tr, pl_gil *gil) {
+  PL_ASSERT_HELD(&homes_mu);
   pthread_mutex_lock(&tr->mu);
   if (tr->ngils == tr->gils_cap) {
     size_t cap = tr->gils_cap ? tr->gils_cap * 2 : 4;
@@ -94,6 +96,7 @@ static int add_gil_locked(pl_gil_trace *tr, pl_gil *gil) {
 
 /* Under homes_mu: the tree's trace of `gil`, made when it has none. */
 static pl_gil_trace *home_of_locked(pl_gil *gil) {
+  PL_ASSERT_HELD(&homes_mu);
   if (gil->trace_home != NULL) return gil->trace_home;
   pl_gil_trace *tr = trace_new();
   if (tr == NULL) return NULL;
@@ -132,6 +135,7 @@ void pl_gil_trace_leave(pl_gil *gil) {
 }
 
 static void set_recording_locked(pl_gil_trace *tr, pl_gil_trace *value) {
+  PL_ASSERT_HELD(&tr->mu);
   for (size_t i = 0; i < tr->ngils; i++) atomic_store(&tr->gils[i]->recording, value);
 }
 
@@ -186,6 +190,7 @@ int pl_gil_trace_start(pl_gil *gil, size_t capacity) {
 }
 
 static int copy_out_locked(pl_gil_trace *tr, pl_gil_trace_log *out) {
+  PL_ASSERT_HELD(&tr->mu);
   memset(out, 0, sizeof *out);
   size_t n = tr->written < tr->capacity ? (size_t)tr->written : tr->capacity;
   out->events = malloc((n ? n : 1) * sizeof *out->events);
@@ -237,6 +242,7 @@ void pl_gil_trace_log_free(pl_gil_trace_log *log) {
  * keeps its lane, so lanes are found by (lock, thread), with the tstate
  * remembering its lane for the rest of the session. */
 static int lane_of_locked(pl_gil_trace *tr, pl_gil *gil, pl_tstate *ts, uint32_t *lane) {
+  PL_ASSERT_HELD(&tr->mu);
   if (ts->trace_epoch == tr->epoch) {
     *lane = ts->trace_lane;
     return 0;

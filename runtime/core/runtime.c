@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/debug.h"
 #include "lauxlib.h"
 #include "core/enter.h"
 #include "core/runtime.h"
@@ -83,6 +84,7 @@ int pl_runtime_add_closer(parlua *rt, pl_closer **slot, int order,
 }
 
 static void unlink_locked(parlua *rt, pl_closer *c) {
+  PL_ASSERT_HELD(&rt->mu);
   if (c->prev != NULL) c->prev->next = c->next;
   else rt->closers = c->next;
   if (c->next != NULL) c->next->prev = c->prev;

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/debug.h"
 #include "lauxlib.h"
 #include "core/clock.h"
 #include "core/enter.h"
@@ -118,6 +119,7 @@ void pl_executor_decref(pl_executor *e) {
 /* ---- the queue ------------------------------------------------------- */
 
 static pl_task *pop_locked(pl_executor *e) {
+  PL_ASSERT_HELD(&e->mu);
   pl_task *t = e->head;
   if (t == NULL) return NULL;
   e->head = t->next;
@@ -127,6 +129,7 @@ static pl_task *pop_locked(pl_executor *e) {
 }
 
 static void recycle_locked(pl_executor *e, pl_task *t, pl_task **to_free) {
+  PL_ASSERT_HELD(&e->mu);
   if (e->nspare < MAX_SPARE) {
     t->next = e->spare;
     e->spare = t;
@@ -372,6 +375,7 @@ static void *worker_main(void *arg) {
 /* ---- submit ---------------------------------------------------------- */
 
 static int refusal_locked(pl_executor *e) {
+  PL_ASSERT_HELD(&e->mu);
   if (e->shutdown) return PL_ESHUTDOWN;
   if (e->broken) return PL_EBROKENPOOL;
   return 0;
@@ -505,6 +509,7 @@ void pl_executor_release(pl_executor *e, lua_State *L) {
 
 /* Claim the release: no worker will run Lua for this pool again. */
 static int claim_release_locked(pl_executor *e) {
+  PL_ASSERT_HELD(&e->mu);
   if (e->released || !e->shutdown || e->looping > 0) return 0;
   e->released = 1;
   return 1;
@@ -676,13 +681,6 @@ void pl_executor_break(pl_executor *e, const char *msg) {
     e->broken_msg = strdup(msg);
   }
   pthread_mutex_unlock(&e->mu);
-}
-
-int pl_executor_is_broken(pl_executor *e) {
-  pthread_mutex_lock(&e->mu);
-  int b = e->broken;
-  pthread_mutex_unlock(&e->mu);
-  return b;
 }
 
 char *pl_executor_broken(pl_executor *e) {

@@ -233,7 +233,6 @@ char *pl_executor_broken(pl_executor *e);
 /* Mark the pool broken (a worker's init failed): submits are refused and
  * every task still to run fails; `msg` says why. */
 void pl_executor_break(pl_executor *e, const char *msg);
-int pl_executor_is_broken(pl_executor *e);
 /* A task has ended with `outcome` (PL_TASK_*): count it and make w
  * interruptible no more.  Call before finishing the future.  `looking`:
  * w goes straight back for work (0 when it still has callbacks to run:

@@ -49,6 +49,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/debug.h"
 #include "core/background.h"
 #include "core/clock.h"
 #include "proc/child.h"
@@ -285,6 +286,7 @@ void pl_proc_destroy(pl_proc *p) {
 /* Reap without blocking.  The pidfd stays open while a thread polls it
  * (closing it could hand its number to an unrelated file mid-poll). */
 static int reap_locked(pl_proc *p) {
+  PL_ASSERT_HELD(&p->mu);
   if (p->reaped) return 1;
   int st = 0;
   pid_t r;

@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/debug.h"
 #include "lauxlib.h"
 #include "core/background.h"
 #include "core/enter.h"
@@ -21,13 +22,10 @@
 #include "proc/procpool_watch.h"
 #include "core/runtime.h"
 
-static int in_worker;  /* set in children only: never shared by threads */
 static pthread_rwlock_t guard = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 
 void pl_fork_guard_enter(void) { pthread_rwlock_rdlock(&guard); }
 void pl_fork_guard_leave(void) { pthread_rwlock_unlock(&guard); }
-
-int pl_is_worker_process(void) { return in_worker; }
 
 int pl_pidfd_open(pid_t pid) {
   const char *e = getenv("PARLUA_NO_PIDFD");
@@ -127,7 +125,6 @@ static void become_child(pid_t parent, const int *keep, int nkeep) {
   funlockfile(stderr);
   funlockfile(stdout);
   guard_child_reset();
-  in_worker = 1;
   pl_port_child_reset();
   pl_pchan_child_reset();
   pl_conn_child_reset();
@@ -216,6 +213,7 @@ static void *forker_main(void *arg) {
  * dlclose parlua.so under it, so the library stays mapped (the handle is
  * never closed, on purpose). */
 static int start_forker_locked(void) {
+  PL_ASSERT_HELD(&fk_mu);
   if (fk_started) return 0;
   int err = pl_background_thread(forker_main, NULL, 0);  /* children run Lua on its stack */
   if (err != 0) return -err;

@@ -77,8 +77,6 @@ void pl_fork_guard_leave(void);
 
 /* In a child: flush stdout and stderr and leave at once. */
 void pl_child_exit(int status);
-/* 1 in a process made by pl_fork. */
-int pl_is_worker_process(void);
 
 /* A pidfd for pid, or -1 (PARLUA_NO_PIDFD=1 forces -1). */
 int pl_pidfd_open(pid_t pid);

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/debug.h"
 #include "core/background.h"
 #include "core/clock.h"
 #include "proc/fork.h"
@@ -99,6 +100,7 @@ static void efd_drain(int fd) {
 
 /* unfinished += d under page->mu, keeping `done` in step. */
 static void add_unfinished_locked(pl_pchan *c, long long d) {
+  PL_ASSERT_HELD(&c->page->mu);
   long long before = c->page->unfinished;
   c->page->unfinished += d;
   if (before == 0 && c->page->unfinished > 0) efd_drain(c->fd[FD_DONE]);
@@ -228,6 +230,7 @@ static int send_dgram(pl_pchan *c, const unsigned char *buf, size_t len, const p
 static void *feeder_main(void *arg);
 
 static void start_feeder_locked(pl_pchan *c) {
+  PL_ASSERT_HELD(&c->mu);
   if (c->feeding) return;
   pthread_mutex_lock(&feed_mu);
   feeders++;
@@ -758,6 +761,7 @@ pl_queue *pl_pchan_adopt(uint64_t id, long long maxsize, int *fds, int nfds, cha
 
 static pl_queue *adopt_locked(uint64_t id, long long maxsize, int *fds, int nfds, char *err,
                               size_t errlen) {
+  PL_ASSERT_HELD(&adopt_mu);
   int want = maxsize > 0 ? NFD : NFD - 1;
   pl_queue *q = pl_port_lookup(id, PL_PORT_QUEUE);
   if (q != NULL || nfds != want || maxsize < 0) {

@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "core/debug.h"
 #include "core/background.h"
 #include "core/clock.h"
 #include "proc/procpool_watch.h"
@@ -40,6 +41,7 @@ static void *watch_main(void *arg) {
 }
 
 static void start_locked(void) {
+  PL_ASSERT_HELD(&mu);
   if (pl_cond_init(&cv) != 0) return;
   if (pl_background_thread(watch_main, NULL, 64 * 1024) != 0) {
     pthread_cond_destroy(&cv);

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/debug.h"
 #include "core/clock.h"
 #include "sync/future.h"
 
@@ -62,8 +63,6 @@ int pl_spin_while_peer(atomic_int *word, int value, const atomic_int *peer_cpu) 
    * busy CPU's other thread lasts a time slice), it did not pay. */
   return pl_now_ns() - start <= SPIN_NS;
 }
-
-void pl_spin_while(atomic_int *word, int value) { (void)pl_spin_while_peer(word, value, NULL); }
 
 #define SPIN_BACKOFF_MAX 1024
 
@@ -136,6 +135,7 @@ int pl_future_set_running_or_notify_cancel(pl_future *f) {
 
 /* Holding mu. */
 static int store_locked(pl_future *f, int outcome, const pl_value *v, char *traceback) {
+  PL_ASSERT_HELD(&f->mu);
   int taken = !f->orphan;
   f->outcome = outcome;
   if (taken) {
@@ -154,6 +154,7 @@ int pl_future_store(pl_future *f, int outcome, const pl_value *v, char *tracebac
 
 /* Put id on w's ready ring; holding w->mu, with room reserved. */
 static void record_locked(pl_waiter *w, size_t id, int failed) {
+  PL_ASSERT_HELD(&w->mu);
   w->ready[(w->first + w->len) % w->cap] = id;
   w->len++;
   w->finished++;
@@ -166,6 +167,7 @@ static void record_locked(pl_waiter *w, size_t id, int failed) {
  * owner may reuse the link's storage (imap_unordered does) for another
  * future at once. */
 static void fire_links_locked(pl_future *f, int failed) {
+  PL_ASSERT_HELD(&f->mu);
   pl_waitlink *l = f->links;
   f->links = NULL;
   while (l != NULL) {
@@ -183,6 +185,7 @@ static void fire_links_locked(pl_future *f, int failed) {
 
 /* The state is already final; tell everyone. */
 static pl_future_cb *notify_locked(pl_future *f, int state) {
+  PL_ASSERT_HELD(&f->mu);
   if (f->links != NULL)
     fire_links_locked(f, state == PL_FUTURE_FINISHED && f->outcome == PL_OUTCOME_ERROR);
   if (f->sleepers > 0) pthread_cond_broadcast(&f->cv);
@@ -362,6 +365,7 @@ void pl_waiter_free(pl_waiter *w) {
 
 /* Room in the ring for every id that may still arrive; holding w->mu. */
 static int reserve_locked(pl_waiter *w) {
+  PL_ASSERT_HELD(&w->mu);
   size_t need = w->len + w->armed + 1;
   if (need <= w->cap) return 0;
   size_t ncap = w->cap != 0 ? w->cap * 2 : 16;
@@ -420,6 +424,7 @@ void pl_waiter_unwatch(pl_waiter *w, pl_future *f, pl_waitlink *link) {
 }
 
 static int satisfied_locked(pl_waiter *w, size_t target, int stop_on_error) {
+  PL_ASSERT_HELD(&w->mu);
   return w->finished >= target || (stop_on_error && w->failed > 0);
 }
 

@@ -203,10 +203,8 @@ void pl_waiter_counts(pl_waiter *w, size_t *finished, size_t *failed);
  * moment it arrives; sched_yield costs about half a microsecond a round
  * here), then rounds that yield the CPU: on a machine busier than its
  * cores the thread we wait for then runs instead of us burning its time
- * slice. */
-void pl_spin_while(atomic_int *word, int value);
-/* The same, yielding at every round while *peer_cpu (the CPU of the
- * thread that will change the word, or -1) is the caller's own: that
+ * slice.  It yields at every round while *peer_cpu (the CPU of the
+ * thread that will change the word, or NULL/-1) is the caller's own: that
  * thread cannot run while we pause.  (Measured with a CPU hog beside a
  * submit/result loop on 2 cores, when the hog has a CPU to itself: about
  * 155k tasks/s, against 31k when the spins pause regardless.) */

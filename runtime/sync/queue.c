@@ -6,6 +6,7 @@
  * gives up after such a signal passes it on. */
 #include <stdlib.h>
 
+#include "core/debug.h"
 #include "core/clock.h"
 #include "codec/codec.h"
 #include "proc/pqueue.h"
@@ -53,11 +54,13 @@ no_mu:
 }
 
 static int full_locked(pl_queue *q) {
+  PL_ASSERT_HELD(&q->mu);
   return q->maxsize > 0 && q->len >= (size_t)q->maxsize;
 }
 
 /* Make room for one more item; -1 when out of memory. */
 static int grow_locked(pl_queue *q) {
+  PL_ASSERT_HELD(&q->mu);
   size_t ncap = q->cap != 0 ? q->cap * 2 : 8;
   if (q->maxsize > 0 && ncap > (size_t)q->maxsize) ncap = (size_t)q->maxsize;
   if (ncap <= q->cap || ncap > SIZE_MAX / sizeof(pl_qitem)) return -1;
@@ -72,6 +75,7 @@ static int grow_locked(pl_queue *q) {
 }
 
 static int put_locked(pl_queue *q, const pl_qitem *it) {
+  PL_ASSERT_HELD(&q->mu);
   if (atomic_load(&q->pchan) != NULL) return PL_EMOVED;
   if (q->closed) return PL_ECLOSED;
   if (it->kind == PL_QITEM_REF && atomic_load(&q->shared)) return PL_ESHARED;
@@ -86,6 +90,7 @@ static int put_locked(pl_queue *q, const pl_qitem *it) {
 }
 
 static int get_locked(pl_queue *q, pl_qitem *out) {
+  PL_ASSERT_HELD(&q->mu);
   if (q->len == 0 && atomic_load(&q->pchan) != NULL) return PL_EMOVED;
   if (q->len == 0) return q->closed ? PL_ECLOSED : PL_EWOULDWAIT;
   *out = q->items[q->first];

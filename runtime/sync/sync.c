@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdlib.h>
 
+#include "core/debug.h"
 #include "core/clock.h"
 #include "sync/sync.h"
 
@@ -62,6 +63,7 @@ pl_synclock *pl_synclock_new(int reentrant) {
 
 /* Take lk if it is free, or one more level of an rlock we own. */
 static int lock_take_locked(pl_synclock *lk) {
+  PL_ASSERT_HELD(&lk->mu);
   pthread_t self = pthread_self();
   if (lk->count == 0) {
     lk->count = 1;
@@ -279,6 +281,7 @@ pl_condition *pl_condition_new(pl_synclock *lk) {
 
 /* Take w out of the list if it is still there; mu held. */
 static void unlink_waiter_locked(pl_condition *c, pl_cwaiter *w) {
+  PL_ASSERT_HELD(&c->mu);
   pl_cwaiter **p = &c->first, *prev = NULL;
   while (*p != NULL && *p != w) {
     prev = *p;
@@ -292,6 +295,7 @@ static void unlink_waiter_locked(pl_condition *c, pl_cwaiter *w) {
 
 /* Wake up to n waiters; mu held. */
 static void notify_locked(pl_condition *c, long n) {
+  PL_ASSERT_HELD(&c->mu);
   while (n > 0 && c->first != NULL) {
     pl_cwaiter *w = c->first;
     c->first = w->next;
@@ -461,12 +465,14 @@ pl_barrier *pl_barrier_new(int parties) {
 }
 
 static void barrier_break_locked(pl_barrier *b) {
+  PL_ASSERT_HELD(&b->mu);
   b->state = B_BROKEN;
   pthread_cond_broadcast(&b->cv);
 }
 
 /* A thread leaves wait(); the last one out ends draining or resetting. */
 static void barrier_exit_locked(pl_barrier *b) {
+  PL_ASSERT_HELD(&b->mu);
   b->count--;
   if (b->count == 0 && (b->state == B_RESETTING || b->state == B_DRAINING)) {
     b->state = B_FILLING;

@@ -56,6 +56,7 @@ pl_executor *pl_executor_new(const pl_kind_ops *kind, pl_family *fam, int max_wo
   atomic_init(&e->refs, 2);  /* the caller's and the closer's */
   atomic_init(&e->queued, 0);
   atomic_init(&e->looking, 0);
+  atomic_init(&e->sleeping, 0);
   atomic_init(&e->spinners, 0);
   atomic_init(&e->spin_cpu, -1);
   pl_spin_gauge_init(&e->spin_gauge);

@@ -179,7 +179,7 @@ struct pl_executor {
   atomic_int closed;            /* shutdown, readable without mu */
   atomic_int refusing;          /* shutdown or broken (set under mu) */
   atomic_uint interrupts;       /* bumped by every shutdown{interrupt=true} */
-  int sleeping;                 /* guarded by mu: workers asleep on work */
+  atomic_int sleeping;          /* written under mu, read anywhere: workers asleep on work */
   int looping;                  /* guarded by mu: workers not out of their loop */
   int alive;                    /* guarded by mu: worker threads not yet gone */
   int started;                  /* guarded by mu: workers ever started */

@@ -641,8 +641,10 @@ static void drain(pl_worker *w, int looking_after) {
 }
 
 /* Whether to leave the task just sent in flight and take another one at
- * once.  Only while many tasks wait, so that tasks are never kept from
- * idle workers (two tasks on two workers must run side by side), and only
+ * once.  Only while many tasks wait and no other worker is free to take
+ * them, so that tasks are never kept from idle workers (two tasks on two
+ * workers must run side by side, and a worker still busy with the last of
+ * a batch of short tasks must not hoard the long ones after it), and only
  * while tasks are short: a task queued behind a long one in a busy worker
  * could have run elsewhere (20 sleeps of 0.1 s on 4 workers must take 0.5
  * s), while for short ones the hand-offs saved are what counts. */
@@ -654,6 +656,9 @@ static int keep_going(pl_worker *w) {
          pw->last_ns > 0 && pw->last_ns < SHORT_NS &&
          pl_now_ns() - pw->sent_at[pw->fhead] < SHORT_NS &&  /* the oldest is not a long one */
          atomic_load_explicit(&e->queued, memory_order_relaxed) >= threshold &&
+         /* another worker is free to take the next task: leave it to it */
+         atomic_load_explicit(&e->looking, memory_order_relaxed) == 0 &&
+         atomic_load_explicit(&e->sleeping, memory_order_relaxed) == 0 &&
          (e->max_tasks_per_worker == 0 || pw->ntasks < e->max_tasks_per_worker);
 }
 

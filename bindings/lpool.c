@@ -112,6 +112,11 @@ static int raise_exec(lua_State *L, pl_executor *e, int err) {
  * only a stopped or hostile process pauses that long. */
 #define DEFAULT_MESSAGE_TIMEOUT 10.0
 
+/* Restart intensity (kind processes): more worker deaths than this within
+ * the window break the pool, as an Erlang supervisor gives up. */
+#define DEFAULT_MAX_RESTARTS 10
+#define DEFAULT_RESTART_WINDOW 5.0
+
 /* Raise an error about field `name` of the options table at idx. */
 static int field_error(lua_State *L, int idx, const char *name, const char *what) {
   return luaL_argerror(L, idx, lua_pushfstring(L, "field '%s' %s", name, what));
@@ -185,7 +190,8 @@ static pl_limits opt_limits(lua_State *L, int idx, const pl_limits *dflt) {
 /* par.pool([opts]) */
 static int pool_new(lua_State *L) {
   static const char *const names[] = {"workers", "kind", "init", "max_tasks_per_worker",
-                                      "message_timeout", "time_limit", "soft_time_limit", NULL};
+                                      "message_timeout", "time_limit", "soft_time_limit",
+                                      "max_restarts", "restart_window", NULL};
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   const char *kind = "threads";
   if (!lua_isnoneornil(L, 1)) {
@@ -218,6 +224,20 @@ static int pool_new(lua_State *L) {
   if (message_timeout > 0 && ops != &pl_kind_processes)
     return luaL_error(L, "message_timeout applies to kind processes");
   if (message_timeout < 0) message_timeout = DEFAULT_MESSAGE_TIMEOUT;
+  lua_Integer max_restarts = DEFAULT_MAX_RESTARTS;
+  if (lua_getfield(L, 1, "max_restarts") != LUA_TNIL) {
+    int isint;
+    max_restarts = lua_tointegerx(L, -1, &isint);
+    if (!isint || max_restarts < 0 || max_restarts > 1000)
+      field_error(L, 1, "max_restarts", "must be an integer from 0 to 1000");
+    if (ops != &pl_kind_processes) return luaL_error(L, "max_restarts applies to kind processes");
+  }
+  lua_pop(L, 1);
+  double restart_window = opt_timeout_field(L, 1, "restart_window");
+  if (restart_window == 0) field_error(L, 1, "restart_window", "must be a positive number");
+  if (restart_window > 0 && ops != &pl_kind_processes)
+    return luaL_error(L, "restart_window applies to kind processes");
+  if (restart_window < 0) restart_window = DEFAULT_RESTART_WINDOW;
   static const pl_limits none = {0, 0};
   pl_limits limits = opt_limits(L, 1, &none);
   int init = lua_getfield(L, 1, "init");        /* [3] */
@@ -238,6 +258,8 @@ static int pool_new(lua_State *L) {
   if (e == NULL) return luaL_error(L, "not enough memory");
   e->max_tasks_per_worker = (int)max_tasks;
   e->limits = limits;
+  e->max_restarts = (int)max_restarts;
+  e->restart_window_ns = restart_window > 1e9 ? INT64_MAX / 2 : (int64_t)(restart_window * 1e9);
   e->message_timeout_ns = message_timeout > 1e9 ? INT64_MAX / 2 : (int64_t)(message_timeout * 1e9);
   *box = e;  /* the reference pl_executor_new gives the caller */
   if (init != LUA_TNIL) {

@@ -161,6 +161,8 @@ struct pl_executor {
                                    this; set before any submit */
   pl_limits limits;             /* every task's, unless submitted with its own;
                                    set before any submit */
+  int max_restarts;             /* processes: restart intensity (kind_processes.c) */
+  int64_t restart_window_ns;
 
   pthread_mutex_t mu;
   pthread_cond_t work;          /* a task was queued, or shutdown */

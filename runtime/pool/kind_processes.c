@@ -134,8 +134,17 @@ typedef struct serr {
   char message[];
 } serr;
 
+/* Restart intensity, as Erlang's supervisors have it: more than
+ * max_restarts deaths of worker processes within restart_window and the
+ * pool stops replacing them (it breaks, saying why), instead of forking
+ * a crashing worker in a loop.  Interrupts and hard time limits are not
+ * deaths: the pool killed those itself. */
+#define MAX_RESTARTS_CAP 1000
+
 typedef struct pexec {
   pthread_mutex_t mu;
+  int64_t deaths[MAX_RESTARTS_CAP + 1];  /* guarded by mu: a ring of the last deaths' times */
+  int ndeaths, dhead;                    /* guarded by mu */
   atomic_int broken;
   pl_pmsg *bmsg;         /* guarded by mu: the BrokenPool error, or NULL */
   serr *berr;            /* guarded by mu: ... or this one */
@@ -148,6 +157,7 @@ typedef struct ptask {
 } ptask;
 
 typedef struct pworker {
+  pl_executor *e;
   pl_pproc proc;         /* the process (procpool.h) */
   int limited;           /* the task in flight has time limits: nothing more is sent */
   atomic_int hard_limit_hit;  /* its hard limit killed the process */
@@ -263,6 +273,23 @@ static int lost_how(int r) {
  * error -- `doing` says when ("while running the task") -- and, in
  * how[HOW_LEN] if given, how it ended.  One that died in the middle of a
  * message (killed while it sent a big result) is reported as a death. */
+static void break_pool(pl_executor *e, pl_pmsg *m, serr *s, char *tb);
+
+/* A worker process died: 1 when that makes too many within the window. */
+static int too_many_deaths(pl_executor *e) {
+  pexec *pe = e->kind_data;
+  int keep = e->max_restarts + 1;
+  int64_t now = pl_now_ns();
+  pthread_mutex_lock(&pe->mu);
+  pe->deaths[pe->dhead] = now;
+  pe->dhead = (pe->dhead + 1) % keep;
+  if (pe->ndeaths < keep) pe->ndeaths++;
+  int64_t oldest = pe->deaths[pe->ndeaths < keep ? 0 : pe->dhead];
+  int over = pe->ndeaths == keep && now - oldest <= e->restart_window_ns;
+  pthread_mutex_unlock(&pe->mu);
+  return over;
+}
+
 static serr *lose_child(pworker *pw, int lost, const char *doing, char *how_out) {
   int status = 0, code;
   char how[HOW_LEN];
@@ -282,6 +309,14 @@ static serr *lose_child(pworker *pw, int lost, const char *doing, char *how_out)
                     pw->hard_limit_s, (int)pid);
   if (interrupted)
     return serr_new(PL_CANCELLED, pid, 1, code, "interrupted (worker process %d stopped)", (int)pid);
+  if (too_many_deaths(pw->e))
+    break_pool(pw->e, NULL,
+               serr_new(PL_BROKEN_POOL, pid, 1, code,
+                        "worker processes died %d times within %g s (max_restarts = %d, restart_window = %g): "
+                        "the pool stopped replacing them; the last one (pid %d) died %s (%s)",
+                        pw->e->max_restarts + 1, (double)pw->e->restart_window_ns / 1e9, pw->e->max_restarts,
+                        (double)pw->e->restart_window_ns / 1e9, (int)pid, doing, how),
+               NULL);
   if (lost == LOST_STALLED)
     return serr_new(PL_BROKEN_POOL, pid, 1, code,
                     "worker process %d stopped in the middle of a message (%zu of %llu bytes came, "
@@ -734,6 +769,7 @@ static void run_task(pl_worker *w, pl_task *t) {
 static int processes_worker_new(pl_worker *w, lua_State *L) {
   pworker *pw = calloc(1, sizeof *pw);
   if (pw == NULL) return -1;
+  pw->e = w->e;
   if (pl_pproc_init(&pw->proc) != 0) {
     free(pw);
     return -1;

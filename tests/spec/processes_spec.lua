@@ -258,7 +258,9 @@ describe("kind processes", function()
 
     it("ends every future of 10,000 tasks while workers are killed at random", function()
       local before = fd_count()
-      local pool = par.pool{kind = "processes", workers = 3}
+      -- Hundreds of deaths a second: past the default restart intensity
+      -- (10 in 5 s), which would break the pool; this one must keep going.
+      local pool = par.pool{kind = "processes", workers = 3, max_restarts = 1000, restart_window = 1}
       -- Done callbacks tell the killer which processes are working; it
       -- kills one of them every few milliseconds with SIGKILL.
       local live, seen, stop = {}, {}, false
@@ -447,6 +449,43 @@ describe("kind processes", function()
       end
       no_zombies()
       assert.equal(before, fd_count())
+    end)
+
+    it("stops replacing workers that die more than max_restarts times within restart_window", function()
+      local pool <close> = par.pool{kind = "processes", workers = 2, max_restarts = 3, restart_window = 30}
+      local fs = {}
+      for i = 1, 10 do fs[i] = pool:submit(fn "function() os.exit(1) end") end
+      local broken = 0
+      for i = 1, 10 do
+        local err = errof(fs[i].result, fs[i], 30)
+        assert.equal("BrokenPool", err.kind)
+        if err.message:find("died 4 times within 30 s %(max_restarts = 3, restart_window = 30%): "
+            .. "the pool stopped replacing them; the last one %(pid %d+%) died while running the task "
+            .. "%(exited with code 1%)") then
+          broken = broken + 1
+        end
+      end
+      assert.is_true(broken >= 5, broken .. " futures said why the pool broke")
+      local err = errof(pool.submit, pool, fn "function() return 1 end")
+      assert.matches("the pool is broken: worker processes died 4 times", tostring(err))
+    end)
+
+    it("keeps replacing workers whose deaths are spread wider than restart_window", function()
+      local pool <close> = par.pool{kind = "processes", workers = 1, max_restarts = 1, restart_window = 0.2}
+      for _ = 1, 3 do
+        local f = pool:submit(fn "function() os.exit(1) end")
+        assert.equal("BrokenPool", errof(f.result, f, 30).kind)
+        par.sleep(0.5)
+      end
+      assert.equal(3, pool:submit(fn "function() return 3 end"):result(30))
+    end)
+
+    it("refuses bad max_restarts and restart_window", function()
+      assert.matches("field 'max_restarts' must be an integer from 0 to 1000",
+        errof(par.pool, {kind = "processes", max_restarts = -1}))
+      assert.matches("field 'restart_window' must be a positive number",
+        errof(par.pool, {kind = "processes", restart_window = 0}))
+      assert.matches("max_restarts applies to kind processes", errof(par.pool, {max_restarts = 2}))
     end)
 
     it("kills a worker that claims an 8 GB message and then says nothing", function()

@@ -9,7 +9,7 @@
  * and close() of a busy end leaves the descriptor for the busy thread to
  * close (closing it under a blocked poll could hand its number to an
  * unrelated file).  The read buffer belongs to whoever holds `busy`.
- * Reading and writing block through a pl_waiter (child.c), so a forced
+ * Reading and writing block through a pl_poller (core/wait.c), so a forced
  * cancel or an interrupt ends them.
  */
 #include <ctype.h>
@@ -100,7 +100,7 @@ void pl_pipe_end_close(pl_pipe_end *pe) {
 
 /* Read more into the buffer (offsets from `start` stay valid).  0 (data
  * or EOF came), PL_ECANCELLED, or -errno. */
-static int fill(pl_pipe_end *pe, pl_waiter *w) {
+static int fill(pl_pipe_end *pe, pl_poller *w) {
   if (pe->eof) return 0;
   if (pe->start > 0 && pe->buf.cap - pe->buf.len < READ_CHUNK) {
     memmove(pe->buf.data, pl_pipe_end_bufptr(pe), pl_pipe_end_buffered(pe));
@@ -114,7 +114,7 @@ static int fill(pl_pipe_end *pe, pl_waiter *w) {
   for (;;) {
     if (need_poll) {
       struct pollfd pf = {pe->fd, POLLIN, 0};
-      int r = pl_waiter_poll(w, &pf, 1, INT64_MAX);
+      int r = pl_poller_poll(w, &pf, 1, INT64_MAX);
       if (r < 0) return r;
     }
     ssize_t n = read(pe->fd, pe->buf.data + pe->buf.len, pe->buf.cap - pe->buf.len);
@@ -132,12 +132,12 @@ static int fill(pl_pipe_end *pe, pl_waiter *w) {
 }
 
 /* Write all of data.  0, PL_ECANCELLED, or -errno (EPIPE included). */
-static int write_all(pl_pipe_end *pe, pl_waiter *w, const char *data, size_t len) {
+static int write_all(pl_pipe_end *pe, pl_poller *w, const char *data, size_t len) {
   int need_poll = !pe->nonblock;
   while (len > 0) {
     if (need_poll) {
       struct pollfd pf = {pe->fd, POLLOUT, 0};
-      int r = pl_waiter_poll(w, &pf, 1, INT64_MAX);
+      int r = pl_poller_poll(w, &pf, 1, INT64_MAX);
       if (r < 0) return r;
     }
     size_t chunk = pe->nonblock || len <= PIPE_BUF ? len : PIPE_BUF;
@@ -149,7 +149,7 @@ static int write_all(pl_pipe_end *pe, pl_waiter *w, const char *data, size_t len
     } else if (errno == EAGAIN) {
       need_poll = 1;
     } else if (errno == EPIPE) {
-      pl_waiter_note_epipe(w);
+      pl_poller_note_epipe(w);
       return -EPIPE;
     } else if (errno != EINTR) {
       return -errno;
@@ -173,7 +173,7 @@ typedef struct readfmt {
 /* liolib.c's read_number, over the buffer: c is the look-ahead at pos. */
 typedef struct rn {
   pl_pipe_end *pe;
-  pl_waiter *w;
+  pl_poller *w;
   size_t pos;
   int c, n, err;
   char *buff;
@@ -239,7 +239,7 @@ static int read_number(rn *r) {
 /* Work out every format's result, filling the buffer as needed; nothing is
  * consumed yet.  *nok: formats that succeeded (the next one, if any,
  * failed); *used: bytes they took.  0, PL_ECANCELLED or -errno. */
-static int read_formats(pl_pipe_end *pe, pl_waiter *w, readfmt *f, int nf, int *nok, size_t *used) {
+static int read_formats(pl_pipe_end *pe, pl_poller *w, readfmt *f, int nf, int *nok, size_t *used) {
   size_t pos = 0;
   int e = 0, i;
   for (i = 0; i < nf; i++) {
@@ -416,10 +416,10 @@ static int read_values(lua_State *L, pl_pipe_end *pe, int first) {
   char small[SMALL_RESULT];
   char *block = NULL;
   if (rc == PL_OK) {
-    pl_waiter w;
-    pl_waiter_begin(&w, ts, 0);
+    pl_poller w;
+    pl_poller_begin(&w, ts, 0);
     e = read_formats(pe, &w, f, nf, &nok, &used);
-    pl_waiter_end(&w);
+    pl_poller_end(&w);
     if (e == 0) e = take_results(pe, f, nok, used, small, &block);
     pl_pipe_end_release(pe, 0);
   }
@@ -508,14 +508,14 @@ static int pipe_write(lua_State *L) {
   int rc = pl_pipe_end_acquire(pe, ts);
   int e = 0;
   if (rc == PL_OK) {
-    pl_waiter w;
-    pl_waiter_begin(&w, ts, 1);
+    pl_poller w;
+    pl_poller_begin(&w, ts, 1);
     for (int arg = 2; arg <= top && e == 0; arg++) {
       size_t len;
       const char *s = lua_tolstring(L, arg, &len);  /* anchored on our stack */
       e = write_all(pe, &w, s, len);
     }
-    pl_waiter_end(&w);
+    pl_poller_end(&w);
     pl_pipe_end_release(pe, 0);
   }
   pl_lock(L, ts);

@@ -172,11 +172,11 @@ static int process_child(void *ud) {
  * AddressSanitizer's).  A forced cancel stops the wait: the process is
  * there, started. */
 static int await_made(int rfd, pl_tstate *ts) {
-  pl_waiter w;
+  pl_poller w;
   struct pollfd pf = {rfd, POLLIN, 0};
-  pl_waiter_begin(&w, ts, 0);
-  int r = pl_waiter_poll(&w, &pf, 1, pl_deadline_after(STARTUP_SECONDS));
-  pl_waiter_end(&w);
+  pl_poller_begin(&w, ts, 0);
+  int r = pl_poller_poll(&w, &pf, 1, pl_deadline_after(STARTUP_SECONDS));
+  pl_poller_end(&w);
   return r != 0;
 }
 
@@ -205,11 +205,11 @@ static pid_t fork_child(pl_family *quiet, pctx *x, pl_tstate *ts, int *pidfd) {
 /* Wait for the end until deadline, without the lock.  PL_OK, PL_ETIMEOUT or
  * PL_ECANCELLED. */
 static int wait_end(lua_State *L, pl_process *p, int64_t deadline, int cancellable) {
-  pl_waiter w;
+  pl_poller w;
   pl_tstate *ts = L != NULL ? pl_unlock(L, PL_GIL_PROCESS) : NULL;
-  pl_waiter_begin(&w, cancellable ? ts : NULL, 0);
+  pl_poller_begin(&w, cancellable ? ts : NULL, 0);
   int rc = pl_proc_wait(&p->proc, &w, deadline);
-  pl_waiter_end(&w);
+  pl_poller_end(&w);
   if (L != NULL) pl_lock(L, ts);
   return rc;
 }

@@ -5,7 +5,7 @@
  * kept in the Popen's user values so that p.stdout is always one object.
  * Everything that can block -- starting, reading, writing, waiting,
  * communicate -- runs without the global lock (pl_unlock/pl_lock) and
- * through a pl_waiter (child.c), so a forced cancel or an interrupt ends
+ * through a pl_poller (core/wait.c), so a forced cancel or an interrupt ends
  * it and other threads run meanwhile.
  *
  * The pipe ends themselves, and how one serves one operation at a time,
@@ -495,10 +495,10 @@ static int push_returncode(lua_State *L, popen_ud *p) {
 static int wait_child(lua_State *L, popen_ud *p, int64_t deadline, int cancellable) {
   if (pl_proc_poll(&p->proc)) return PL_OK;
   pl_tstate *ts = pl_unlock(L, PL_GIL_POPEN);
-  pl_waiter w;
-  pl_waiter_begin(&w, cancellable ? ts : NULL, 0);
+  pl_poller w;
+  pl_poller_begin(&w, cancellable ? ts : NULL, 0);
   int rc = pl_proc_wait(&p->proc, &w, deadline);
-  pl_waiter_end(&w);
+  pl_poller_end(&w);
   pl_lock(L, ts);
   if (rc == PL_ECANCELLED) {
     pl_check_cancel(L, ts);
@@ -622,11 +622,11 @@ static int popen_communicate(lua_State *L) {
     }
   }
   if (rc == PL_OK) {
-    pl_waiter w;
-    pl_waiter_begin(&w, ts, p->comm.fd[0] >= 0);
+    pl_poller w;
+    pl_poller_begin(&w, ts, p->comm.fd[0] >= 0);
     rc = pl_communicate(&p->comm, &w, deadline);
     if (rc == 0) rc = pl_proc_wait(&p->proc, &w, deadline);
-    pl_waiter_end(&w);
+    pl_poller_end(&w);
   }
   for (int i = 0; i < 3; i++) {
     if (taken[i]) pl_pipe_end_release(pe[i], p->comm.fd[i] < 0);

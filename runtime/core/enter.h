@@ -45,7 +45,7 @@ void pl_leave(pl_tstate *ts);
 
 /* Around a blocking call: let go of the lock but stay marked running, so
  * that a forced cancel still pokes the thread out of its wait (pl_wait,
- * pl_waiter_poll); pl_take_lock takes it back.  pl_unlock/pl_lock do the
+ * pl_poller_poll); pl_take_lock takes it back.  pl_unlock/pl_lock do the
  * same for the calling thread's tstate in L's family (ts may be NULL:
  * parlua was never loaded there).  `why` names the blocking call in the
  * lock timeline. */

@@ -22,22 +22,6 @@
  * kernel has pidfd_open (Linux 5.3) the wait is a poll on the pidfd;
  * elsewhere waitpid(WNOHANG) with sleeps from 0.5 ms doubling to 50 ms, as
  * Python does.
- *
- * Interruptible waits.  A forced cancel (or an interrupt) pokes the
- * cancelled thread with PL_POKE_SIGNAL.  A waiter blocks that signal, checks
- * the cancel flag, then sleeps in ppoll with a mask that lets it in: the
- * poke cannot slip in between the check and the sleep, and ppoll returns
- * EINTR when it comes (poll is never restarted after a handler).
- *
- * SIGPIPE.  Writing to a pipe whose reader has gone raises SIGPIPE in the
- * writing thread, and its default action kills the whole process; pipes
- * have no MSG_NOSIGNAL.  Ignoring it process-wide is not ours to decide
- * (the host's), so a waiter that writes blocks it in its own thread only,
- * notes whether one was already pending, and when a write failed with
- * EPIPE takes the signal that write generated with a zero-timeout
- * sigtimedwait before it restores the mask.  The signal is thread-directed,
- * so no other thread ever sees it; one that was pending before is left
- * alone (signals do not queue, ours merged into it).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -56,76 +40,8 @@
 
 extern char **environ;
 
-/* A sliced wait notices a cancel at least this often when the poke signal
- * cannot reach it (the host keeps it blocked in this thread). */
-#define SLICE_NS (50 * 1000000LL)
-
 static void close_quietly(int fd) {
   if (fd >= 0) (void)close(fd);
-}
-
-/* ---------------------------------------------------------------- waiting */
-
-void pl_waiter_begin(pl_waiter *w, pl_tstate *ts, int block_pipe) {
-  sigset_t add;
-  memset(w, 0, sizeof *w);
-  w->ts = ts;
-  w->block_pipe = block_pipe;
-  if (ts == NULL && !block_pipe) return;
-  sigemptyset(&add);
-  if (ts != NULL) sigaddset(&add, PL_POKE_SIGNAL);
-  if (block_pipe) sigaddset(&add, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &add, &w->old);
-  w->during = w->old;
-  if (block_pipe) sigaddset(&w->during, SIGPIPE);
-  if (ts != NULL) {
-    if (sigismember(&w->old, PL_POKE_SIGNAL)) w->sliced = 1;  /* the host's choice */
-    else sigdelset(&w->during, PL_POKE_SIGNAL);
-  }
-  if (block_pipe) {
-    sigset_t pending;
-    sigpending(&pending);
-    w->pipe_was_pending = sigismember(&pending, SIGPIPE);
-  }
-  w->armed = 1;
-}
-
-void pl_waiter_note_epipe(pl_waiter *w) { w->epipe = 1; }
-
-void pl_waiter_end(pl_waiter *w) {
-  if (!w->armed) return;
-  if (w->epipe && !w->pipe_was_pending) {
-    sigset_t pipe_only;
-    struct timespec zero = {0, 0};
-    sigemptyset(&pipe_only);
-    sigaddset(&pipe_only, SIGPIPE);
-    while (sigtimedwait(&pipe_only, NULL, &zero) < 0 && errno == EINTR) {
-    }
-  }
-  pthread_sigmask(SIG_SETMASK, &w->old, NULL);
-  w->armed = 0;
-}
-
-int pl_waiter_poll(pl_waiter *w, struct pollfd *fds, nfds_t n, int64_t deadline_ns) {
-  for (;;) {
-    if (w->ts != NULL && pl_tstate_cancel_level(w->ts) == PL_CANCEL_FORCED) return PL_ECANCELLED;
-    int64_t until = deadline_ns;
-    struct timespec tmo, *tp = NULL;
-    if (w->sliced || until != INT64_MAX) {
-      int64_t now = pl_now_ns();
-      if (w->sliced && (until == INT64_MAX || until - now > SLICE_NS)) until = now + SLICE_NS;
-      int64_t left = until > now ? until - now : 0;
-      tmo = pl_timespec_of(left);
-      tp = &tmo;
-    }
-    int r = ppoll(fds, n, tp, w->armed ? &w->during : NULL);
-    if (r > 0) return r;
-    if (r == 0) {
-      if (until == deadline_ns) return 0;  /* the real deadline, not a slice */
-      continue;
-    }
-    if (errno != EINTR) return -errno;
-  }
 }
 
 /* --------------------------------------------------------------- starting */
@@ -311,7 +227,7 @@ int pl_proc_poll(pl_proc *p) {
   return done;
 }
 
-int pl_proc_wait(pl_proc *p, pl_waiter *w, int64_t deadline_ns) {
+int pl_proc_wait(pl_proc *p, pl_poller *w, int64_t deadline_ns) {
   pthread_mutex_lock(&p->mu);
   if (reap_locked(p)) {
     pthread_mutex_unlock(&p->mu);
@@ -327,11 +243,11 @@ int pl_proc_wait(pl_proc *p, pl_waiter *w, int64_t deadline_ns) {
     int r;
     if (fd >= 0) {
       struct pollfd pf = {fd, POLLIN, 0};
-      r = pl_waiter_poll(w, &pf, 1, deadline_ns);
+      r = pl_poller_poll(w, &pf, 1, deadline_ns);
     } else {
       int64_t now = pl_now_ns();
       int64_t until = deadline_ns - now > delay ? now + delay : deadline_ns;
-      r = pl_waiter_poll(w, NULL, 0, until);
+      r = pl_poller_poll(w, NULL, 0, until);
       if (r == 0 && until != deadline_ns) r = 1;  /* a slice, not the deadline */
       if (delay < 50000000) delay *= 2;
     }
@@ -438,7 +354,7 @@ void pl_bytes_free(pl_bytes *b) {
 }
 
 /* One write to stdin: 0, or -errno for a failure that is not EPIPE. */
-static int feed(pl_comm *c, pl_waiter *w) {
+static int feed(pl_comm *c, pl_poller *w) {
   size_t left = c->input_len - c->input_off;
   /* A blocking descriptor (shared with another child) may only be given
    * what poll promised room for. */
@@ -449,7 +365,7 @@ static int feed(pl_comm *c, pl_waiter *w) {
   } else if (errno == EPIPE) {
     /* The child stopped reading (`head -c 10`): like Python, the rest of
      * the input is dropped and the exchange goes on. */
-    pl_waiter_note_epipe(w);
+    pl_poller_note_epipe(w);
     c->input_off = c->input_len;
   } else if (errno != EAGAIN && errno != EINTR) {
     return -errno;
@@ -493,7 +409,7 @@ static int drain(pl_comm *c, int i) {
   return 0;
 }
 
-int pl_communicate(pl_comm *c, pl_waiter *w, int64_t deadline_ns) {
+int pl_communicate(pl_comm *c, pl_poller *w, int64_t deadline_ns) {
   if (c->fd[0] >= 0 && c->input_off >= c->input_len) {  /* nothing to send */
     close_quietly(c->fd[0]);
     c->fd[0] = -1;
@@ -510,7 +426,7 @@ int pl_communicate(pl_comm *c, pl_waiter *w, int64_t deadline_ns) {
       pf[n].revents = 0;
       which[n++] = i;
     }
-    int r = pl_waiter_poll(w, pf, n, deadline_ns);
+    int r = pl_poller_poll(w, pf, n, deadline_ns);
     if (r == 0) return PL_ETIMEOUT;
     if (r < 0) return r;
     for (nfds_t k = 0; k < n; k++) {

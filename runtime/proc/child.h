@@ -13,8 +13,8 @@
  *   - pl_communicate feeds a child's stdin and drains its stdout and stderr
  *     at once with poll, so no pipe filling up can deadlock it.
  *
- * Every wait goes through a pl_waiter: poll that a forced cancel or an
- * interrupt of the waiting thread ends at once (see child.c).  None of
+ * Every wait goes through a pl_poller (core/wait.h): poll that a forced
+ * cancel or an interrupt of the waiting thread ends at once.  None of
  * these functions may be called holding the global lock.
  */
 #ifndef PL_CHILD_H
@@ -29,29 +29,7 @@
 #include <sys/types.h>
 
 #include "core/tstate.h"
-
-/* ---- waiting: poll that a forced cancel interrupts ---- */
-
-typedef struct pl_waiter {
-  pl_tstate *ts;         /* NULL: a thread the runtime does not know */
-  int block_pipe;        /* SIGPIPE is held back for the waiter's life */
-  int pipe_was_pending;  /* a SIGPIPE was pending before we blocked it */
-  int epipe;             /* a write of ours failed with EPIPE */
-  int armed;             /* the mask was changed and must be restored */
-  int sliced;            /* the poke cannot reach us: wake up now and then */
-  sigset_t old;          /* the thread's mask before begin */
-  sigset_t during;       /* the mask while blocked in ppoll */
-} pl_waiter;
-
-/* `block_pipe`: writes to pipes will be made (see child.c on SIGPIPE). */
-void pl_waiter_begin(pl_waiter *w, pl_tstate *ts, int block_pipe);
-void pl_waiter_end(pl_waiter *w);
-/* Wait for events on fds (n may be 0: a plain sleep) until deadline_ns
- * (INT64_MAX: forever).  Returns the number of ready fds, 0 on timeout,
- * PL_ECANCELLED, or -errno. */
-int pl_waiter_poll(pl_waiter *w, struct pollfd *fds, nfds_t n, int64_t deadline_ns);
-/* Record an EPIPE from a write made under the waiter. */
-void pl_waiter_note_epipe(pl_waiter *w);
+#include "core/wait.h"
 
 /* ---- starting ---- */
 
@@ -99,7 +77,7 @@ int pl_proc_poll(pl_proc *p);
 /* Wait for the end until deadline_ns.  PL_OK (ended),
  * PL_ETIMEOUT or PL_ECANCELLED.  `w` may have ts == NULL for a
  * wait nothing can cancel. */
-int pl_proc_wait(pl_proc *p, pl_waiter *w, int64_t deadline_ns);
+int pl_proc_wait(pl_proc *p, pl_poller *w, int64_t deadline_ns);
 /* Send `sig` unless the child is already reaped (its pid may be reused
  * then).  0, or an errno. */
 int pl_proc_signal(pl_proc *p, int sig);
@@ -132,7 +110,7 @@ typedef struct pl_comm {
  * EOF; each fd is closed (and set to -1) as soon as it is done.  Resumable
  * after a timeout or cancel.  0, PL_ETIMEOUT, PL_ECANCELLED, or
  * -errno (ENOMEM included). */
-int pl_communicate(pl_comm *c, pl_waiter *w, int64_t deadline_ns);
+int pl_communicate(pl_comm *c, pl_poller *w, int64_t deadline_ns);
 
 int pl_bytes_reserve(pl_bytes *b, size_t extra);
 void pl_bytes_free(pl_bytes *b);

@@ -137,9 +137,9 @@ static int is_closed(pl_conn *c) {
 
 /* Poll the socket for `events` and the wake eventfd.  1 ready, 0 at the
  * deadline, PL_ECANCELLED, PL_ECLOSED, or -errno. */
-static int wait_io(pl_conn *c, pl_waiter *w, short events, int64_t deadline) {
+static int wait_io(pl_conn *c, pl_poller *w, short events, int64_t deadline) {
   struct pollfd pf[2] = {{c->fd, events, 0}, {c->wake, POLLIN, 0}};
-  int r = pl_waiter_poll(w, pf, 2, deadline);
+  int r = pl_poller_poll(w, pf, 2, deadline);
   if (r < 0) return r;
   if (r == 0) return 0;
   if (pf[1].revents != 0 && is_closed(c)) return PL_ECLOSED;
@@ -153,7 +153,7 @@ int pl_conn_send(pl_conn *c, pl_tstate *ts, const unsigned char *buf, size_t len
   if (!(c->flags & PL_CONN_WRITE)) return PL_ENOTWRITE;
   int rc = take_turn(c, &c->sending, ts, INT64_MAX);
   if (rc != 0) return rc;
-  pl_waiter w;
+  pl_poller w;
   size_t off = 0;
   for (;;) {
     int r = pl_wire_send(c->fd, buf, len, &off, fds, nfds);
@@ -166,9 +166,9 @@ int pl_conn_send(pl_conn *c, pl_tstate *ts, const unsigned char *buf, size_t len
       break;
     }
     /* Once a byte is out the frame must be finished: no cancel then. */
-    pl_waiter_begin(&w, off == 0 ? ts : NULL, 0);
+    pl_poller_begin(&w, off == 0 ? ts : NULL, 0);
     r = wait_io(c, &w, POLLOUT, INT64_MAX);
-    pl_waiter_end(&w);
+    pl_poller_end(&w);
     if (r != 1) {  /* cancelled, closed, or an error */
       rc = r;
       break;
@@ -183,7 +183,7 @@ int pl_conn_send(pl_conn *c, pl_tstate *ts, const unsigned char *buf, size_t len
 /* With the receive turn: buffer until a frame (or the end) is there.
  * 1 ready, 0 at the deadline, PL_ECANCELLED, or a negative code. */
 static int fill_until_frame(pl_conn *c, pl_tstate *ts, int64_t deadline) {
-  pl_waiter w;
+  pl_poller w;
   int armed = 0, rc;
   for (;;) {
     if (c->eof || pl_rbuf_has_frame(&c->rb)) {
@@ -217,7 +217,7 @@ static int fill_until_frame(pl_conn *c, pl_tstate *ts, int64_t deadline) {
       break;
     }
     if (!armed) {
-      pl_waiter_begin(&w, ts, 0);
+      pl_poller_begin(&w, ts, 0);
       armed = 1;
     }
     r = wait_io(c, &w, POLLIN, deadline);
@@ -226,7 +226,7 @@ static int fill_until_frame(pl_conn *c, pl_tstate *ts, int64_t deadline) {
       break;
     }
   }
-  if (armed) pl_waiter_end(&w);
+  if (armed) pl_poller_end(&w);
   return rc;
 }
 

@@ -353,7 +353,7 @@ void pl_pchan_child_reset(void) {
 
 /* ppoll on fd (and the closed eventfd unless the queue is closed already,
  * then in slices).  1 ready, 0 deadline, PL_ECANCELLED, -errno. */
-static int wait_fd(pl_pchan *c, pl_waiter *w, int fd, int64_t deadline) {
+static int wait_fd(pl_pchan *c, pl_poller *w, int fd, int64_t deadline) {
   struct pollfd pf[2] = {{fd, POLLIN, 0}, {c->fd[FD_CLOSED], POLLIN, 0}};
   nfds_t n = 2;
   int64_t until = deadline;
@@ -362,7 +362,7 @@ static int wait_fd(pl_pchan *c, pl_waiter *w, int fd, int64_t deadline) {
     int64_t slice = pl_now_ns() + CLOSED_SLICE_NS;
     if (slice < until) until = slice;
   }
-  int r = pl_waiter_poll(w, pf, n, until);
+  int r = pl_poller_poll(w, pf, n, until);
   if (r == 0 && until != deadline) return 1;  /* a slice: look again */
   return r;
 }
@@ -391,7 +391,7 @@ int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl
   }
   int slot = 0;
   if (c->fd[FD_SLOTS] >= 0) {
-    pl_waiter w;
+    pl_poller w;
     int armed = 0;
     for (;;) {
       uint64_t v;
@@ -412,7 +412,7 @@ int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl
         break;
       }
       if (!armed) {
-        pl_waiter_begin(&w, ts, 0);
+        pl_poller_begin(&w, ts, 0);
         armed = 1;
       }
       int r = wait_fd(c, &w, c->fd[FD_SLOTS], deadline);
@@ -420,7 +420,7 @@ int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl
       else if (r < 0) rc = r;
       if (rc != 0) break;
     }
-    if (armed) pl_waiter_end(&w);
+    if (armed) pl_poller_end(&w);
     if (rc != 0) goto fail;
   }
   page_lock(c->page);
@@ -529,7 +529,7 @@ static int recv_dgram(pl_pchan *c, pl_frame *f) {
 }
 
 int pl_pchan_get(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_frame *f) {
-  pl_waiter w;
+  pl_poller w;
   int armed = 0, rc;
   wait_ready(c);
   for (;;) {
@@ -560,7 +560,7 @@ int pl_pchan_get(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_frame *f) {
       break;
     }
     if (!armed) {
-      pl_waiter_begin(&w, ts, 0);
+      pl_poller_begin(&w, ts, 0);
       armed = 1;
     }
     r = wait_fd(c, &w, c->fd[FD_R], deadline);
@@ -572,7 +572,7 @@ int pl_pchan_get(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_frame *f) {
       deadline = 0;
     }
   }
-  if (armed) pl_waiter_end(&w);
+  if (armed) pl_poller_end(&w);
   return rc;
 }
 
@@ -604,12 +604,12 @@ long long pl_pchan_unfinished(pl_pchan *c) {
 }
 
 int pl_pchan_join(pl_pchan *c, pl_tstate *ts, int64_t deadline) {
-  pl_waiter w;
+  pl_poller w;
   int rc = PL_OK;
-  pl_waiter_begin(&w, ts, 0);
+  pl_poller_begin(&w, ts, 0);
   while (pl_pchan_unfinished(c) > 0) {
     struct pollfd pf = {c->fd[FD_DONE], POLLIN, 0};
-    int r = pl_waiter_poll(&w, &pf, 1, deadline);
+    int r = pl_poller_poll(&w, &pf, 1, deadline);
     if (r == PL_ECANCELLED) {
       rc = PL_ECANCELLED;
       break;
@@ -619,7 +619,7 @@ int pl_pchan_join(pl_pchan *c, pl_tstate *ts, int64_t deadline) {
       break;
     }
   }
-  pl_waiter_end(&w);
+  pl_poller_end(&w);
   return rc;
 }
 

@@ -299,6 +299,26 @@ static int pool_submit_with(lua_State *L) {
   return 1;
 }
 
+/* terminate_workers() / kill_workers() (Python 3.14's): shut down now,
+ * cancelling what is queued, and stop every worker process with SIGTERM
+ * (SIGKILL after the grace period) or with SIGKILL at once. */
+static int stop_workers(lua_State *L, int kill, const char *fname) {
+  pl_executor *e = check_pool(L);
+  if (e->kind != &pl_kind_processes) return luaL_error(L, "%s applies to kind processes", fname);
+  if (kill) atomic_store(&e->kill_workers, 1);
+  int rc = pl_executor_shutdown(e, L, 1, 1, 1);
+  if (rc == PL_ESELF) return raise_exec(L, e, rc);
+  if (rc == PL_ECANCELLED) {
+    pl_tstate *ts = pl_tstate_of(L);
+    pl_check_cancel(L, ts);
+    return pl_error_raise_cancelled(L, ts);
+  }
+  return 0;
+}
+
+static int pool_terminate_workers(lua_State *L) { return stop_workers(L, 0, "terminate_workers"); }
+static int pool_kill_workers(lua_State *L) { return stop_workers(L, 1, "kill_workers"); }
+
 static int pool_shutdown(lua_State *L) {
   static const char *const names[] = {"wait", "cancel_futures", "interrupt", NULL};
   pl_executor *e = check_pool(L);
@@ -850,6 +870,7 @@ void pl_open_pool(lua_State *L) {
       {"starmap", pool_starmap}, {"imap", pool_imap},
       {"imap_unordered", pool_imap_unordered},
       {"shutdown", pool_shutdown}, {"stats", pool_stats},
+      {"terminate_workers", pool_terminate_workers}, {"kill_workers", pool_kill_workers},
       {NULL, NULL}};
   luaL_newmetatable(L, POOL_MT);
   lua_newtable(L);

@@ -66,6 +66,7 @@ pl_executor *pl_executor_new(const pl_kind_ops *kind, pl_family *fam, int max_wo
   atomic_init(&e->closed, 0);
   atomic_init(&e->refusing, 0);
   atomic_init(&e->interrupts, 0);
+  atomic_init(&e->kill_workers, 0);
   atomic_init(&e->submitted, 0);
   atomic_init(&e->completed, 0);
   atomic_init(&e->failed, 0);

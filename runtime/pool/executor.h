@@ -161,6 +161,7 @@ struct pl_executor {
                                    this; set before any submit */
   pl_limits limits;             /* every task's, unless submitted with its own;
                                    set before any submit */
+  atomic_int kill_workers;      /* processes: interrupts kill at once (kill_workers) */
   int max_restarts;             /* processes: restart intensity (kind_processes.c) */
   int64_t restart_window_ns;
 

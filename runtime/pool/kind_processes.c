@@ -824,7 +824,11 @@ static void processes_idle(pl_worker *w) {
   pl_pproc_idle(&pw->proc);
 }
 
-static void processes_interrupt(pl_worker *w) { pl_pproc_interrupt(&((pworker *)w->kind)->proc); }
+static void processes_interrupt(pl_worker *w) {
+  pworker *pw = w->kind;
+  if (atomic_load(&w->e->kill_workers)) pl_pproc_kill(&pw->proc);
+  else pl_pproc_interrupt(&pw->proc);
+}
 
 static void processes_time_limit(pl_worker *w, int hard, double seconds) {
   pworker *pw = w->kind;

@@ -168,6 +168,13 @@ void pl_pproc_interrupt(pl_pproc *p) {
   efd_add(p->wake);
 }
 
+void pl_pproc_kill(pl_pproc *p) {
+  atomic_store(&p->interrupted, 1);
+  atomic_store(&p->term_at, pl_now_ns() - PL_PPROC_GRACE_NS);  /* no grace: the waits send SIGKILL */
+  pl_pproc_signal(p, SIGKILL);
+  efd_add(p->wake);
+}
+
 void pl_pproc_reset(pl_pproc *p) {
   atomic_store(&p->interrupted, 0);
   atomic_store(&p->term_at, 0);

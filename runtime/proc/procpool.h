@@ -102,6 +102,8 @@ int pl_pproc_ended_idle(pl_pproc *p);
 /* Any thread: stop what the process does (SIGTERM now, SIGKILL after the
  * grace period, from the worker thread's waits). */
 void pl_pproc_interrupt(pl_pproc *p);
+/* Any thread: the same, with SIGKILL at once. */
+void pl_pproc_kill(pl_pproc *p);
 /* Worker thread: forget an interrupt. */
 void pl_pproc_reset(pl_pproc *p);
 

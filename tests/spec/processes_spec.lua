@@ -451,6 +451,29 @@ describe("kind processes", function()
       assert.equal(before, fd_count())
     end)
 
+    it("terminate_workers and kill_workers stop every worker at once, cancelling the queue", function()
+      for _, how in ipairs{{"terminate_workers", -15}, {"kill_workers", -9}} do
+        local pool = par.pool{kind = "processes", workers = 2}
+        local running = {}
+        for i = 1, 2 do running[i] = pool:submit(fn "function() while true do end end") end
+        local queued = pool:submit(fn "function() return 1 end")
+        while not (running[1]:running() and running[2]:running()) do par.sleep(0.01) end
+        par.sleep(0.2)  -- the tasks have reached their workers
+        local t0 = par.clock()
+        pool[how[1]](pool)
+        assert.is_true(par.clock() - t0 < 10, how[1] .. " took too long")
+        for i = 1, 2 do
+          local err = errof(running[i].result, running[i], 10)
+          assert.equal("Cancelled", err.kind)
+          assert.equal(how[2], err.exitcode, how[1])
+        end
+        assert.is_true(queued:cancelled())
+        assert.equal("Shutdown", errof(pool.submit, pool, fn "function() end").kind)
+      end
+      assert.matches("kill_workers applies to kind processes", errof(function() par.pool{}:kill_workers() end))
+      no_zombies()
+    end)
+
     it("stops replacing workers that die more than max_restarts times within restart_window", function()
       local pool <close> = par.pool{kind = "processes", workers = 2, max_restarts = 3, restart_window = 30}
       local fs = {}

@@ -125,6 +125,41 @@ describe("par.gil_trace", function()
     assert.equal(1, l.releases["thread end"])
   end)
 
+  it("names the blocking call of each release", function()
+    local usleep = require("parlua.ffi").open():fn("int usleep(unsigned int)", {nogil = true})
+    local q, lock, ev = par.queue(), par.lock(), par.event()
+    lock:acquire()
+    local pool <close> = par.pool{workers = 1}
+    pool:map(function() return true end, {1})  -- started
+    par.gil_trace()
+    local t = support.go(function()
+      q:get()          -- blocking call: queue
+      lock:acquire()   -- blocking call: lock wait
+      lock:release()
+      ev:wait(0.01)    -- blocking call: lock wait (an event)
+      usleep(1000)     -- blocking call: ffi nogil
+      par.run({"true"})  -- blocking call: popen
+    end)
+    par.sleep(0.02)
+    q:put(1)
+    par.sleep(0.02)
+    lock:release()
+    pool:submit(par.sleep, 0.02):result()  -- blocking call: future wait
+    t:join()                               -- blocking call: thread join
+    local trace = par.gil_trace_stop()
+    local seen = {}
+    for ev_ in trace:events() do
+      if ev_.event == "released" then seen[ev_.thread .. ": " .. ev_.reason] = true end
+    end
+    for _, want in ipairs{
+        t.name .. ": blocking call: queue", t.name .. ": blocking call: lock wait",
+        t.name .. ": blocking call: ffi nogil", t.name .. ": blocking call: popen",
+        t.name .. ": thread end", "MainThread: blocking call: sleep",
+        "MainThread: blocking call: future wait", "MainThread: blocking call: thread join"} do
+      assert.is_true(seen[want], want .. " missing")
+    end
+  end)
+
   it("keeps the newest events when the ring is full and counts the dropped ones", function()
     par.gil_trace{events = 50}
     local began = par.clock()

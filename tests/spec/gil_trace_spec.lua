@@ -264,6 +264,17 @@ print(len(names), sorted(slices))
     assert.equal(3, s.states)
   end)
 
+  it("shows only the parent's lock for kind processes", function()
+    local pool <close> = par.pool{workers = 2, kind = "processes"}
+    pool:map(fn "function() return true end", {1, 2})
+    par.gil_trace()
+    pool:map(fn "function(s) require('parlua').sleep(s) return s end", {0.05, 0.05})
+    local s = par.gil_trace_stop():summary()
+    assert.equal(1, s.states)
+    local main = lane_of(s, "MainThread")
+    assert.is_true(main.free > 0.04, "the parent waits without its lock: " .. main.free)
+  end)
+
   it("refuses bad options and calls out of order, saying why", function()
     assert.has_error(function() par.gil_trace{events = 0} end,
       "bad argument #1 to 'gil_trace' ('events' must be an integer from 1 to 10000000)")

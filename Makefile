@@ -179,7 +179,7 @@ fuzz: $(EMBED_SRC)
 	build-fuzz/fuzz_codec -max_total_time=$(FUZZ_SECONDS) build-fuzz/codec_corpus tests/fuzz/codec_corpus
 
 INSTALLED = bin/parlua lib/libparlua.a lib/libparlua.so lib/$(SONAME) lib/libparlua.so.$(VERSION) \
-            include/parlua.h lib/pkgconfig/parlua.pc
+            include/parlua.h lib/pkgconfig/parlua.pc lib/libparlua_preload.so
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
 	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(LUA_CMOD)
@@ -189,6 +189,7 @@ install: all
 	ln -sf libparlua.so.$(VERSION) $(DESTDIR)$(PREFIX)/lib/$(SONAME)
 	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libparlua.so
 	install -m 644 include/parlua.h $(DESTDIR)$(PREFIX)/include/parlua.h
+	install -m 755 $(BUILD)/libparlua_preload.so $(DESTDIR)$(PREFIX)/lib/libparlua_preload.so
 	install -m 755 $(BUILD)/parlua.so $(DESTDIR)$(LUA_CMOD)/parlua.so
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' parlua.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/parlua.pc
 

@@ -2,6 +2,10 @@
 -- interpreters, on the two tutorials' experiments.
 --   prices: 20 prices, each "raised" by a function that sleeps (Portuguese
 --           tutorial; I/O-bound: every kind should overlap the sleeps)
+--   network: 12 pages fetched with luasocket's socket.http from a local
+--           server that answers after the same delay (scripts/net/; the
+--           tutorials' network example: every kind should overlap the
+--           waits; skipped without lua-socket)
 --   cpu:    a pure-Lua counting loop split into equal tasks (Russian
 --           tutorial; CPU-bound: only isolated interpreters scale)
 -- For serial and for every kind of worker this runtime offers (threads,
@@ -314,11 +318,32 @@ end
 
 experiment("prices", ("Experiment 1 (I/O-bound): 20 prices, a %.2f s sleep each"):format(opts.sleep), "io",
   raise_price, function() return prices end, {4})
+-- Network-bound: the fetch is self-contained (states and processes workers
+-- get no globals), the server a separate process.
+local function fetch(url)
+  local body, code = require("socket.http").request(url)
+  assert(code == 200, ("%s: %s"):format(url, tostring(code)))
+  return #body
+end
+local network = pcall(require, "socket.http")
+if network then
+  local server = dofile(here .. "/net/server.lua").start(opts.sleep)
+  local urls = {}
+  for i = 1, 12 do urls[i] = server.url .. i end
+  local ok, err = pcall(experiment, "network",
+    ("Experiment 1b (network-bound): 12 fetches with socket.http, answered after %.2f s each"):format(opts.sleep),
+    "io", fetch, function() return urls end, {4})
+  server.stop()
+  assert(ok, err)
+else
+  io.stderr:write("(network-bound: needs lua-socket, skipped)\n")
+end
 experiment("cpu", ("Experiment 2 (CPU-bound): %.3g loop iterations split into equal tasks"):format(opts.work), "cpu",
   count, cpu_items, opts.workers)
 if not opts.json then
   print(("parlua on %d cores; kinds available: %s"):format(ncpu, table.concat(kinds, ", ")))
   print_table("prices")
+  if network then print_table("network") end
   print_table("cpu")
 end
 

@@ -43,7 +43,7 @@ local function ticking(fn)
   return elapsed, during
 end
 local function with_server(delay, fn)
-  local p = io.popen("lua5.4 scripts/net/delay_server.lua " .. delay .. " 30")
+  local p = io.popen("exec lua5.4 scripts/net/delay_server.lua " .. delay .. " 30")
   local port, pid = p:read("n", "n")
   local ok, err = pcall(fn, port)
   os.execute("kill " .. pid)

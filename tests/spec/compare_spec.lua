@@ -72,7 +72,7 @@ describe("scripts/compare.lua", function()
     local dir
     before_each(function()
       dir = io.popen("mktemp -d"):read("l")
-      assert(os.execute(("mkdir -p '%s/scripts/compare' && cp scripts/compare.lua '%s/scripts/' && cp scripts/compare/chart.lua scripts/compare/timelines.lua '%s/scripts/compare/'"):format(dir, dir, dir)))
+      assert(os.execute(("mkdir -p '%s/scripts/compare' && cp scripts/compare.lua '%s/scripts/' && cp scripts/compare/chart.lua scripts/compare/timelines.lua '%s/scripts/compare/' && cp -r scripts/net '%s/scripts/'"):format(dir, dir, dir, dir)))
     end)
     after_each(function() os.execute(("rm -rf '%s'"):format(dir)) end)
 

@@ -19,6 +19,10 @@ LUA_CMOD   ?= $(PREFIX)/lib/lua/5.4
 # One version, written in include/parlua.h; the soname carries its major.
 VERSION := $(shell sed -n 's/^\#define PARLUA_VERSION_NUMBER "\(.*\)"/\1/p' include/parlua.h)
 SONAME  := libparlua.so.$(firstword $(subst ., ,$(VERSION)))
+# Open MPI for kind mpi's module, when it is installed (pkg-config ompi, or mpicc).
+MPI_CFLAGS := $(shell pkg-config --cflags ompi 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs ompi 2>/dev/null || mpicc --showme:link 2>/dev/null)
+MPI_MODULE := $(if $(MPI_LIBS),$(BUILD)/parlua_mpi.so)
 
 ifeq ($(SANITIZER),)
 SAN_FLAGS :=
@@ -46,7 +50,10 @@ XCFLAGS  = $(CFLAGS) $(WARN) -std=c11 -D_GNU_SOURCE -fPIC -fvisibility=hidden -p
            -Iinclude -Iruntime -Ibindings $(LUA_CFLAGS) $(FFI_CFLAGS) $(SAN_FLAGS) $(DEBUG_FLAGS)
 SYSLIBS  = $(FFI_LIBS) -lm -ldl -pthread
 
-SRC      = $(wildcard runtime/*/*.c bindings/*.c) src/api.c
+# runtime/mpi/openmpi.c is the one file that includes <mpi.h>: it goes into
+# the optional module parlua_mpi.so alone, so nothing else links MPI.
+MPI_SRC  = runtime/mpi/openmpi.c
+SRC      = $(filter-out $(MPI_SRC),$(wildcard runtime/*/*.c bindings/*.c)) src/api.c
 # Lua code built into the library as C strings (bindings/<name>.lua ->
 # const char pl_<name>_lua[]): no file to find at run time.
 EMBED_LUA = $(wildcard bindings/*.lua)
@@ -68,7 +75,7 @@ PRELOAD   =
 endif
 
 .PHONY: all module deps test run bench bench-peers sanitize tsan fuzz install uninstall clean
-all: $(BUILD)/parlua $(BUILD)/libparlua.a $(BUILD)/libparlua.so $(BUILD)/parlua.so $(PRELOAD)
+all: $(BUILD)/parlua $(BUILD)/libparlua.a $(BUILD)/libparlua.so $(BUILD)/parlua.so $(PRELOAD) $(MPI_MODULE)
 module: $(BUILD)/parlua.so  # what the rockspecs build
 
 # Objects also depend on the flags they were compiled with: the file is
@@ -110,6 +117,11 @@ $(BUILD)/libparlua.so: $(OBJ)
 # The Lua module: no -llua, the symbols come from the lua5.4 that loads it.
 $(BUILD)/parlua.so: $(OBJ)
 	$(CC) $(SAN_FLAGS) -shared -o $@ $^ $(SYSLIBS)
+
+# Kind mpi's transport: no symbol of the core, only libmpi (runtime/mpi/transport.h).
+$(BUILD)/parlua_mpi.so: $(MPI_SRC) runtime/mpi/transport.h
+	@mkdir -p $(BUILD)
+	$(CC) $(XCFLAGS) $(MPI_CFLAGS) -shared -o $@ $(MPI_SRC) $(MPI_LIBS) -pthread
 
 # Line editing and history in the parlua prompt, as Debian's lua5.4 has:
 # GNU readline when its development files are there (READLINE=no: without).
@@ -191,12 +203,13 @@ install: all
 	install -m 644 include/parlua.h $(DESTDIR)$(PREFIX)/include/parlua.h
 	install -m 755 $(BUILD)/libparlua_preload.so $(DESTDIR)$(PREFIX)/lib/libparlua_preload.so
 	install -m 755 $(BUILD)/parlua.so $(DESTDIR)$(LUA_CMOD)/parlua.so
+	$(if $(MPI_MODULE),install -m 755 $(MPI_MODULE) $(DESTDIR)$(LUA_CMOD)/parlua_mpi.so)
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' parlua.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/parlua.pc
 
 # Removes what install put there, and the folders only parlua's files needed
 # when they are left empty (the prefix's bin, lib and include stay).
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALLED)) $(DESTDIR)$(LUA_CMOD)/parlua.so
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALLED)) $(DESTDIR)$(LUA_CMOD)/parlua.so $(DESTDIR)$(LUA_CMOD)/parlua_mpi.so
 	rmdir $(DESTDIR)$(LUA_CMOD) $(dir $(DESTDIR)$(LUA_CMOD)) $(DESTDIR)$(PREFIX)/lib/pkgconfig 2>/dev/null || true
 
 clean:

@@ -29,6 +29,7 @@ void pl_open_queue(lua_State *L);
 void pl_open_subprocess(lua_State *L);
 void pl_open_future(lua_State *L);
 void pl_open_pool(lua_State *L);
+void pl_open_mpi(lua_State *L);
 void pl_open_codec(lua_State *L);
 void pl_open_gil_trace(lua_State *L);
 

@@ -30,6 +30,7 @@ PARLUA_API int luaopen_parlua(lua_State *L) {
   pl_open_subprocess(L);
   pl_open_future(L);
   pl_open_pool(L);
+  pl_open_mpi(L);
   pl_open_codec(L);
   pl_open_process(L);
   pl_open_pipe(L);

@@ -42,6 +42,10 @@
  *     finalizer would stall whatever code happened to trigger the
  *     collection -- possibly a task of this very pool, which would then
  *     wait for itself.
+ *   - kind "mpi" loads Open MPI on demand (runtime/mpi/mpi.h); its
+ *     options `hosts` and `hostfile` (strings, for MPI_Comm_spawn) are
+ *     refused for the other kinds.  Under mpiexec `workers` defaults to the
+ *     ranks that serve pools, and may not exceed them.
  *   - stats(): workers (the maximum), alive, idle, submitted, completed
  *     (returned normally), failed (raised), cancelled, queued (waiting,
  *     including futures cancelled but not yet dropped), running, kind.
@@ -54,6 +58,8 @@
 
 #include "core/clock.h"
 #include "core/progress.h"
+#include "mpi/kind_mpi.h"
+#include "mpi/mpi.h"
 #include "pool/executor.h"
 #include "lfuture.h"
 
@@ -185,13 +191,26 @@ static pl_limits opt_limits(lua_State *L, int idx, const pl_limits *dflt) {
   return l;
 }
 
+/* An option that only kind mpi takes: a string, or NULL. */
+static const char *opt_string(lua_State *L, int idx, const char *name, const pl_kind_ops *ops) {
+  int t = lua_getfield(L, idx, name);
+  lua_pop(L, 1);  /* the string stays alive in the options table */
+  if (t == LUA_TNIL) return NULL;
+  if (ops != &pl_kind_mpi) luaL_error(L, "%s applies to kind mpi only", name);
+  if (t != LUA_TSTRING) field_error(L, idx, name, "must be a string");
+  lua_getfield(L, idx, name);
+  const char *s = lua_tostring(L, -1);
+  lua_pop(L, 1);
+  return s;
+}
+
 /* ---- the pool object ------------------------------------------------- */
 
 /* par.pool([opts]) */
 static int pool_new(lua_State *L) {
   static const char *const names[] = {"workers", "kind", "init", "max_tasks_per_worker",
                                       "message_timeout", "time_limit", "soft_time_limit",
-                                      "max_restarts", "restart_window", NULL};
+                                      "max_restarts", "restart_window", "hosts", "hostfile", NULL};
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   const char *kind = "threads";
   if (!lua_isnoneornil(L, 1)) {
@@ -207,18 +226,31 @@ static int pool_new(lua_State *L) {
     kind = lua_tostring(L, -1);
   }
   const pl_kind_ops *ops = &pl_kind_threads;
-  if (strcmp(kind, "states") == 0)
+  lua_Integer default_workers = ncpu > 0 ? ncpu : 1;
+  if (strcmp(kind, "states") == 0) {
     ops = &pl_kind_states;
-  else if (strcmp(kind, "processes") == 0)
+  } else if (strcmp(kind, "processes") == 0) {
     ops = &pl_kind_processes;
-  else if (strcmp(kind, "threads") != 0)
-    return luaL_error(L, "unknown kind '%s' (expected threads, states or processes)", kind);
-  lua_Integer workers = opt_count(L, 1, "workers", ncpu > 0 ? ncpu : 1);
+  } else if (strcmp(kind, "mpi") == 0) {
+    char err[PL_MPI_ERRLEN];
+    if (pl_mpi_get(L, NULL, err) == NULL) return luaL_error(L, "%s", err);
+    ops = &pl_kind_mpi;
+    if (pl_mpi_world_servers() > 0) default_workers = pl_mpi_world_servers();
+  } else if (strcmp(kind, "threads") != 0) {
+    return luaL_error(L, "unknown kind '%s' (expected threads, states, processes or mpi)", kind);
+  }
+  const char *hosts = opt_string(L, 1, "hosts", ops);
+  const char *hostfile = opt_string(L, 1, "hostfile", ops);
+  lua_Integer workers = opt_count(L, 1, "workers", default_workers);
   luaL_argcheck(L, workers <= 100000, 1, "field 'workers' is too large");
+  if (ops == &pl_kind_mpi && hosts == NULL && hostfile == NULL && pl_mpi_world_servers() > 0 &&
+      workers > pl_mpi_world_servers())
+    return luaL_error(L, "workers=%d, but mpiexec started %d ranks to serve pools (mpiexec -n %d)",
+                      (int)workers, pl_mpi_world_servers(), (int)workers + 1);
   lua_Integer max_tasks = opt_count(L, 1, "max_tasks_per_worker", 0);
   luaL_argcheck(L, max_tasks <= INT_MAX, 1, "field 'max_tasks_per_worker' is too large");
   if (max_tasks > 0 && ops == &pl_kind_threads)
-    return luaL_error(L, "max_tasks_per_worker applies to kinds states and processes");
+    return luaL_error(L, "max_tasks_per_worker applies to kinds states, processes and mpi");
   double message_timeout = opt_timeout_field(L, 1, "message_timeout");
   if (message_timeout == 0) field_error(L, 1, "message_timeout", "must be a positive number");
   if (message_timeout > 0 && ops != &pl_kind_processes)
@@ -262,6 +294,7 @@ static int pool_new(lua_State *L) {
   e->restart_window_ns = restart_window > 1e9 ? INT64_MAX / 2 : (int64_t)(restart_window * 1e9);
   e->message_timeout_ns = message_timeout > 1e9 ? INT64_MAX / 2 : (int64_t)(message_timeout * 1e9);
   *box = e;  /* the reference pl_executor_new gives the caller */
+  if (ops == &pl_kind_mpi && pl_mpi_configure(e, hosts, hostfile) != 0) return luaL_error(L, "not enough memory");
   if (init != LUA_TNIL) {
     lua_pushvalue(L, 3);
     pl_executor_set_init(e, L);

@@ -82,6 +82,14 @@ PARLUA_API int parlua_interrupted(parlua *rt);
 /* Join threads, shut pools down, reap children, close the state, free. */
 PARLUA_API void parlua_close(parlua *rt);
 
+/* Kind mpi (docs/mpi.md): call first thing in main().  When this process
+ * is an MPI rank that serves pools -- rank 1..N-1 under `mpiexec -n N`, or
+ * a worker a pool spawned -- it serves until its master is done and
+ * returns the exit status to leave with; otherwise it returns -1 at once
+ * (rank 0 then runs the program as usual).  Needs parlua_mpi.so only when
+ * started by mpiexec. */
+PARLUA_API int parlua_mpi_serve(void);
+
 /* For a host C function that blocks: give the calling state's lock away
  * and take it back.  No-ops in a state without parlua. */
 PARLUA_API void parlua_unlock(lua_State *L);

@@ -10,6 +10,7 @@
 #include "core/enter.h"
 #include "core/errors.h"
 #include "core/runtime.h"
+#include "mpi/mpi.h"
 
 PARLUA_API void parlua_config_init(parlua_config *cfg) { pl_config_init(cfg); }
 
@@ -28,6 +29,8 @@ PARLUA_API int parlua_preload(parlua *rt, const char *name, lua_CFunction open) 
 }
 
 PARLUA_API lua_State *parlua_state(parlua *rt) { return rt->main.L; }
+
+PARLUA_API int parlua_mpi_serve(void) { return pl_mpi_serve_if_worker(pl_builtin_modules); }
 
 PARLUA_API void parlua_enter(parlua *rt) { pl_host_enter(rt); }
 

@@ -790,6 +790,8 @@ static int pmain(parlua *rt, int argc, char **argv, int args, int script) {
 }
 
 int main(int argc, char **argv) {
+  int served = parlua_mpi_serve();  /* an MPI rank that serves pools does only that */
+  if (served >= 0) return served;
   take_progname(argv);
   int watching = watch_sigint() == 0;
   if (!watching) message(progname, "cannot watch for Ctrl-C; it will kill at once");

@@ -73,6 +73,7 @@ typedef struct encoder {
   int depth;
   /* Set when the message goes to another process: which shared types may. */
   int (*crosses)(const pl_transfer_type *t);
+  const char *dest;    /* ... and how errors name where it goes */
   int busy;            /* an encode is using it */
   const void *globals; /* the address of the globals table (in S_GLOBALS) */
   int base;            /* stack index of this userdata during an encode */
@@ -933,6 +934,18 @@ static void make_key(void) {
   memcpy(sip_key, k, sizeof k);
 }
 
+void pl_codec_get_key(uint64_t key[2]) {
+  pthread_once(&key_once, make_key);
+  key[0] = sip_key[0];
+  key[1] = sip_key[1];
+}
+
+void pl_codec_set_key(const uint64_t key[2]) {
+  pthread_once(&key_once, make_key);
+  sip_key[0] = key[0];
+  sip_key[1] = key[1];
+}
+
 void pl_codec_use_test_key(void) {
   pthread_once(&key_once, make_key);
   sip_key[0] = sip_key[1] = 0;
@@ -1032,7 +1045,8 @@ static void enc_function(encoder *e, lua_State *L, int idx) {
       fail(e, L, "cannot send a C function with upvalues (only those reachable by name "
                  "from package.loaded can be sent)");
     }
-    if (e->crosses != NULL) fail(e, L, "cannot send a C function without a name to another process");
+    if (e->crosses != NULL)
+      fail(e, L, lua_pushfstring(L, "cannot send a C function without a name to %s", e->dest));
     if (seen(e, L, idx)) return;
     lua_CFunction f = lua_tocfunction(L, idx);
     void *obj;
@@ -1131,7 +1145,7 @@ static void enc_userdata(encoder *e, lua_State *L, int idx) {
     return;
   }
   if (e->crosses != NULL && !e->crosses(t))
-    fail(e, L, lua_pushfstring(L, "cannot send %s %s to another process", pl_article(t->what), t->what));
+    fail(e, L, lua_pushfstring(L, "cannot send %s %s to %s", pl_article(t->what), t->what, e->dest));
   void *obj = *(void **)lua_touserdata(L, idx);
   if (obj == NULL) fail(e, L, lua_pushfstring(L, "cannot send a closed %s", t->what));
   if (t->share != NULL && t->share(L, obj) != 0) {
@@ -1229,7 +1243,7 @@ static pl_msg *encode_plain(lua_State *L, int first, int n) {
 }
 
 static pl_msg *encode_with(lua_State *L, int first, int n, const char *head, const char *each,
-                           int (*crosses)(const pl_transfer_type *)) {
+                           int (*crosses)(const pl_transfer_type *), const char *dest) {
   first = lua_absindex(L, first);
   if (n <= 8) {
     pl_msg *m = encode_plain(L, first, n);
@@ -1237,6 +1251,7 @@ static pl_msg *encode_with(lua_State *L, int first, int n, const char *head, con
   }
   encoder *e = encoder_open(L);
   e->crosses = crosses;
+  e->dest = dest;
   e->head = head;
   e->each = each;
   reserve(e, L, 24);
@@ -1259,12 +1274,22 @@ static pl_msg *encode_with(lua_State *L, int first, int n, const char *head, con
 }
 
 pl_msg *pl_codec_encode(lua_State *L, int first, int n, const char *head, const char *each) {
-  return encode_with(L, first, n, head, each, NULL);
+  return encode_with(L, first, n, head, each, NULL, NULL);
 }
 
 pl_msg *pl_codec_encode_portable(lua_State *L, int first, int n, const char *head, const char *each,
                                  int (*crosses)(const pl_transfer_type *t)) {
-  return encode_with(L, first, n, head, each, crosses);
+  return encode_with(L, first, n, head, each, crosses, "another process");
+}
+
+static int crosses_nothing(const pl_transfer_type *t) {
+  (void)t;
+  return 0;
+}
+
+pl_msg *pl_codec_encode_remote(lua_State *L, int first, int n, const char *head, const char *each) {
+  return encode_with(L, first, n, head, each, crosses_nothing,
+                     "an mpi worker (no shared object crosses machines)");
 }
 
 /* ---- messages -------------------------------------------------------- */

@@ -142,12 +142,25 @@ pl_msg *pl_codec_encode(lua_State *L, int first, int n, const char *head, const 
  * a lock to another process"). */
 pl_msg *pl_codec_encode_portable(lua_State *L, int first, int n, const char *head, const char *each,
                                  int (*crosses)(const pl_transfer_type *t));
+/* The same for a message bound for an mpi worker, which may be on another
+ * machine: every shared object and every C function without a name is
+ * refused ("argument 1: cannot send a queue to an mpi worker (no shared
+ * object crosses machines)"); the message's object table stays empty, so
+ * its bytes alone are the message. */
+pl_msg *pl_codec_encode_remote(lua_State *L, int first, int n, const char *head, const char *each);
 /* [-0, +n] Decode every value of m into L and return their number; m is
  * not changed (it may be decoded again).  Raises a Transfer error. */
 int pl_codec_decode(lua_State *L, const pl_msg *m);
 /* [-0, +n] the same for bytes with no object table (a test hook, the
  * fuzzer; later, data from another process). */
 int pl_codec_decode_bytes(lua_State *L, const void *data, size_t len);
+
+/* The bytecode key, for processes that are not forked children and must
+ * decode each other's functions: kind mpi's master hands its key to the
+ * ranks that serve it (MPI ranks of one job trust each other), which set
+ * it before they decode or encode anything. */
+void pl_codec_get_key(uint64_t key[2]);
+void pl_codec_set_key(const uint64_t key[2]);
 
 /* Tests only (the fuzzer, its seed generator): sign bytecode with a fixed,
  * public key instead of this process's secret one. */

@@ -639,6 +639,18 @@ int pl_task_unpack_args(lua_State *L, int raise) {
   return (int)k;
 }
 
+void pl_task_map_items(lua_State *L, int fn, int mode) {
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 4, "running a map chunk");
+  for (int j = fn + 1; j <= top; j++) {
+    lua_pushvalue(L, fn);
+    lua_pushvalue(L, j);
+    int nargs = mode == PL_TASK_STARMAP ? pl_task_unpack_args(L, 1) : 1;
+    lua_call(L, nargs, 1);
+    lua_replace(L, j);
+  }
+}
+
 int pl_task_broken_init(lua_State *L) {
   const char *tb = lua_tostring(L, 2);
   if (tb == NULL) tb = "(no message)";

@@ -254,6 +254,10 @@ void pl_executor_release(pl_executor *e, lua_State *L);
  * that is not a table or holds too many to push raises when `raise`, else
  * gives no arguments (for a caller outside a protected call). */
 int pl_task_unpack_args(lua_State *L, int raise);
+/* [-0, +0] (raises) a chunk of map/starmap: the function at index fn,
+ * its items above it up to the top; each item is replaced by the first
+ * result of fn(item) -- fn(unpack(item)) for PL_TASK_STARMAP. */
+void pl_task_map_items(lua_State *L, int fn, int mode);
 /* [-2, +1] (protected) the BrokenPool error for init error (1) whose
  * traceback is the string (2): its first line is the message, made by the
  * handler with the error's __tostring, so no code runs here. */

@@ -337,14 +337,7 @@ static int run_task(lua_State *L) {
     if (c->t != NULL) c->out = pl_codec_encode(L, 1, lua_gettop(L), NULL, "result %d");
     return 0;
   }
-  luaL_checkstack(L, 4, "running a map chunk");
-  for (int j = 2; j <= n; j++) {
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, j);
-    int nargs = c->t->mode == PL_TASK_STARMAP ? pl_task_unpack_args(L, 1) : 1;
-    lua_call(L, nargs, 1);
-    lua_replace(L, j);
-  }
+  pl_task_map_items(L, 1, c->t->mode);
   c->out = pl_codec_encode(L, 2, n - 1, NULL, n == 2 ? "result" : "result %d of a chunk");
   return 0;
 }

@@ -62,14 +62,7 @@ static int c_run(lua_State *L) {
     if (!c->init) pl_port_encode(L, 1, lua_gettop(L), NULL, "result %d", c->out, c->fds);
     return 0;
   }
-  luaL_checkstack(L, 4, "running a map chunk");
-  for (int j = 2; j <= n; j++) {
-    lua_pushvalue(L, 1);
-    lua_pushvalue(L, j);
-    int nargs = c->mode == PL_TASK_STARMAP ? pl_task_unpack_args(L, 1) : 1;
-    lua_call(L, nargs, 1);
-    lua_replace(L, j);
-  }
+  pl_task_map_items(L, 1, c->mode);
   pl_port_encode(L, 2, n - 1, NULL, n == 2 ? "result" : "result %d of a chunk", c->out, c->fds);
   return 0;
 }

@@ -28,14 +28,14 @@ describe("par.pool", function()
       assert.matches("bad argument #1 to '[%w.]*pool' %(field 'workers' must be a positive integer%)",
         errof(par.pool, {workers = w}))
     end
-    assert.equal("unknown kind 'gpu' (expected threads, states or processes)",
+    assert.equal("unknown kind 'gpu' (expected threads, states, processes or mpi)",
       errof(par.pool, {kind = "gpu"}))
     assert.matches("field 'kind' must be a string", errof(par.pool, {kind = 1}))
     local processes = par.pool{kind = "processes", workers = 1}  -- available now
     assert.equal("processes", processes:stats().kind)
     processes:shutdown()
     assert.matches("unknown option 'wokers'", errof(par.pool, {wokers = 2}))
-    assert.equal("max_tasks_per_worker applies to kinds states and processes",
+    assert.equal("max_tasks_per_worker applies to kinds states, processes and mpi",
       errof(par.pool, {max_tasks_per_worker = 10}))
     assert.matches("field 'max_tasks_per_worker' must be a positive integer",
       errof(par.pool, {max_tasks_per_worker = 0}))

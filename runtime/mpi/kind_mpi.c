@@ -1,0 +1,670 @@
+/* Kind "mpi": how one task is carried out by an MPI rank that owns a
+ * lua_State of its own -- on this machine or another.  Much like kind
+ * processes, with MPI messages (transport.h, mpiwire.h) instead of
+ * sockets, and ranks that Open MPI starts instead of forks.
+ *
+ * The ranks.  Each worker thread of the executor (executor.h) owns one
+ * server rank (mpiworker.c) while it lives:
+ *   - static mode (`mpiexec -n N parlua script.lua`): rank 0 runs the
+ *     script and ranks 1..N-1 wait; a worker claims a free one
+ *     (pl_mpi_claim_rank) and gives it back when it stops, so pools made
+ *     one after another reuse the ranks;
+ *   - dynamic mode (a process not started by mpiexec, or a job without
+ *     server ranks): the pool's first worker spawns `workers` copies of
+ *     the parlua program at once (MPI_Comm_spawn, the pool's `hosts` and
+ *     `hostfile` as info keys) and each worker takes one of them; they
+ *     leave when the pool is released (STOP, then MPI_Comm_disconnect).
+ * A worker opens a fresh state on its rank (OPEN: with the master's codec
+ * key, so that functions cross both ways), runs the pool's init there,
+ * then its tasks; after `max_tasks_per_worker` tasks it closes that state
+ * and opens another on the same rank; when it stops it closes the state
+ * (CLOSE).
+ *
+ *   submitter (its lock held)          worker thread            server rank
+ *   kind->pack: encode [fn, args]      TASK(seq) -------------> decode, run
+ *     (pl_codec_encode_remote)         wait (pl_mpi_backoff)    <- ALIVE each s
+ *                                      RESULT <---------------- encode
+ *   f:result() decodes the bytes  <--  store the bytes in the future
+ *
+ * What crosses: the codec's values, closures with their upvalues among
+ * them; no shared object (locks, events, queues, pipes): a rank may be on
+ * another machine, and they are refused with a Transfer error when the
+ * task is submitted ("argument 1: cannot send a queue to an mpi worker (no
+ * shared object crosses machines)").  The same holds for results.
+ *
+ * Waiting.  A worker thread waits for its rank's reply by polling
+ * (MPI_Improbe) -- at once for a short while, then with naps up to a
+ * millisecond (pl_mpi_backoff) -- so an idle pool costs no core, which
+ * Open MPI's own blocking receive would (it spins).
+ *
+ * Faults.  Open MPI 4.1 cannot survive a lost rank: there is no way to
+ * replace it, and MPI_Finalize or MPI_Comm_disconnect would wait for it
+ * forever.  So a rank that dies (SIGKILL, a crash, os.exit in a task)
+ * ends the task it held with BrokenPool naming the rank, breaks the pool
+ * -- every task still to run fails with the same error, submits are
+ * refused -- and this process skips MPI's finalisation at exit
+ * (pl_mpi_mark_lost).  The death is seen at once for a rank on this
+ * machine (a pidfd on the pid the rank reported, which also ends a nap)
+ * and, for a rank on another machine, when no ALIVE came for LOST_NS.
+ * Under mpiexec, note that mpiexec itself kills the whole job when a rank
+ * dies, unless told otherwise (--mca orte_abort_on_non_zero_status 0):
+ * docs/mpi.md.
+ *
+ * Interrupts.  shutdown{interrupt=true} (and the runtime closing after
+ * Ctrl-C) sends INTERRUPT for the task that runs; the rank's watcher
+ * cancels it as kind states cancels a task (Cancelled at its next
+ * instruction or blocking call).  A rank is never killed for it: that
+ * would take the job down.
+ *
+ * Done callbacks run in the owning state on a coroutine of it made when
+ * the worker started, as with kind processes.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lauxlib.h"
+#include "codec/codec.h"
+#include "core/clock.h"
+#include "core/errors.h"
+#include "core/enter.h"
+#include "core/gil.h"
+#include "mpi/kind_mpi.h"
+#include "mpi/mpi.h"
+#include "mpi/mpiwire.h"
+#include "pool/executor.h"
+#include "proc/fork.h"
+
+#define LOST_NS (10 * 1000 * 1000000LL)  /* no word from a busy rank this long: lost */
+
+/* An error made here, not by a rank (a lost rank, a spawn that failed). */
+typedef struct merr {
+  const char *kind;
+  int rank, pid;
+  char message[];
+} merr;
+
+/* Bytes a rank sent: one codec message. */
+typedef struct mbytes {
+  size_t len;
+  unsigned char data[];
+} mbytes;
+
+typedef struct mexec {
+  const pl_mpi_transport *t;
+  int spawn;             /* dynamic mode */
+  char *hosts, *hostfile;
+  pthread_mutex_t mu;
+  int comm;              /* guarded by mu: the spawned group, or -1 */
+  int nspawned;          /* guarded by mu */
+  char *taken;           /* guarded by mu: by spawned rank, 1 when a worker has it */
+  merr *spawn_err;       /* guarded by mu: the spawn failed (for good) */
+  atomic_int broken;
+  mbytes *bbytes;        /* guarded by mu: the BrokenPool error a rank made, */
+  merr *berr;            /*   or this one */
+  char *btb;             /* guarded by mu: the failed init's traceback */
+  int lost;              /* guarded by mu: a rank died */
+  int64_t seq;           /* guarded by mu */
+} mexec;
+
+typedef struct mworker {
+  int comm, rank;        /* the rank served by this worker, rank -1: none */
+  int open;              /* a state is open on it */
+  int pid, pidfd;        /* as the rank said; pidfd -1 on another machine */
+  char host[64];
+  int ntasks;            /* tasks run in the open state */
+  uint64_t seq;          /* of the task that runs */
+  atomic_int interrupt;  /* an interrupt came for it */
+  int interrupt_sent;
+  char name[64];
+  lua_State *co;         /* a coroutine of the owning state, for callbacks */
+  int co_ref;
+} mworker;
+
+/* ---- values ---------------------------------------------------------- */
+
+static int bytes_push(lua_State *L, const pl_value *v) {
+  const mbytes *b = v->data;
+  return pl_codec_decode_bytes(L, b->data, b->len);
+}
+
+static int merr_push(lua_State *L, const pl_value *v) {
+  const merr *m = v->data;
+  pl_error_push(L, m->kind, "%s", m->message);
+  if (m->rank > 0) {
+    lua_pushinteger(L, m->rank);
+    lua_setfield(L, -2, "rank");
+  }
+  if (m->pid > 0) {
+    lua_pushinteger(L, m->pid);
+    lua_setfield(L, -2, "pid");
+  }
+  return 1;
+}
+
+static void data_free(lua_State *L, pl_value *v) {
+  (void)L;
+  free(v->data);
+  v->data = NULL;
+  v->ops = NULL;
+}
+
+static const pl_value_ops bytes_ops = {bytes_push, data_free};
+static const pl_value_ops merr_ops = {merr_push, data_free};
+
+static merr *merr_new(const char *kind, int rank, int pid, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static merr *merr_new(const char *kind, int rank, int pid, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  merr *m = malloc(sizeof *m + strlen(msg) + 1);
+  if (m == NULL) abort();  /* a failing future needs its error */
+  m->kind = kind;
+  m->rank = rank;
+  m->pid = pid;
+  strcpy(m->message, msg);
+  return m;
+}
+
+static void *dup_mem(const void *p, size_t n) {
+  void *c = malloc(n);
+  if (c == NULL) abort();
+  memcpy(c, p, n);
+  return c;
+}
+
+static mbytes *bytes_new(const unsigned char *p, size_t n) {
+  mbytes *b = malloc(sizeof *b + n);
+  if (b == NULL) abort();
+  b->len = n;
+  memcpy(b->data, p, n);
+  return b;
+}
+
+static void set_value(pl_value *v, const pl_value_ops *ops, void *data) {
+  memset(v, 0, sizeof *v);
+  v->ops = ops;
+  v->data = data;
+}
+
+/* ---- the pool broken ------------------------------------------------- */
+
+/* Break the pool with the error a rank made (b) or this one (m); both taken. */
+static void break_pool(pl_executor *e, mbytes *b, merr *m, char *tb) {
+  mexec *me = e->kind_data;
+  char msg[512];
+  if (m != NULL) snprintf(msg, sizeof msg, "%s", m->message);
+  else snprintf(msg, sizeof msg, "pool init failed: %.*s", (int)(tb != NULL ? strcspn(tb, "\n") : 0),
+                tb != NULL ? tb : "");
+  pthread_mutex_lock(&me->mu);
+  int first = me->bbytes == NULL && me->berr == NULL;
+  if (first) {
+    me->bbytes = b;
+    me->berr = m;
+    me->btb = tb;
+    b = NULL;
+    m = NULL;
+    tb = NULL;
+    atomic_store(&me->broken, 1);
+  }
+  pthread_mutex_unlock(&me->mu);
+  if (first) pl_executor_break(e, msg);
+  free(b);
+  free(m);
+  free(tb);
+}
+
+static void broken_value(mexec *me, pl_value *v, char **tb) {
+  pthread_mutex_lock(&me->mu);
+  if (me->berr != NULL)
+    set_value(v, &merr_ops, dup_mem(me->berr, sizeof *me->berr + strlen(me->berr->message) + 1));
+  else
+    set_value(v, &bytes_ops, bytes_new(me->bbytes->data, me->bbytes->len));
+  *tb = me->btb != NULL ? strdup(me->btb) : NULL;
+  pthread_mutex_unlock(&me->mu);
+}
+
+/* ---- talking to the rank --------------------------------------------- */
+
+/* The rank is lost: say so for the task (returned) and for the pool. */
+static merr *lose_rank(pl_worker *w, const char *doing) {
+  mworker *mw = w->kind;
+  mexec *me = w->e->kind_data;
+  pl_mpi_mark_lost();
+  pthread_mutex_lock(&me->mu);
+  me->lost = 1;
+  pthread_mutex_unlock(&me->mu);
+  merr *m = merr_new(PL_BROKEN_POOL, mw->rank, mw->pid,
+                     "mpi worker rank %d (pid %d on %s) died %s; Open MPI cannot go on without "
+                     "a rank, so the pool is broken",
+                     mw->rank, mw->pid, mw->host[0] != '\0' ? mw->host : "?", doing);
+  break_pool(w->e, NULL, merr_new(m->kind, m->rank, m->pid, "%s", m->message), NULL);
+  if (mw->pidfd >= 0) close(mw->pidfd);
+  mw->pidfd = -1;
+  mw->open = 0;
+  return m;
+}
+
+static int rank_gone(mworker *mw) {
+  if (mw->pidfd < 0) return 0;
+  struct pollfd p = {mw->pidfd, POLLIN, 0};
+  return poll(&p, 1, 0) == 1;
+}
+
+/* Wait for the rank's next reply with tag `want` (ALIVE noted on the
+ * way).  1 with *buf (malloc'd) and *len; 0 when the rank is lost; -1 on
+ * a transport error (err).  While a task runs (`task`), an interrupt is
+ * passed on. */
+static int await_reply(pl_worker *w, int want, void **buf, size_t *len, int task, char *err) {
+  mworker *mw = w->kind;
+  mexec *me = w->e->kind_data;
+  pl_mpi_backoff b;
+  pl_mpi_backoff_start(&b);
+  int64_t heard = pl_now_ns();
+  for (;;) {
+    int tag = 0;
+    int r = me->t->poll(mw->comm, mw->rank, -1, &tag, buf, len, err);
+    if (r < 0) return -1;
+    if (r == 1) {
+      heard = pl_now_ns();
+      if (tag == want) return 1;
+      free(*buf);  /* ALIVE, or a late reply nobody waits for */
+      pl_mpi_backoff_start(&b);
+      continue;
+    }
+    if (task && atomic_load(&mw->interrupt) && !mw->interrupt_sent) {
+      mpi_interrupt h = {mw->seq};
+      mw->interrupt_sent = 1;
+      if (me->t->send(mw->comm, mw->rank, PL_MPI_TAG_INTERRUPT, &h, sizeof h, err) != 0) return -1;
+    }
+    if (rank_gone(mw)) return 0;
+    if (mw->pidfd < 0 && task && pl_now_ns() - heard > LOST_NS) return 0;
+    pl_mpi_backoff_wait(&b, mw->pidfd);
+  }
+}
+
+static int send_to(pl_worker *w, int tag, const void *p, size_t n, char *err) {
+  mworker *mw = w->kind;
+  return ((mexec *)w->e->kind_data)->t->send(mw->comm, mw->rank, tag, p, n, err);
+}
+
+/* ---- getting a rank and a state on it -------------------------------- */
+
+/* Dynamic mode: spawn the pool's ranks, once.  mu held. */
+static merr *spawn_locked(pl_executor *e) {
+  mexec *me = e->kind_data;
+  char prog[4096], err[PL_MPI_ERRLEN];
+  if (me->spawn_err != NULL)
+    return dup_mem(me->spawn_err, sizeof *me->spawn_err + strlen(me->spawn_err->message) + 1);
+  if (me->comm >= 0) return NULL;
+  int h = -1;
+  if (pl_mpi_server_program(prog, sizeof prog, err) == 0) {
+    char *argv[] = {prog, "--mpi-worker", NULL};
+    h = me->t->spawn(argv, e->max_workers, me->hosts, me->hostfile, err);
+  }
+  if (h < 0) {
+    me->spawn_err = merr_new(PL_OS_ERROR, 0, 0, "cannot start the mpi workers: %s", err);
+    return dup_mem(me->spawn_err, sizeof *me->spawn_err + strlen(me->spawn_err->message) + 1);
+  }
+  me->comm = h;
+  me->nspawned = e->max_workers;
+  me->taken = calloc((size_t)e->max_workers, 1);
+  if (me->taken == NULL) abort();
+  return NULL;
+}
+
+static merr *attach(pl_worker *w) {
+  mworker *mw = w->kind;
+  mexec *me = w->e->kind_data;
+  if (!me->spawn) {
+    mw->comm = PL_MPI_WORLD;
+    mw->rank = pl_mpi_claim_rank();
+    if (mw->rank < 0)
+      return merr_new(PL_OS_ERROR, 0, 0, "no free mpi rank: the %d ranks mpiexec started to serve pools "
+                                          "are all taken by other pools",
+                      pl_mpi_world_servers());
+    return NULL;
+  }
+  pthread_mutex_lock(&me->mu);
+  merr *m = spawn_locked(w->e);
+  for (int i = 0; m == NULL && mw->rank < 0 && i < me->nspawned; i++)
+    if (!me->taken[i]) {
+      me->taken[i] = 1;
+      mw->comm = me->comm;
+      mw->rank = i;
+    }
+  pthread_mutex_unlock(&me->mu);
+  if (m == NULL && mw->rank < 0) m = merr_new(PL_OS_ERROR, 0, 0, "no spawned mpi rank is free");
+  return m;
+}
+
+static void detach(pl_worker *w) {
+  mworker *mw = w->kind;
+  mexec *me = w->e->kind_data;
+  if (mw->rank < 0) return;
+  if (!me->spawn) {
+    pl_mpi_return_rank(mw->rank);
+  } else {
+    pthread_mutex_lock(&me->mu);
+    me->taken[mw->rank] = 0;
+    pthread_mutex_unlock(&me->mu);
+  }
+  mw->rank = -1;
+}
+
+/* A fresh state on the worker's rank, init run in it.  NULL, or the error
+ * for the task at hand (the pool may be broken by then). */
+static merr *open_state(pl_worker *w) {
+  mworker *mw = w->kind;
+  pl_executor *e = w->e;
+  char err[PL_MPI_ERRLEN];
+  void *buf = NULL;
+  size_t len = 0;
+  if (mw->rank < 0) {
+    merr *m = attach(w);
+    if (m != NULL) return m;
+  }
+  mpi_open o;
+  memset(&o, 0, sizeof o);
+  pl_codec_get_key(o.key);
+  o.interval = pl_gil_get_interval(&e->fam->gil);
+  snprintf(o.name, sizeof o.name, "%s", mw->name);
+  if (send_to(w, PL_MPI_TAG_OPEN, &o, sizeof o, err) != 0) goto transport;
+  int r = await_reply(w, PL_MPI_TAG_OPENED, &buf, &len, 0, err);
+  if (r < 0) goto transport;
+  if (r == 0) return lose_rank(w, "while starting");
+  mpi_opened od;
+  memset(&od, 0, sizeof od);
+  memcpy(&od, buf, len < sizeof od ? len : sizeof od);
+  free(buf);
+  od.host[sizeof od.host - 1] = '\0';
+  char here[64] = "";
+  gethostname(here, sizeof here - 1);
+  mw->pid = od.pid;
+  snprintf(mw->host, sizeof mw->host, "%s", od.host);
+  if (mw->pidfd < 0 && strcmp(here, od.host) == 0) mw->pidfd = pl_pidfd_open(od.pid);
+  mw->open = 1;
+  mw->ntasks = 0;
+  if (e->init.n < 0) return NULL;
+
+  mbytes *init = e->init.data;
+  if (send_to(w, PL_MPI_TAG_TASK, init->data, init->len, err) != 0) goto transport;
+  r = await_reply(w, PL_MPI_TAG_RESULT, &buf, &len, 0, err);
+  if (r < 0) goto transport;
+  if (r == 0) return lose_rank(w, "during init");
+  mpi_result h;
+  if (len < sizeof h) {
+    free(buf);
+    return lose_rank(w, "during init (a malformed reply)");
+  }
+  memcpy(&h, buf, sizeof h);
+  if (!h.failed) {
+    free(buf);
+    return NULL;
+  }
+  size_t tbl = h.tblen <= len - sizeof h ? (size_t)h.tblen : len - sizeof h;
+  char *tb = malloc(tbl + 1);
+  if (tb == NULL) abort();
+  memcpy(tb, (unsigned char *)buf + sizeof h, tbl);
+  tb[tbl] = '\0';
+  break_pool(e, bytes_new((unsigned char *)buf + sizeof h + tbl, len - sizeof h - tbl), NULL, tb);
+  free(buf);
+  return NULL;  /* the task fails with the pool's error */
+transport:
+  return merr_new(PL_OS_ERROR, mw->rank, mw->pid, "mpi: %s", err);
+}
+
+static void close_state(pl_worker *w) {
+  mworker *mw = w->kind;
+  char err[PL_MPI_ERRLEN];
+  if (!mw->open) return;
+  mw->open = 0;
+  (void)send_to(w, PL_MPI_TAG_CLOSE, "", 0, err);
+}
+
+/* ---- the kind -------------------------------------------------------- */
+
+/* Submitter, lock held: [fn, v1..vn] -> TASK header and codec bytes. */
+static void mpi_pack(pl_executor *e, lua_State *L, pl_task *t) {
+  (void)e;
+  const char *head = t->mode == PL_TASK_INIT ? "init function" : "function";
+  const char *each = t->mode == PL_TASK_CALL ? "argument %d" : t->n == 1 ? "item" : "item %d of a chunk";
+  pl_msg *m = pl_codec_encode_remote(L, -(t->n + 1), t->n + 1, head, each);
+  mpi_task h = {(uint32_t)t->mode, 0, 0};
+  mbytes *b = malloc(sizeof *b + sizeof h + m->len);
+  if (b == NULL) {
+    pl_msg_free(m);
+    luaL_error(L, "not enough memory");
+  }
+  b->len = sizeof h + m->len;
+  memcpy(b->data, &h, sizeof h);
+  memcpy(b->data + sizeof h, m->data, m->len);
+  pl_msg_free(m);
+  lua_pop(L, t->n + 1);
+  t->data = b;
+}
+
+static void mpi_drop(pl_executor *e, lua_State *L, pl_task *t) {
+  (void)e;
+  (void)L;
+  free(t->data);
+  t->data = NULL;
+}
+
+static pl_tstate *owner_enter(mworker *mw, pl_executor *e) {
+  pl_tstate *ots = pl_enter(e->fam, mw->co, mw->name);
+  if (ots == NULL) abort();  /* callbacks must run */
+  return ots;
+}
+
+/* Store the outcome, count it, finish the future, run its callbacks. */
+static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char *tb) {
+  mworker *mw = w->kind;
+  pl_executor *e = w->e;
+  if (!pl_future_store(f, outcome == PL_TASK_OK ? PL_OUTCOME_OK : PL_OUTCOME_ERROR, v, tb)) {
+    v->ops->free(NULL, v);  /* nobody holds the future any more */
+    free(tb);
+  }
+  int has_callbacks = pl_future_has_callbacks(f);
+  pl_executor_task_done(w, outcome, !has_callbacks);
+  pl_future_cb *cbs = pl_future_finish(f);
+  if (cbs != NULL) {
+    pl_tstate *ots = owner_enter(mw, e);
+    pl_executor_set_tstate(w, ots);  /* a callback's shutdown{wait} is refused */
+    pl_future_run_callbacks(mw->co, f, cbs);
+    lua_settop(mw->co, 0);
+    pl_executor_set_tstate(w, NULL);
+    pl_leave(ots);
+  }
+  if (has_callbacks) pl_executor_looking(w);
+}
+
+static void fail_task(pl_worker *w, pl_future *f, merr *m) {
+  pl_value v;
+  set_value(&v, &merr_ops, m);
+  complete(w, f, PL_TASK_FAILED, &v, NULL);
+}
+
+static void mpi_run(pl_worker *w, pl_task *t) {
+  mworker *mw = w->kind;
+  pl_executor *e = w->e;
+  mexec *me = e->kind_data;
+  pl_future *f = t->f;
+  char err[PL_MPI_ERRLEN];
+  if (!pl_future_set_running_or_notify_cancel(f)) {
+    mpi_drop(e, NULL, t);
+    pl_executor_task_done(w, PL_TASK_CANCELLED, 1);
+    return;
+  }
+  merr *why = NULL;
+  if (!atomic_load(&me->broken) && !mw->open) why = open_state(w);
+  if (why == NULL && atomic_load(&me->broken)) {
+    pl_value v;
+    char *tb;
+    broken_value(me, &v, &tb);
+    mpi_drop(e, NULL, t);
+    complete(w, f, PL_TASK_FAILED, &v, tb);
+    return;
+  }
+  if (why != NULL) {
+    mpi_drop(e, NULL, t);
+    fail_task(w, f, why);
+    return;
+  }
+  mbytes *b = t->data;
+  mpi_task h;
+  memcpy(&h, b->data, sizeof h);
+  pthread_mutex_lock(&me->mu);
+  h.seq = (uint64_t)++me->seq;
+  pthread_mutex_unlock(&me->mu);
+  memcpy(b->data, &h, sizeof h);
+  mw->seq = h.seq;
+  mw->interrupt_sent = 0;
+  int sent = send_to(w, PL_MPI_TAG_TASK, b->data, b->len, err) == 0;
+  mpi_drop(e, NULL, t);
+  void *buf = NULL;
+  size_t len = 0;
+  int r = sent ? await_reply(w, PL_MPI_TAG_RESULT, &buf, &len, 1, err) : -1;
+  if (r < 0) {
+    fail_task(w, f, merr_new(PL_OS_ERROR, mw->rank, mw->pid, "mpi: %s", err));
+    return;
+  }
+  if (r == 0) {
+    fail_task(w, f, lose_rank(w, "while running the task"));
+    return;
+  }
+  mpi_result rh;
+  if (len < sizeof rh) {
+    free(buf);
+    fail_task(w, f, lose_rank(w, "while running the task (a malformed reply)"));
+    return;
+  }
+  memcpy(&rh, buf, sizeof rh);
+  size_t tbl = rh.tblen <= len - sizeof rh ? (size_t)rh.tblen : len - sizeof rh;
+  char *tb = NULL;
+  if (tbl > 0) {
+    tb = malloc(tbl + 1);
+    if (tb == NULL) abort();
+    memcpy(tb, (unsigned char *)buf + sizeof rh, tbl);
+    tb[tbl] = '\0';
+  }
+  pl_value v;
+  set_value(&v, &bytes_ops, bytes_new((unsigned char *)buf + sizeof rh + tbl, len - sizeof rh - tbl));
+  free(buf);
+  mw->ntasks++;
+  if (e->max_tasks_per_worker > 0 && mw->ntasks >= e->max_tasks_per_worker) close_state(w);
+  complete(w, f, rh.failed ? PL_TASK_FAILED : PL_TASK_OK, &v, tb);
+}
+
+static int mpi_worker_new(pl_worker *w, lua_State *L) {
+  mworker *mw = calloc(1, sizeof *mw);
+  if (mw == NULL) return -1;
+  mw->rank = -1;
+  mw->pidfd = -1;
+  atomic_init(&mw->interrupt, 0);
+  snprintf(mw->name, sizeof mw->name, "%s-Worker-%d", w->e->name, w->index);
+  mw->co = lua_newthread(L);
+  mw->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->kind = mw;
+  return 0;
+}
+
+static void mpi_worker_abandon(pl_worker *w, lua_State *L) {
+  mworker *mw = w->kind;
+  luaL_unref(L, LUA_REGISTRYINDEX, mw->co_ref);
+  free(mw);
+  w->kind = NULL;
+}
+
+/* The state is opened by the first task (so its error reaches a future). */
+static void mpi_worker_start(pl_worker *w) { (void)w; }
+
+static void mpi_idle(pl_worker *w) { (void)w; }
+
+static void mpi_interrupt_task(pl_worker *w) { atomic_store(&((mworker *)w->kind)->interrupt, 1); }
+
+static void mpi_reset(pl_worker *w) { atomic_store(&((mworker *)w->kind)->interrupt, 0); }
+
+static void mpi_worker_stop(pl_worker *w, int release) {
+  mworker *mw = w->kind;
+  pl_executor *e = w->e;
+  mexec *me = e->kind_data;
+  pthread_mutex_lock(&me->mu);
+  int lost = me->lost;
+  pthread_mutex_unlock(&me->mu);
+  if (!lost) close_state(w);
+  detach(w);
+  if (mw->pidfd >= 0) close(mw->pidfd);
+  pl_tstate *ots = owner_enter(mw, e);
+  luaL_unref(mw->co, LUA_REGISTRYINDEX, mw->co_ref);
+  pl_leave(ots);
+  if (release) pl_executor_release(e, NULL);
+  free(mw);
+  w->kind = NULL;
+}
+
+/* ---- the executor's own data ----------------------------------------- */
+
+static int mpi_setup(pl_executor *e) {
+  mexec *me = calloc(1, sizeof *me);
+  if (me == NULL) return -1;
+  pthread_mutex_init(&me->mu, NULL);
+  atomic_init(&me->broken, 0);
+  me->comm = -1;
+  me->t = pl_mpi_loaded();
+  me->spawn = pl_mpi_world_servers() == 0;
+  e->kind_data = me;
+  return 0;
+}
+
+/* No worker runs any more: the spawned ranks leave. */
+static void mpi_release(pl_executor *e, lua_State *L) {
+  (void)L;
+  mexec *me = e->kind_data;
+  char err[PL_MPI_ERRLEN];
+  pthread_mutex_lock(&me->mu);
+  int comm = me->comm, n = me->nspawned, lost = me->lost;
+  me->comm = -1;
+  pthread_mutex_unlock(&me->mu);
+  if (comm < 0) return;
+  for (int r = 0; !lost && r < n; r++) (void)me->t->send(comm, r, PL_MPI_TAG_STOP, "", 0, err);
+  me->t->release(comm, !lost);
+}
+
+static void mpi_destroy(pl_executor *e) {
+  mexec *me = e->kind_data;
+  if (me == NULL) return;
+  free(me->hosts);
+  free(me->hostfile);
+  free(me->taken);
+  free(me->spawn_err);
+  free(me->bbytes);
+  free(me->berr);
+  free(me->btb);
+  pthread_mutex_destroy(&me->mu);
+  free(me);
+  e->kind_data = NULL;
+}
+
+const pl_kind_ops pl_kind_mpi = {
+    "mpi",           mpi_setup,          mpi_pack,         mpi_drop,
+    mpi_worker_new,  mpi_worker_abandon, mpi_worker_start, mpi_idle,
+    mpi_run,         mpi_interrupt_task, mpi_reset,        mpi_worker_stop,
+    mpi_release,     mpi_destroy,
+};
+
+int pl_mpi_configure(pl_executor *e, const char *hosts, const char *hostfile) {
+  mexec *me = e->kind_data;
+  if (hosts != NULL && (me->hosts = strdup(hosts)) == NULL) return -1;
+  if (hostfile != NULL && (me->hostfile = strdup(hostfile)) == NULL) return -1;
+  if (hosts != NULL || hostfile != NULL) me->spawn = 1;  /* ranks on those hosts, not the job's */
+  return 0;
+}

@@ -60,6 +60,17 @@ local function increase_price_with_subprocess(price_list, increase_function)
   return results
 end
 
+-- Under `mpiexec -n N parlua scripts/prices.lua`, ranks 1..N-1 run the
+-- prices too (kind "mpi", docs/mpi.md); their prints come through mpiexec.
+local function increase_price_with_mpi(price_list, increase_function)
+  local start = par.clock()
+  local pool = par.pool{kind = "mpi"}
+  local results = pool:map(increase_function, price_list)
+  pool:shutdown()
+  print(("Tomou %f segundos para incrementar os valores dos preços com MPI"):format(par.clock() - start))
+  return results
+end
+
 local prices = generate_list()
 print("[" .. table.concat(prices, ", ") .. "]")
 print()
@@ -69,8 +80,15 @@ local threaded = increase_price_with_threads(prices, increase_price_by_10_percen
 print()
 increase_price_with_subprocess(prices, increase_price_by_10_percent)
 
+local mpi
+if os.getenv("OMPI_COMM_WORLD_SIZE") and par.mpi_info().servers > 0 then
+  print()
+  mpi = increase_price_with_mpi(prices, increase_price_by_10_percent)
+end
+
 for i = 1, #prices do
   assert(serial[i] == threaded[i], "serial and threaded results differ")
+  assert(mpi == nil or serial[i] == mpi[i], "serial and mpi results differ")
 end
 print()
 print("Novos preços: [" .. table.concat(threaded, ", ") .. "]")

@@ -1,0 +1,35 @@
+-- A rank killed with SIGKILL while it runs a task (tests/spec/mpi_spec.lua
+-- runs this in both launch modes): its future and every one still to run
+-- end with BrokenPool within seconds, and the program then ends.
+local par = require "parlua"
+
+local pidfile = assert(arg[1], "usage: killed_rank.lua PIDFILE")
+local pool = par.pool{kind = "mpi", workers = 1}
+local victim = pool:submit(function(path)
+  local f = assert(io.open(path, "w"))
+  f:write(par.pid())
+  f:close()
+  par.sleep(60)
+end, pidfile)
+local queued = pool:submit(function() return "ran" end)
+local pid
+for _ = 1, 3000 do
+  local f = io.open(pidfile)
+  pid = f and tonumber(f:read("a"))
+  if f then f:close() end
+  if pid then break end
+  par.sleep(0.01)
+end
+assert(pid, "the task never wrote its pid")
+local t0 = par.clock()
+os.execute("kill -9 " .. pid)
+local ok, err = pcall(victim.result, victim, 30)
+print(("victim: %s %s after %.2f s"):format(tostring(ok), err.kind, par.clock() - t0))
+print("message: " .. err.message)
+print("rank pid matches: " .. tostring(err.pid == pid))
+local ok2, err2 = pcall(queued.result, queued, 30)
+print("queued: " .. tostring(ok2) .. " " .. tostring(err2.kind))
+local ok3, err3 = pcall(pool.submit, pool, function() end)
+print("submit: " .. tostring(ok3) .. " " .. tostring(err3.kind))
+pool:shutdown()
+print("shut down")

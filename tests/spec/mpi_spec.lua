@@ -1,0 +1,69 @@
+-- Kind mpi from outside: a missing Open MPI, a killed rank in both launch
+-- modes, and the price example under mpiexec.  The pool cases themselves
+-- are tests/mpi/pool_spec.lua, which tests/run-all.sh runs in both modes.
+local support = dofile("tests/spec/support.lua")
+local build = support.build_dir()
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, status = p:close()
+  return out, ok and 0 or status
+end
+
+local have_mpi = io.open(build .. "/parlua_mpi.so") ~= nil and sh("command -v mpiexec") ~= ""
+-- As root, Open MPI needs to be told it may run; 2 cores: oversubscribe.
+local MPIENV = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 "
+local MPIEXEC = MPIENV .. "timeout 120 mpiexec --oversubscribe "
+
+describe("kind mpi", function()
+  it("without Open MPI says how to install it", function()
+    local out2 = sh("PARLUA_MPI_MODULE=/nonexistent/parlua_mpi.so LUA_CPATH='" .. build .. "/?.so;;' lua5.4 -e '" ..
+      [[local par = require "parlua"
+        print(pcall(par.pool, {kind = "mpi"}))
+        print(pcall(par.mpi_info))
+        print(par.pool{kind = "threads", workers = 1}:submit(function() return "threads still work" end):result())]] .. "'")
+    assert.matches("false\tkind mpi needs Open MPI: apt%-get install libopenmpi%-dev openmpi%-bin", out2)
+    assert.matches("/nonexistent/parlua_mpi.so", out2)
+    assert.matches("threads still work", out2)
+  end)
+
+  if not have_mpi then
+    pending("skipped: kind mpi is not built here (apt-get install libopenmpi-dev openmpi-bin)")
+    return
+  end
+
+  local function killed(cmd)
+    local pidfile = os.tmpname()
+    local t0 = os.time()
+    local out = sh(cmd .. " " .. build .. "/parlua tests/mpi/killed_rank.lua " .. pidfile)
+    os.remove(pidfile)
+    assert.matches("victim: false BrokenPool after 0%.%d%d s", out)
+    assert.matches("message: mpi worker rank %d+ %(pid %d+ on [^)]+%) died while running the task; " ..
+      "Open MPI cannot go on without a rank, so the pool is broken", out)
+    assert.matches("rank pid matches: true", out)
+    assert.matches("queued: false BrokenPool", out)
+    assert.matches("submit: false BrokenPool", out)
+    assert.matches("shut down", out)
+    assert.is_true(os.time() - t0 < 30, "it took too long to end")
+  end
+
+  it("a spawned rank killed: its futures end with BrokenPool, the program ends", function()
+    killed(MPIENV .. "timeout 60")
+  end)
+
+  it("a static rank killed: the same (mpiexec told not to abort the job)", function()
+    killed(MPIEXEC .. "--mca orte_abort_on_non_zero_status 0 -n 2")
+  end)
+
+  it("runs the price example under mpiexec -n 3 with the serial results", function()
+    local out, status = sh(MPIEXEC .. "-n 3 -x PARLUA_SMOKE=1 " .. build .. "/parlua scripts/prices.lua")
+    assert.equal(0, status, out)
+    assert.matches("com MPI", out)
+    assert.matches("Novos preços: %[0%.0, 462%.0, 1848%.0", out)
+    -- every price went through a rank's task
+    local n = 0
+    for _ in out:gmatch("Execução do preço: ") do n = n + 1 end
+    assert.equal(80, n)  -- serial, threads, processes and mpi: 20 each
+  end)
+end)

@@ -9,11 +9,12 @@
  *     script and ranks 1..N-1 wait; a worker claims a free one
  *     (pl_mpi_claim_rank) and gives it back when it stops, so pools made
  *     one after another reuse the ranks;
- *   - dynamic mode (a process not started by mpiexec, or a job without
- *     server ranks): the pool's first worker spawns `workers` copies of
- *     the parlua program at once (MPI_Comm_spawn, the pool's `hosts` and
- *     `hostfile` as info keys) and each worker takes one of them; they
- *     leave when the pool is released (STOP, then MPI_Comm_disconnect).
+ *   - dynamic mode (a process not started by mpiexec, or a pool given
+ *     `hosts` or `hostfile`): a worker takes a free spawned rank of the
+ *     same placement, and when there is none spawns as many copies of the
+ *     parlua program as the pool still lacks, at once (MPI_Comm_spawn, the
+ *     pool's `hosts` and `hostfile` as info keys).  Spawned ranks stay for
+ *     the pools that come after and leave at exit (mpi.h).
  * A worker opens a fresh state on its rank (OPEN: with the master's codec
  * key, so that functions cross both ways), runs the pool's init there,
  * then its tasks; after `max_tasks_per_worker` tasks it closes that state
@@ -99,15 +100,11 @@ typedef struct mexec {
   int spawn;             /* dynamic mode */
   char *hosts, *hostfile;
   pthread_mutex_t mu;
-  int comm;              /* guarded by mu: the spawned group, or -1 */
-  int nspawned;          /* guarded by mu */
-  char *taken;           /* guarded by mu: by spawned rank, 1 when a worker has it */
-  merr *spawn_err;       /* guarded by mu: the spawn failed (for good) */
+  int attached;          /* guarded by mu: workers that hold a rank */
   atomic_int broken;
   mbytes *bbytes;        /* guarded by mu: the BrokenPool error a rank made, */
   merr *berr;            /*   or this one */
   char *btb;             /* guarded by mu: the failed init's traceback */
-  int lost;              /* guarded by mu: a rank died */
   int64_t seq;           /* guarded by mu */
 } mexec;
 
@@ -120,6 +117,7 @@ typedef struct mworker {
   uint64_t seq;          /* of the task that runs */
   atomic_int interrupt;  /* an interrupt came for it */
   int interrupt_sent;
+  int dead;              /* the rank died */
   char name[64];
   lua_State *co;         /* a coroutine of the owning state, for callbacks */
   int co_ref;
@@ -237,11 +235,7 @@ static void broken_value(mexec *me, pl_value *v, char **tb) {
 /* The rank is lost: say so for the task (returned) and for the pool. */
 static merr *lose_rank(pl_worker *w, const char *doing) {
   mworker *mw = w->kind;
-  mexec *me = w->e->kind_data;
   pl_mpi_mark_lost();
-  pthread_mutex_lock(&me->mu);
-  me->lost = 1;
-  pthread_mutex_unlock(&me->mu);
   merr *m = merr_new(PL_BROKEN_POOL, mw->rank, mw->pid,
                      "mpi worker rank %d (pid %d on %s) died %s; Open MPI cannot go on without "
                      "a rank, so the pool is broken",
@@ -250,6 +244,7 @@ static merr *lose_rank(pl_worker *w, const char *doing) {
   if (mw->pidfd >= 0) close(mw->pidfd);
   mw->pidfd = -1;
   mw->open = 0;
+  mw->dead = 1;
   return m;
 }
 
@@ -298,65 +293,33 @@ static int send_to(pl_worker *w, int tag, const void *p, size_t n, char *err) {
 
 /* ---- getting a rank and a state on it -------------------------------- */
 
-/* Dynamic mode: spawn the pool's ranks, once.  mu held. */
-static merr *spawn_locked(pl_executor *e) {
-  mexec *me = e->kind_data;
-  char prog[4096], err[PL_MPI_ERRLEN];
-  if (me->spawn_err != NULL)
-    return dup_mem(me->spawn_err, sizeof *me->spawn_err + strlen(me->spawn_err->message) + 1);
-  if (me->comm >= 0) return NULL;
-  int h = -1;
-  if (pl_mpi_server_program(prog, sizeof prog, err) == 0) {
-    char *argv[] = {prog, "--mpi-worker", NULL};
-    h = me->t->spawn(argv, e->max_workers, me->hosts, me->hostfile, err);
-  }
-  if (h < 0) {
-    me->spawn_err = merr_new(PL_OS_ERROR, 0, 0, "cannot start the mpi workers: %s", err);
-    return dup_mem(me->spawn_err, sizeof *me->spawn_err + strlen(me->spawn_err->message) + 1);
-  }
-  me->comm = h;
-  me->nspawned = e->max_workers;
-  me->taken = calloc((size_t)e->max_workers, 1);
-  if (me->taken == NULL) abort();
-  return NULL;
-}
-
+/* A rank for this worker: in dynamic mode, spawning as many as the pool
+ * still lacks when none is free. */
 static merr *attach(pl_worker *w) {
   mworker *mw = w->kind;
   mexec *me = w->e->kind_data;
-  if (!me->spawn) {
-    mw->comm = PL_MPI_WORLD;
-    mw->rank = pl_mpi_claim_rank();
-    if (mw->rank < 0)
-      return merr_new(PL_OS_ERROR, 0, 0, "no free mpi rank: the %d ranks mpiexec started to serve pools "
-                                          "are all taken by other pools",
-                      pl_mpi_world_servers());
-    return NULL;
+  char err[PL_MPI_ERRLEN];
+  pthread_mutex_lock(&me->mu);
+  int want = w->e->max_workers - me->attached;
+  pthread_mutex_unlock(&me->mu);
+  if (pl_mpi_claim(me->spawn, me->hosts, me->hostfile, want, &mw->comm, &mw->rank, err) != 0) {
+    mw->rank = -1;
+    return merr_new(PL_OS_ERROR, 0, 0, "cannot start an mpi worker: %s", err);
   }
   pthread_mutex_lock(&me->mu);
-  merr *m = spawn_locked(w->e);
-  for (int i = 0; m == NULL && mw->rank < 0 && i < me->nspawned; i++)
-    if (!me->taken[i]) {
-      me->taken[i] = 1;
-      mw->comm = me->comm;
-      mw->rank = i;
-    }
+  me->attached++;
   pthread_mutex_unlock(&me->mu);
-  if (m == NULL && mw->rank < 0) m = merr_new(PL_OS_ERROR, 0, 0, "no spawned mpi rank is free");
-  return m;
+  return NULL;
 }
 
-static void detach(pl_worker *w) {
+static void detach(pl_worker *w, int dead) {
   mworker *mw = w->kind;
   mexec *me = w->e->kind_data;
   if (mw->rank < 0) return;
-  if (!me->spawn) {
-    pl_mpi_return_rank(mw->rank);
-  } else {
-    pthread_mutex_lock(&me->mu);
-    me->taken[mw->rank] = 0;
-    pthread_mutex_unlock(&me->mu);
-  }
+  pl_mpi_release(mw->comm, mw->rank, dead);
+  pthread_mutex_lock(&me->mu);
+  me->attached--;
+  pthread_mutex_unlock(&me->mu);
   mw->rank = -1;
 }
 
@@ -596,12 +559,8 @@ static void mpi_reset(pl_worker *w) { atomic_store(&((mworker *)w->kind)->interr
 static void mpi_worker_stop(pl_worker *w, int release) {
   mworker *mw = w->kind;
   pl_executor *e = w->e;
-  mexec *me = e->kind_data;
-  pthread_mutex_lock(&me->mu);
-  int lost = me->lost;
-  pthread_mutex_unlock(&me->mu);
-  if (!lost) close_state(w);
-  detach(w);
+  if (!mw->dead) close_state(w);
+  detach(w, mw->dead);
   if (mw->pidfd >= 0) close(mw->pidfd);
   pl_tstate *ots = owner_enter(mw, e);
   luaL_unref(mw->co, LUA_REGISTRYINDEX, mw->co_ref);
@@ -618,25 +577,16 @@ static int mpi_setup(pl_executor *e) {
   if (me == NULL) return -1;
   pthread_mutex_init(&me->mu, NULL);
   atomic_init(&me->broken, 0);
-  me->comm = -1;
   me->t = pl_mpi_loaded();
   me->spawn = pl_mpi_world_servers() == 0;
   e->kind_data = me;
   return 0;
 }
 
-/* No worker runs any more: the spawned ranks leave. */
+/* Nothing to let go of: the ranks went back with their workers. */
 static void mpi_release(pl_executor *e, lua_State *L) {
+  (void)e;
   (void)L;
-  mexec *me = e->kind_data;
-  char err[PL_MPI_ERRLEN];
-  pthread_mutex_lock(&me->mu);
-  int comm = me->comm, n = me->nspawned, lost = me->lost;
-  me->comm = -1;
-  pthread_mutex_unlock(&me->mu);
-  if (comm < 0) return;
-  for (int r = 0; !lost && r < n; r++) (void)me->t->send(comm, r, PL_MPI_TAG_STOP, "", 0, err);
-  me->t->release(comm, !lost);
 }
 
 static void mpi_destroy(pl_executor *e) {
@@ -644,8 +594,6 @@ static void mpi_destroy(pl_executor *e) {
   if (me == NULL) return;
   free(me->hosts);
   free(me->hostfile);
-  free(me->taken);
-  free(me->spawn_err);
   free(me->bbytes);
   free(me->berr);
   free(me->btb);

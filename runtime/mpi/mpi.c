@@ -27,8 +27,18 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static const pl_mpi_transport *transport;  /* guarded by mu; set once */
 static pl_mpi_info info;                   /* guarded by mu; set with transport */
 static char init_error[PL_MPI_ERRLEN];     /* guarded by mu: a failed init, for good */
-static char *free_ranks;                   /* guarded by mu: by world rank, 1 free */
 static atomic_int lost;
+
+/* Server ranks by communicator: COMM_WORLD's, then each spawned group's. */
+enum { R_TAKEN, R_FREE, R_DEAD };
+typedef struct group {
+  int comm, n;
+  char *state;               /* R_* by rank */
+  char *hosts, *hostfile;    /* the placement it was spawned with */
+} group;
+static group *groups;        /* guarded by mu */
+static int ngroups;          /* guarded by mu */
+static pthread_mutex_t spawn_mu = PTHREAD_MUTEX_INITIALIZER;  /* one spawn at a time */
 
 /* ---- waiting ---------------------------------------------------------- */
 
@@ -101,15 +111,42 @@ static int module_path(lua_State *L, char *path, size_t n) {
   return found ? 0 : -1;
 }
 
+/* mu held: a new group of n ranks of comm, all free (rank 0 too, unless
+ * it is COMM_WORLD's, which runs the script). */
+static void add_group_locked(int comm, int n, const char *hosts, const char *hostfile) {
+  group *g = realloc(groups, (size_t)(ngroups + 1) * sizeof *g);
+  if (g == NULL) abort();
+  groups = g;
+  g = &groups[ngroups++];
+  g->comm = comm;
+  g->n = n;
+  g->state = malloc((size_t)n + 1);
+  g->hosts = hosts != NULL ? strdup(hosts) : NULL;
+  g->hostfile = hostfile != NULL ? strdup(hostfile) : NULL;
+  if (g->state == NULL) abort();
+  memset(g->state, R_FREE, (size_t)n);
+  if (comm == PL_MPI_WORLD) g->state[0] = R_TAKEN;
+}
+
+static int same(const char *a, const char *b) {
+  return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+/* At exit: the servers leave (STOP), the spawned groups are disconnected,
+ * MPI is finalised -- unless a rank died, when all of that would wait for
+ * it forever. */
 static void finalize_at_exit(void) {
   const pl_mpi_transport *t = pl_mpi_loaded();
-  if (t == NULL || atomic_load(&lost)) return;  /* Finalize would wait for the dead */
+  if (t == NULL || atomic_load(&lost)) return;
   char err[PL_MPI_ERRLEN];
   pthread_mutex_lock(&mu);
-  int size = info.has_parent ? 0 : info.size;
+  for (int i = 0; i < ngroups; i++) {
+    group *g = &groups[i];
+    for (int r = 0; r < g->n; r++)
+      if (!(g->comm == PL_MPI_WORLD && r == 0)) (void)t->send(g->comm, r, PL_MPI_TAG_STOP, "", 0, err);
+    if (g->comm != PL_MPI_WORLD) t->release(g->comm, 1);
+  }
   pthread_mutex_unlock(&mu);
-  if (info.rank == 0)
-    for (int r = 1; r < size; r++) (void)t->send(PL_MPI_WORLD, r, PL_MPI_TAG_STOP, "", 0, err);
   t->finalize();
 }
 
@@ -140,10 +177,7 @@ static const pl_mpi_transport *load_locked(lua_State *L, char *err) {
     snprintf(init_error, sizeof init_error, "%s", err);
     return NULL;
   }
-  free_ranks = calloc((size_t)info.size + 1, 1);
-  if (free_ranks == NULL) abort();
-  if (info.rank == 0 && !info.has_parent)
-    for (int r = 1; r < info.size; r++) free_ranks[r] = 1;
+  if (info.rank == 0 && !info.has_parent && info.size > 1) add_group_locked(PL_MPI_WORLD, info.size, NULL, NULL);
   pl_pin_library();  /* the atexit handler stays mapped */
   atexit(finalize_at_exit);
   transport = t;
@@ -167,21 +201,65 @@ const pl_mpi_transport *pl_mpi_loaded(void) {
 
 /* ---- ranks ------------------------------------------------------------ */
 
-int pl_mpi_claim_rank(void) {
-  int rank = -1;
-  pthread_mutex_lock(&mu);
-  for (int r = 1; transport != NULL && r < info.size && rank < 0; r++)
-    if (free_ranks[r]) {
-      free_ranks[r] = 0;
-      rank = r;
-    }
-  pthread_mutex_unlock(&mu);
-  return rank;
+/* mu held: take a free rank of a group that matches. */
+static int take_locked(int spawn, const char *hosts, const char *hostfile, int *comm, int *rank) {
+  for (int i = 0; i < ngroups; i++) {
+    group *g = &groups[i];
+    if ((g->comm == PL_MPI_WORLD) == spawn || !same(g->hosts, hosts) || !same(g->hostfile, hostfile))
+      continue;
+    for (int r = 0; r < g->n; r++)
+      if (g->state[r] == R_FREE) {
+        g->state[r] = R_TAKEN;
+        *comm = g->comm;
+        *rank = r;
+        return 1;
+      }
+  }
+  return 0;
 }
 
-void pl_mpi_return_rank(int rank) {
+int pl_mpi_claim(int spawn, const char *hosts, const char *hostfile, int want, int *comm, int *rank,
+                 char *err) {
+  const pl_mpi_transport *t = pl_mpi_loaded();
+  if (t == NULL) {
+    snprintf(err, PL_MPI_ERRLEN, "MPI is not initialised");
+    return -1;
+  }
   pthread_mutex_lock(&mu);
-  if (transport != NULL && rank > 0 && rank < info.size) free_ranks[rank] = 1;
+  int got = take_locked(spawn, hosts, hostfile, comm, rank);
+  pthread_mutex_unlock(&mu);
+  if (got) return 0;
+  if (!spawn) {
+    snprintf(err, PL_MPI_ERRLEN, "no free mpi rank: the %d ranks mpiexec started to serve pools are "
+             "all taken by other pools", pl_mpi_world_servers());
+    return -1;
+  }
+  pthread_mutex_lock(&spawn_mu);
+  pthread_mutex_lock(&mu);
+  got = take_locked(spawn, hosts, hostfile, comm, rank);  /* another worker's spawn may have made some */
+  pthread_mutex_unlock(&mu);
+  if (!got) {
+    char prog[PATH_MAX];
+    int h = -1;
+    if (pl_mpi_server_program(prog, sizeof prog, err) == 0) {
+      char *argv[] = {prog, "--mpi-worker", NULL};
+      h = t->spawn(argv, want > 0 ? want : 1, hosts, hostfile, err);
+    }
+    if (h >= 0) {
+      pthread_mutex_lock(&mu);
+      add_group_locked(h, want > 0 ? want : 1, hosts, hostfile);
+      got = take_locked(spawn, hosts, hostfile, comm, rank);
+      pthread_mutex_unlock(&mu);
+    }
+  }
+  pthread_mutex_unlock(&spawn_mu);
+  return got ? 0 : -1;
+}
+
+void pl_mpi_release(int comm, int rank, int dead) {
+  pthread_mutex_lock(&mu);
+  for (int i = 0; i < ngroups; i++)
+    if (groups[i].comm == comm && rank >= 0 && rank < groups[i].n) groups[i].state[rank] = dead ? R_DEAD : R_FREE;
   pthread_mutex_unlock(&mu);
 }
 

@@ -18,10 +18,12 @@
  *
  * Ranks.  Started by mpiexec with more than one rank, the parlua program
  * keeps rank 0 for the script and makes every other rank a server
- * (pl_mpi_serve_if_worker); the servers of COMM_WORLD are handed to pools
- * of kind mpi one per worker (pl_mpi_claim_rank), and given back when the
- * worker stops.  Without mpiexec (a singleton), or once COMM_WORLD has no
- * free rank, a pool spawns its own servers (MPI_Comm_spawn).
+ * (parlua_mpi_serve); the servers of COMM_WORLD are handed to pools of
+ * kind mpi one per worker (pl_mpi_claim), and given back when the worker
+ * stops.  Without mpiexec (a singleton), pools spawn servers
+ * (MPI_Comm_spawn) and keep them for the pools that come after: a spawn
+ * costs a few tenths of a second, and Open MPI's spawns are serialised
+ * here (concurrent collectives on MPI_COMM_SELF are erroneous).
  */
 #ifndef PL_MPI_H
 #define PL_MPI_H
@@ -36,9 +38,15 @@ const pl_mpi_transport *pl_mpi_get(lua_State *L, pl_mpi_info *info, char *err);
 /* The transport when MPI is already initialised, else NULL. */
 const pl_mpi_transport *pl_mpi_loaded(void);
 
-/* A free server rank of COMM_WORLD, or -1 when none is left. */
-int pl_mpi_claim_rank(void);
-void pl_mpi_return_rank(int rank);
+/* A server rank for one pool worker.  With `spawn` 0, a free rank of
+ * COMM_WORLD (static mode); else a free spawned rank placed by `hosts` and
+ * `hostfile` (either NULL), spawning `want` more first when none is free.
+ * Spawned ranks outlive their pool: later pools reuse them, and they
+ * leave at exit.  0 with *comm and *rank set, or -1 with err. */
+int pl_mpi_claim(int spawn, const char *hosts, const char *hostfile, int want, int *comm, int *rank,
+                 char *err);
+/* Give the rank back; `dead`: it died, and is never handed out again. */
+void pl_mpi_release(int comm, int rank, int dead);
 /* Server ranks COMM_WORLD has (size - 1 under mpiexec, else 0). */
 int pl_mpi_world_servers(void);
 

@@ -32,7 +32,7 @@ describe("kind states", function()
     processes:shutdown()
     assert.matches("field 'max_tasks_per_worker' must be a positive integer",
       errof(par.pool, {kind = "states", max_tasks_per_worker = 0}))
-    assert.equal("max_tasks_per_worker applies to kinds states and processes",
+    assert.equal("max_tasks_per_worker applies to kinds states, processes and mpi",
       errof(par.pool, {kind = "threads", max_tasks_per_worker = 2}))
   end)
 

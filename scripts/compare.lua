@@ -9,7 +9,8 @@
 --   cpu:    a pure-Lua counting loop split into equal tasks (Russian
 --           tutorial; CPU-bound: only isolated interpreters scale)
 -- For serial and for every kind of worker this runtime offers (threads,
--- states, processes), with 2 and N workers.  Prints a table per experiment,
+-- states, processes, and mpi when Open MPI is installed), with 2 and N
+-- workers.  Prints a table per experiment,
 -- writes an SVG chart of speedup against workers, and with --python runs
 -- the same experiments with Python's concurrent.futures in the same run.
 -- Then three lock timelines (scripts/compare/timelines.lua): CPU-bound on 2
@@ -64,11 +65,18 @@ local ncpu = par.cpu_count()
 opts.workers = opts.workers or (ncpu > 2 and {2, ncpu} or {2, 4})
 
 -- The kinds this build offers (a pool that cannot be made is skipped).
+-- Kind mpi is tried with a task on as many workers as the rows need: it
+-- needs Open MPI (the error says how to get it), and its spawned ranks
+-- stay for the rows that follow.
 local kinds = {}
-for _, kind in ipairs{"threads", "states", "processes"} do
-  local ok, pool = pcall(par.pool, {kind = kind, workers = 1})
-  if ok then pool:shutdown(); kinds[#kinds + 1] = kind
-  else io.stderr:write(("(kind %s: %s)\n"):format(kind, tostring(pool):gsub("^.-:%d+: ", ""))) end
+for _, kind in ipairs{"threads", "states", "processes", "mpi"} do
+  local most = kind == "mpi" and math.max(table.unpack(opts.workers)) or 1
+  local ok, err = pcall(function()
+    local pool <close> = par.pool{kind = kind, workers = most}
+    if kind == "mpi" then pool:map(function(x) return x end, {1, 2}) end
+  end)
+  if ok then kinds[#kinds + 1] = kind
+  else io.stderr:write(("(kind %s: %s)\n"):format(kind, tostring(err):gsub("^.-:%d+: ", ""))) end
 end
 
 -- Progress on stderr, one line rewritten in place on a terminal.
@@ -257,6 +265,7 @@ local function print_summary(py)
     threads = "one interpreter, one lock: the workers take turns",
     states = "one interpreter per thread: truly parallel",
     processes = "one interpreter per process: parallel, arguments and results copied",
+    mpi = "one interpreter per MPI rank: parallel, on any machine of the job, values copied",
   }
   for _, kind in ipairs(kinds) do
     local r = find(rows, kind, w)
@@ -271,7 +280,7 @@ local function print_summary(py)
 end
 
 local function write_chart(py)
-  local colors = {threads = "#d62728", states = "#1f77b4", processes = "#2ca02c",
+  local colors = {threads = "#d62728", states = "#1f77b4", processes = "#2ca02c", mpi = "#9467bd",
                   ThreadPool = "#ff9896", ProcessPool = "#98df8a"}
   local function points(rows, kind)
     local pts = {{1, 1}}

@@ -278,7 +278,8 @@ static int await_reply(pl_worker *w, int want, void **buf, size_t *len, int task
     if (task && atomic_load(&mw->interrupt) && !mw->interrupt_sent) {
       mpi_interrupt h = {mw->seq};
       mw->interrupt_sent = 1;
-      if (me->t->send(mw->comm, mw->rank, PL_MPI_TAG_INTERRUPT, &h, sizeof h, err) != 0) return -1;
+      int r2 = me->t->send(mw->comm, mw->rank, PL_MPI_TAG_INTERRUPT, &h, sizeof h, NULL, NULL, err);
+      if (r2 != 0) return r2 < 0 ? -1 : 0;
     }
     if (rank_gone(mw)) return 0;
     if (mw->pidfd < 0 && task && pl_now_ns() - heard > LOST_NS) return 0;
@@ -286,9 +287,12 @@ static int await_reply(pl_worker *w, int want, void **buf, size_t *len, int task
   }
 }
 
+static int rank_alive(void *ud) { return !rank_gone(ud); }
+
+/* 0 sent, 1 the rank died meanwhile, -1 a transport error (err). */
 static int send_to(pl_worker *w, int tag, const void *p, size_t n, char *err) {
   mworker *mw = w->kind;
-  return ((mexec *)w->e->kind_data)->t->send(mw->comm, mw->rank, tag, p, n, err);
+  return ((mexec *)w->e->kind_data)->t->send(mw->comm, mw->rank, tag, p, n, rank_alive, mw, err);
 }
 
 /* ---- getting a rank and a state on it -------------------------------- */
@@ -340,8 +344,9 @@ static merr *open_state(pl_worker *w) {
   pl_codec_get_key(o.key);
   o.interval = pl_gil_get_interval(&e->fam->gil);
   snprintf(o.name, sizeof o.name, "%s", mw->name);
-  if (send_to(w, PL_MPI_TAG_OPEN, &o, sizeof o, err) != 0) goto transport;
-  int r = await_reply(w, PL_MPI_TAG_OPENED, &buf, &len, 0, err);
+  int r = send_to(w, PL_MPI_TAG_OPEN, &o, sizeof o, err);
+  if (r < 0) goto transport;
+  r = r == 0 ? await_reply(w, PL_MPI_TAG_OPENED, &buf, &len, 0, err) : 0;
   if (r < 0) goto transport;
   if (r == 0) return lose_rank(w, "while starting");
   mpi_opened od;
@@ -359,8 +364,9 @@ static merr *open_state(pl_worker *w) {
   if (e->init.n < 0) return NULL;
 
   mbytes *init = e->init.data;
-  if (send_to(w, PL_MPI_TAG_TASK, init->data, init->len, err) != 0) goto transport;
-  r = await_reply(w, PL_MPI_TAG_RESULT, &buf, &len, 0, err);
+  r = send_to(w, PL_MPI_TAG_TASK, init->data, init->len, err);
+  if (r < 0) goto transport;
+  r = r == 0 ? await_reply(w, PL_MPI_TAG_RESULT, &buf, &len, 0, err) : 0;
   if (r < 0) goto transport;
   if (r == 0) return lose_rank(w, "during init");
   mpi_result h;
@@ -491,11 +497,11 @@ static void mpi_run(pl_worker *w, pl_task *t) {
   memcpy(b->data, &h, sizeof h);
   mw->seq = h.seq;
   mw->interrupt_sent = 0;
-  int sent = send_to(w, PL_MPI_TAG_TASK, b->data, b->len, err) == 0;
+  int r = send_to(w, PL_MPI_TAG_TASK, b->data, b->len, err);
   mpi_drop(e, NULL, t);
   void *buf = NULL;
   size_t len = 0;
-  int r = sent ? await_reply(w, PL_MPI_TAG_RESULT, &buf, &len, 1, err) : -1;
+  if (r >= 0) r = r == 0 ? await_reply(w, PL_MPI_TAG_RESULT, &buf, &len, 1, err) : 0;
   if (r < 0) {
     fail_task(w, f, merr_new(PL_OS_ERROR, mw->rank, mw->pid, "mpi: %s", err));
     return;

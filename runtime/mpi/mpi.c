@@ -15,6 +15,7 @@
 #include "lauxlib.h"
 #include "core/background.h"
 #include "core/clock.h"
+#include "core/tstate.h"
 #include "mpi/mpi.h"
 #include "mpi/mpiwire.h"
 #include "pool/executor.h"
@@ -39,6 +40,92 @@ typedef struct group {
 static group *groups;        /* guarded by mu */
 static int ngroups;          /* guarded by mu */
 static pthread_mutex_t spawn_mu = PTHREAD_MUTEX_INITIALIZER;  /* one spawn at a time */
+static char spawn_stuck[PL_MPI_ERRLEN];  /* guarded by spawn_mu: a spawn never returned */
+
+/* A spawn runs on a thread of its own, so that one that never returns
+ * (seen here: a spawned process stuck in PMIx_Init, now and then, on a
+ * loaded machine) cannot hang its pool: after SPAWN_NS the pool gets an
+ * error, MPI is given up (it could not be finalised) and no other spawn
+ * is tried.  The job is shared with that thread, which frees it. */
+#define SPAWN_NS (60 * 1000 * 1000000LL)
+typedef struct spawn_job {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done, abandoned;          /* guarded by mu */
+  int handle;
+  char err[PL_MPI_ERRLEN];
+  const pl_mpi_transport *t;
+  char *argv[3];
+  char prog[PATH_MAX];
+  int n;
+  char *hosts, *hostfile;
+} spawn_job;
+
+static void job_free(spawn_job *j) {
+  free(j->hosts);
+  free(j->hostfile);
+  pthread_cond_destroy(&j->cv);
+  pthread_mutex_destroy(&j->mu);
+  free(j);
+}
+
+static void *spawn_main(void *ud) {
+  spawn_job *j = ud;
+  int h = j->t->spawn(j->argv, j->n, j->hosts, j->hostfile, j->err);
+  pthread_mutex_lock(&j->mu);
+  j->handle = h;
+  j->done = 1;
+  int abandoned = j->abandoned;
+  pthread_cond_signal(&j->cv);
+  pthread_mutex_unlock(&j->mu);
+  if (abandoned) {
+    if (h >= 0) j->t->release(h, 0);
+    job_free(j);
+  }
+  return NULL;
+}
+
+/* spawn_mu held: spawn n servers; the handle, or -1 with err. */
+static int spawn_with_deadline(const pl_mpi_transport *t, const char *prog, int n, const char *hosts,
+                               const char *hostfile, char *err) {
+  if (spawn_stuck[0] != '\0') {
+    snprintf(err, PL_MPI_ERRLEN, "%s", spawn_stuck);
+    return -1;
+  }
+  spawn_job *j = calloc(1, sizeof *j);
+  if (j == NULL) abort();
+  pthread_mutex_init(&j->mu, NULL);
+  pl_cond_init(&j->cv);
+  j->t = t;
+  snprintf(j->prog, sizeof j->prog, "%s", prog);
+  j->argv[0] = j->prog;
+  j->argv[1] = "--mpi-worker";
+  j->n = n;
+  j->hosts = hosts != NULL ? strdup(hosts) : NULL;
+  j->hostfile = hostfile != NULL ? strdup(hostfile) : NULL;
+  if (pl_background_thread(spawn_main, j, 0) != 0) {
+    job_free(j);
+    snprintf(err, PL_MPI_ERRLEN, "cannot start a thread to spawn the mpi workers");
+    return -1;
+  }
+  struct timespec until = pl_timespec_of(pl_now_ns() + SPAWN_NS);
+  pthread_mutex_lock(&j->mu);
+  while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &until) == 0) {
+  }
+  int done = j->done, h = j->handle;
+  if (done) snprintf(err, PL_MPI_ERRLEN, "%s", j->err);
+  else j->abandoned = 1;
+  pthread_mutex_unlock(&j->mu);
+  if (done) {
+    job_free(j);
+    return h;
+  }
+  pl_mpi_mark_lost();
+  snprintf(spawn_stuck, sizeof spawn_stuck, "MPI_Comm_spawn did not finish within %d s: Open MPI is "
+           "stuck, and kind mpi is given up in this process", (int)(SPAWN_NS / 1000000000));
+  snprintf(err, PL_MPI_ERRLEN, "%s", spawn_stuck);
+  return -1;
+}
 
 /* ---- waiting ---------------------------------------------------------- */
 
@@ -143,7 +230,7 @@ static void finalize_at_exit(void) {
   for (int i = 0; i < ngroups; i++) {
     group *g = &groups[i];
     for (int r = 0; r < g->n; r++)
-      if (!(g->comm == PL_MPI_WORLD && r == 0)) (void)t->send(g->comm, r, PL_MPI_TAG_STOP, "", 0, err);
+      if (!(g->comm == PL_MPI_WORLD && r == 0)) (void)t->send(g->comm, r, PL_MPI_TAG_STOP, "", 0, NULL, NULL, err);
     if (g->comm != PL_MPI_WORLD) t->release(g->comm, 1);
   }
   pthread_mutex_unlock(&mu);
@@ -241,10 +328,8 @@ int pl_mpi_claim(int spawn, const char *hosts, const char *hostfile, int want, i
   if (!got) {
     char prog[PATH_MAX];
     int h = -1;
-    if (pl_mpi_server_program(prog, sizeof prog, err) == 0) {
-      char *argv[] = {prog, "--mpi-worker", NULL};
-      h = t->spawn(argv, want > 0 ? want : 1, hosts, hostfile, err);
-    }
+    if (pl_mpi_server_program(prog, sizeof prog, err) == 0)
+      h = spawn_with_deadline(t, prog, want > 0 ? want : 1, hosts, hostfile, err);
     if (h >= 0) {
       pthread_mutex_lock(&mu);
       add_group_locked(h, want > 0 ? want : 1, hosts, hostfile);

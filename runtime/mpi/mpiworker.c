@@ -54,7 +54,7 @@ typedef struct server {
 
 static void send_or_die(server *s, int tag, const void *buf, size_t len) {
   char err[PL_MPI_ERRLEN];
-  if (s->t->send(s->comm, s->master, tag, buf, len, err) != 0) {
+  if (s->t->send(s->comm, s->master, tag, buf, len, NULL, NULL, err) != 0) {
     fprintf(stderr, "parlua: mpi worker: %s\n", err);
     _exit(1);  /* the master is gone: nobody to serve */
   }
@@ -236,7 +236,7 @@ static void *watch(void *ud) {
         pthread_mutex_unlock(&s->mu);
       }
       if (pl_now_ns() >= alive_at) {
-        (void)s->t->send(s->comm, s->master, PL_MPI_TAG_ALIVE, "", 0, err);
+        (void)s->t->send(s->comm, s->master, PL_MPI_TAG_ALIVE, "", 0, NULL, NULL, err);
         alive_at = pl_now_ns() + PL_MPI_ALIVE_NS;
       }
       struct timespec nap = {0, 2 * 1000 * 1000};

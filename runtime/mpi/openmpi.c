@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <mpi.h>
 
@@ -48,6 +49,10 @@ static int t_init(pl_mpi_info *out, char *err) {
   int provided = MPI_THREAD_SINGLE, flag = 0;
   memset(out, 0, sizeof *out);
   MPI_Initialized(&flag);
+  /* A singleton's pools spawn as many ranks as they ask for, as the other
+   * kinds start as many workers: more than the cores is the caller's
+   * choice, not a reason for Open MPI to refuse (its default). */
+  if (!flag && getenv("OMPI_COMM_WORLD_SIZE") == NULL) setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
   int rc = flag ? MPI_Query_thread(&provided) : MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
   if (rc != MPI_SUCCESS) return fail(rc, "MPI_Init_thread", err);
   serial = provided < MPI_THREAD_MULTIPLE;
@@ -120,15 +125,32 @@ static int t_spawn(char **argv, int n, const char *hosts, const char *hostfile, 
   return h;
 }
 
-static int t_send(int comm, int rank, int tag, const void *buf, size_t len, char *err) {
+static int t_send(int comm, int rank, int tag, const void *buf, size_t len, int (*alive)(void *ud),
+                  void *ud, char *err) {
   if (len > INT_MAX) {
     snprintf(err, PL_MPI_ERRLEN, "a message of %zu bytes is too big for MPI (at most %d)", len, INT_MAX);
     return -1;
   }
+  MPI_Request req;
   lock();
-  int rc = MPI_Send(buf, (int)len, MPI_BYTE, rank, tag, comm_of(comm));
+  int rc = MPI_Isend(buf, (int)len, MPI_BYTE, rank, tag, comm_of(comm), &req);
   unlock();
-  return rc == MPI_SUCCESS ? 0 : fail(rc, "MPI_Send", err);
+  if (rc != MPI_SUCCESS) return fail(rc, "MPI_Isend", err);
+  /* Small messages are done at once (eager); a big one waits for the
+   * receiver, polled with naps of up to a millisecond. */
+  for (long nap = 1000, spins = 0;; spins++) {
+    int done = 0;
+    lock();
+    rc = MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    unlock();
+    if (rc != MPI_SUCCESS) return fail(rc, "MPI_Test", err);
+    if (done) return 0;
+    if (alive != NULL && !alive(ud)) return 1;  /* its request is left behind: MPI is done for */
+    if (spins < 1000) continue;
+    struct timespec ts = {0, nap};
+    nanosleep(&ts, NULL);
+    if (nap < 1000000) nap *= 2;
+  }
 }
 
 static int t_poll(int comm, int rank, int tag, int *out_tag, void **buf, size_t *len, char *err) {

@@ -42,8 +42,12 @@ typedef struct pl_mpi_transport {
    * `hosts` and `hostfile` (either may be NULL) as the info keys "host"
    * and "hostfile": the handle of the intercommunicator to them. */
   int (*spawn)(char **argv, int n, const char *hosts, const char *hostfile, char *err);
-  /* Blocking standard-mode send of len bytes (at most INT_MAX). */
-  int (*send)(int comm, int rank, int tag, const void *buf, size_t len, char *err);
+  /* Send len bytes (at most INT_MAX) and wait until the buffer is free
+   * again.  A big message waits for its receiver, so while it waits the
+   * send asks alive(ud) (when given) whether the receiver still lives: 1
+   * when it was found dead (the send is abandoned), 0 when sent. */
+  int (*send)(int comm, int rank, int tag, const void *buf, size_t len, int (*alive)(void *ud),
+              void *ud, char *err);
   /* Without blocking: 1 when a message from rank with tag (-1: any) is
    * there, its tag and length in *tag and *len, and it is then received
    * into a buffer of *len bytes that *buf points to (malloc'd, the

@@ -32,7 +32,7 @@ local MPIEXEC = ENV .. "timeout 300 mpiexec --oversubscribe "
 
 local function parse(out)
   local t = {}
-  for k, v in out:gmatch("([%w_]+) ([%d.e+-]+)") do t[k] = tonumber(v) end
+  for k, v in out:gmatch("([%w_]+)%s+([%d.e+-]+)") do t[k] = tonumber(v) end
   return t
 end
 

@@ -33,12 +33,12 @@ describe("kind mpi", function()
     return
   end
 
-  local function killed(cmd)
+  local function killed(cmd, when)
     local pidfile = os.tmpname()
     local t0 = os.time()
-    local out = sh(cmd .. " " .. build .. "/parlua tests/mpi/killed_rank.lua " .. pidfile)
+    local out = sh(cmd .. " " .. build .. "/parlua tests/mpi/killed_rank.lua " .. pidfile .. " " .. (when or ""))
     os.remove(pidfile)
-    assert.matches("victim: false BrokenPool after 0%.%d%d s", out)
+    assert.matches("victim: false BrokenPool after %d%.%d%d s", out)
     assert.matches("message: mpi worker rank %d+ %(pid %d+ on [^)]+%) died while running the task; " ..
       "Open MPI cannot go on without a rank, so the pool is broken", out)
     assert.matches("rank pid matches: true", out)
@@ -54,6 +54,10 @@ describe("kind mpi", function()
 
   it("a static rank killed: the same (mpiexec told not to abort the job)", function()
     killed(MPIEXEC .. "--mca orte_abort_on_non_zero_status 0 -n 2")
+  end)
+
+  it("a rank killed between tasks: the next task, a big one, ends with BrokenPool", function()
+    killed(MPIENV .. "timeout 60", "idle")
   end)
 
   it("runs the price example under mpiexec -n 3 with the serial results", function()

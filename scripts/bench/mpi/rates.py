@@ -5,8 +5,6 @@ import sys
 import time
 from mpi4py.futures import MPIPoolExecutor
 
-n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
-
 
 def ident(x):
     return x
@@ -19,7 +17,8 @@ def burn(k):
     return x
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the workers import this file under another name
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     t0 = time.perf_counter()
     with MPIPoolExecutor(max_workers=2) as pool:
         pool.submit(ident, 1).result()

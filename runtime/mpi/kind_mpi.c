@@ -54,7 +54,9 @@
  * Interrupts.  shutdown{interrupt=true} (and the runtime closing after
  * Ctrl-C) sends INTERRUPT for the task that runs; the rank's watcher
  * cancels it as kind states cancels a task (Cancelled at its next
- * instruction or blocking call).  A rank is never killed for it: that
+ * instruction or blocking call).  Time limits (limits.h) go the same way:
+ * the rank raises SoftTimeLimit, or Timeout, in the task as kind states
+ * does, so the rank and its state are kept.  A rank is never killed for it: that
  * would take the job down.
  *
  * Done callbacks run in the owning state on a coroutine of it made when
@@ -117,6 +119,8 @@ typedef struct mworker {
   uint64_t seq;          /* of the task that runs */
   atomic_int interrupt;  /* an interrupt came for it */
   int interrupt_sent;
+  atomic_int limit;      /* a time limit ran out: PL_MPI_SOFT_LIMIT or _HARD_LIMIT, or 0 */
+  _Atomic double limit_seconds;
   int dead;              /* the rank died */
   char name[64];
   lua_State *co;         /* a coroutine of the owning state, for callbacks */
@@ -275,9 +279,15 @@ static int await_reply(pl_worker *w, int want, void **buf, size_t *len, int task
       pl_mpi_backoff_start(&b);
       continue;
     }
+    int what = -1;
     if (task && atomic_load(&mw->interrupt) && !mw->interrupt_sent) {
-      mpi_interrupt h = {mw->seq};
       mw->interrupt_sent = 1;
+      what = PL_MPI_STOP_TASK;
+    } else if (task && atomic_load(&mw->limit) != 0) {
+      what = atomic_exchange(&mw->limit, 0);
+    }
+    if (what >= 0) {
+      mpi_interrupt h = {mw->seq, (uint32_t)what, 0, atomic_load(&mw->limit_seconds)};
       int r2 = me->t->send(mw->comm, mw->rank, PL_MPI_TAG_INTERRUPT, &h, sizeof h, NULL, NULL, err);
       if (r2 != 0) return r2 < 0 ? -1 : 0;
     }
@@ -498,6 +508,7 @@ static void mpi_run(pl_worker *w, pl_task *t) {
   mw->seq = h.seq;
   mw->interrupt_sent = 0;
   int r = send_to(w, PL_MPI_TAG_TASK, b->data, b->len, err);
+  if (r == 0) pl_executor_arm_limits(w, t);  /* its clock starts as it is sent */
   mpi_drop(e, NULL, t);
   void *buf = NULL;
   size_t len = 0;
@@ -560,7 +571,18 @@ static void mpi_idle(pl_worker *w) { (void)w; }
 
 static void mpi_interrupt_task(pl_worker *w) { atomic_store(&((mworker *)w->kind)->interrupt, 1); }
 
-static void mpi_reset(pl_worker *w) { atomic_store(&((mworker *)w->kind)->interrupt, 0); }
+/* Passed on to the rank by the worker thread's wait (await_reply). */
+static void mpi_time_limit(pl_worker *w, int hard, double seconds) {
+  mworker *mw = w->kind;
+  atomic_store(&mw->limit_seconds, seconds);
+  atomic_store(&mw->limit, hard ? PL_MPI_HARD_LIMIT : PL_MPI_SOFT_LIMIT);
+}
+
+static void mpi_reset(pl_worker *w) {
+  mworker *mw = w->kind;
+  atomic_store(&mw->interrupt, 0);
+  atomic_store(&mw->limit, 0);
+}
 
 static void mpi_worker_stop(pl_worker *w, int release) {
   mworker *mw = w->kind;
@@ -611,8 +633,8 @@ static void mpi_destroy(pl_executor *e) {
 const pl_kind_ops pl_kind_mpi = {
     "mpi",           mpi_setup,          mpi_pack,         mpi_drop,
     mpi_worker_new,  mpi_worker_abandon, mpi_worker_start, mpi_idle,
-    mpi_run,         mpi_interrupt_task, mpi_reset,        mpi_worker_stop,
-    mpi_release,     mpi_destroy,
+    mpi_run,         mpi_interrupt_task, mpi_time_limit,   mpi_reset,
+    mpi_worker_stop, mpi_release,        mpi_destroy,
 };
 
 int pl_mpi_configure(pl_executor *e, const char *hosts, const char *hostfile) {

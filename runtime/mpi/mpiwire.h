@@ -12,6 +12,7 @@
  *                     TASK      mpi_task + [fn, v1..vn]     (mode: PL_TASK_*;
  *                               PL_TASK_INIT: the pool's init)
  *                     INTERRUPT mpi_interrupt: stop task `seq` if it runs
+ *                               (or: its soft or hard time limit ran out)
  *                     CLOSE     close the state (its finalizers run)
  *                     STOP      leave: the master is done
  *   server -> master  OPENED    mpi_opened: its pid and host
@@ -57,8 +58,13 @@ typedef struct mpi_task {
   uint64_t seq;
 } mpi_task;
 
+enum { PL_MPI_STOP_TASK, PL_MPI_SOFT_LIMIT, PL_MPI_HARD_LIMIT };
+
 typedef struct mpi_interrupt {
   uint64_t seq;
+  uint32_t what;    /* PL_MPI_STOP_TASK, _SOFT_LIMIT, _HARD_LIMIT */
+  uint32_t reserved;
+  double seconds;   /* the limit, for the error's message */
 } mpi_interrupt;
 
 typedef struct mpi_result {

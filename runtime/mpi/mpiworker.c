@@ -14,7 +14,8 @@
  *
  * While a task runs, a watcher thread polls for INTERRUPT (a forced
  * cancel of the task's tstate: the task fails with Cancelled at its next
- * instruction or blocking call, as with kind states) and sends ALIVE every
+ * instruction or blocking call, as with kind states; or its time limit,
+ * raised as kind states raises it: SoftTimeLimit, then Timeout) and sends ALIVE every
  * PL_MPI_ALIVE_NS, by which a master on another machine knows that this
  * rank still lives.  The watcher needs a library that allows calls from
  * two threads (MPI_THREAD_SERIALIZED or more); below that it does not run,
@@ -35,6 +36,7 @@
 #include "mpi/transport.h"
 #include "pool/executor.h"
 #include "proc/fork.h"
+#include "sync/held.h"
 
 enum { SLOT_HANDLER = 1, SLOT_TRACEBACK = 2 };
 
@@ -148,6 +150,7 @@ static void run_task(server *s, const unsigned char *buf, size_t len) {
   int ok = lua_pcall(L, 1, 0, SLOT_HANDLER) == LUA_OK;
   pthread_mutex_lock(&s->mu);
   atomic_store(&s->running, 0);
+  pl_held_end(s->c.ts);             /* the rule of forced cancellation (held.h) */
   pl_tstate_reset_cancel(s->c.ts);  /* an interrupt that came late is for nobody */
   pthread_mutex_unlock(&s->mu);
   if (ok) {
@@ -231,8 +234,11 @@ static void *watch(void *ud) {
         if (len >= sizeof h) memcpy(&h, buf, sizeof h);
         free(buf);
         pthread_mutex_lock(&s->mu);
-        if (h.seq == seq && atomic_load(&s->running) == seq && s->open)
-          pl_tstate_cancel(s->c.ts, PL_CANCEL_FORCED, 0);
+        if (h.seq == seq && atomic_load(&s->running) == seq && s->open) {
+          if (h.what == PL_MPI_SOFT_LIMIT) pl_tstate_soft_limit(s->c.ts, h.seconds);
+          else if (h.what == PL_MPI_HARD_LIMIT) pl_tstate_hard_limit(s->c.ts, h.seconds);
+          else pl_tstate_cancel(s->c.ts, PL_CANCEL_FORCED, 0);
+        }
         pthread_mutex_unlock(&s->mu);
       }
       if (pl_now_ns() >= alive_at) {

@@ -231,3 +231,20 @@ describe("kind mpi pools (" .. mode .. " mode)", function()
     end
   end)
 end)
+
+describe("kind mpi time limits (" .. mode .. " mode)", function()
+  it("stop an endless loop with Timeout naming the limit, and raise SoftTimeLimit first", function()
+    local pool <close> = par.pool{kind = "mpi", workers = 1, time_limit = 0.3}
+    local loop = pool:submit(function() while true do end end)
+    local e = errof(loop.result, loop, 30)
+    assert.equal("Timeout", e.kind)
+    assert.matches("the task exceeded its time limit of 0.3 s", tostring(e))
+    local caught = pool:submit_with({soft_time_limit = 0.1, time_limit = 30}, function()
+      local _, err = pcall(function() while true do end end)
+      return err.kind
+    end)
+    assert.equal("SoftTimeLimit", caught:result(30))
+    -- the rank and its state go on
+    assert.equal(7, pool:submit(function() return 7 end):result(30))
+  end)
+end)

@@ -74,7 +74,7 @@ INTERPOSE =
 PRELOAD   =
 endif
 
-.PHONY: all module deps test run bench bench-peers sanitize tsan fuzz install uninstall clean
+.PHONY: all module deps test run bench bench-peers soak sanitize tsan fuzz install uninstall clean
 all: $(BUILD)/parlua $(BUILD)/libparlua.a $(BUILD)/libparlua.so $(BUILD)/parlua.so $(PRELOAD) $(MPI_MODULE)
 module: $(BUILD)/parlua.so  # what the rockspecs build
 
@@ -164,6 +164,13 @@ bench: deps
 # docs/benchmarks.md for how to get them.
 bench-peers: all
 	$(BUILD)/parlua scripts/bench/peers.lua
+
+# Not in CI: 100,000 tasks over up to 10 minutes while workers are killed,
+# time limits hit and pools interrupted (docs/testing.md); SOAK_SECONDS and
+# SOAK_TASKS make it shorter.
+soak: deps
+	@$(MAKE) --no-print-directory all
+	LUA_CPATH='$(BUILD)/?.so;;' lua5.4 tests/soak/soak.lua
 
 # The sanitizer builds run the unit tests and the busted specs through the
 # instrumented `parlua` program (host mode).

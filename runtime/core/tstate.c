@@ -197,7 +197,7 @@ pl_tstate *pl_tstate_innermost(void) { return current; }
 static int needs_hook(pl_tstate *ts) {
   return (atomic_load(&ts->cancel) == PL_CANCEL_FORCED &&
           !atomic_load(&ts->cancel_delivered)) ||
-         pl_gil_drop_requested(&ts->fam->gil);
+         atomic_load(&ts->soft_limit_pending) || pl_gil_drop_requested(&ts->fam->gil);
 }
 
 /* running is NULL now, so no new poke is sent (pl_tstate_poke checks it

@@ -735,8 +735,9 @@ static void run_task(pl_worker *w, pl_task *t) {
   }
   /* A task with time limits runs alone: its clock starts when it is sent,
    * and its hard limit kills the process, which must hold nothing else. */
-  pw->limited = pl_limits_any(&t->limits);
-  if (pw->limited && pw->flen > 0) drain(w, 0);
+  int limited = pl_limits_any(&t->limits);
+  if (limited && pw->flen > 0) drain(w, 0);  /* (its completions reset pw->limited) */
+  pw->limited = limited;
   int sent = send_frame(pw, &((ptask *)t->data)->frame, &((ptask *)t->data)->fds) == 0;
   if (sent) pl_executor_arm_limits(w, t);
   processes_drop(e, NULL, t);

@@ -160,7 +160,10 @@ static void child_serve(lua_State *L, pl_frame *f, pl_obuf *out, pl_fdlist *fds)
 
 typedef struct soft_listener {
   pl_tstate *ts;           /* the tstate running the tasks */
-  atomic_uint task;        /* the number of the task running, 0 between tasks */
+  pthread_mutex_t mu;
+  unsigned task;           /* guarded by mu: the number of the task running, 0 between tasks */
+  unsigned early;          /* guarded by mu: a limit that came before its task began ... */
+  double early_s;          /* ... and its seconds */
 } soft_listener;
 
 static void *soft_listener_main(void *arg) {
@@ -173,7 +176,15 @@ static void *soft_listener_main(void *arg) {
     if (sigwaitinfo(&set, &si) < 0 || si.si_code != SI_QUEUE) continue;
     uint64_t v = (uint64_t)(uintptr_t)si.si_value.sival_ptr;
     unsigned task = (unsigned)(v >> 32);
-    if (task != 0 && task == atomic_load(&sl->task)) pl_tstate_soft_limit(sl->ts, (double)(v & UINT32_MAX) / 1000);
+    double s = (double)(v & UINT32_MAX) / 1000;
+    pthread_mutex_lock(&sl->mu);
+    if (task != 0 && task == sl->task) {
+      pl_tstate_soft_limit(sl->ts, s);
+    } else if (task > sl->task) {  /* the parent's clock ran out before this process read the task */
+      sl->early = task;
+      sl->early_s = s;
+    }
+    pthread_mutex_unlock(&sl->mu);
   }
   return NULL;
 }
@@ -182,12 +193,21 @@ static void *soft_listener_main(void *arg) {
  * listen for it on a helper thread. */
 static void soft_listener_start(soft_listener *sl, pl_tstate *ts) {
   sl->ts = ts;
-  atomic_init(&sl->task, 0);
+  pthread_mutex_init(&sl->mu, NULL);
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, PL_SOFT_LIMIT_SIGNAL);
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   if (pl_background_thread(soft_listener_main, sl, 64 * 1024) != 0) _exit(71);
+}
+
+/* Task number `task` begins (0: it ended). */
+static void soft_listener_task(soft_listener *sl, unsigned task) {
+  pthread_mutex_lock(&sl->mu);
+  sl->task = task;
+  if (task == 0) atomic_store(&sl->ts->soft_limit_pending, 0);  /* one that came as the task ended */
+  else if (sl->early == task) pl_tstate_soft_limit(sl->ts, sl->early_s);
+  pthread_mutex_unlock(&sl->mu);
 }
 
 int pl_procworker_main(void *ud) {
@@ -227,10 +247,9 @@ int pl_procworker_main(void *ud) {
       break;
     }
     int had_objects = f.nfds > 0;
-    if (f.type == F_TASK) atomic_store(&sl.task, ++ntasks);
+    if (f.type == F_TASK) soft_listener_task(&sl, ++ntasks);
     child_serve(L, &f, &out, &fds);
-    atomic_store(&sl.task, 0);
-    atomic_store(&c.ts->soft_limit_pending, 0);  /* one that came as the task ended */
+    soft_listener_task(&sl, 0);
     had_objects = had_objects || fds.n > 0;
     fflush(stdout);
     pl_child_rt_unlock(&c);

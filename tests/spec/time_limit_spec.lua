@@ -73,6 +73,19 @@ for _, kind in ipairs{"threads", "states", "processes"} do
       assert.equal(0, pool:stats().failed)
     end)
 
+    it("hold among many short tasks without limits (a processes worker pipelines those)", function()
+      local task = fn [[function(soft, i)
+        if soft then local ok, e = pcall(function() while true do end end) return e.kind end
+        return i
+      end]]
+      local fs = {}
+      for i = 1, 300 do
+        if i % 9 == 0 then fs[i] = pool:submit_with({soft_time_limit = 0.02, time_limit = 20}, task, true, i)
+        else fs[i] = pool:submit(task, false, i) end
+      end
+      for i = 1, 300 do assert.equal(i % 9 == 0 and "SoftTimeLimit" or i, fs[i]:result(60)) end
+    end)
+
     it("apply per task in map, overriding the pool's", function()
       local e = errof(pool.map, pool, fn [[function(x)
         if x == 2 then while true do end end

@@ -64,16 +64,18 @@ passed=$((passed + ok)); failed=$((failed + notok))
 if [ $rc -ne 0 ] && [ "$notok" -eq 0 ]; then failed=$((failed + 1)); failures+=("specs: busted exited $rc"); fi
 
 # Kind mpi's pool cases, in both launch modes, through the parlua program:
-# static under mpiexec (ranks 1 and 2 serve rank 0), spawn from a singleton.
+# static under mpiexec (ranks 1 and 2 serve rank 0), spawn from a singleton,
+# and spawn again with MPI_THREAD_SERIALIZED (every MPI call behind a mutex).
 echo "== mpi specs"
 if [ ! -f "$BUILD/parlua_mpi.so" ] || ! command -v mpiexec >/dev/null; then
   echo "skipping the mpi specs: kind mpi is not built here (apt-get install libopenmpi-dev openmpi-bin)"
 else
   # As root Open MPI must be told it may run; on a small machine, oversubscribe.
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-  for m in static spawn; do
+  for m in static spawn serialized; do
     if [ $m = static ]; then launch=(mpiexec --oversubscribe -n 3); else launch=(); fi
-    PARLUA_MPI_MODE=$m LUA_CPATH="$BUILD/?.so;;" timeout 300 "${launch[@]}" "$BUILD/parlua" /usr/bin/busted \
+    level=(); [ $m = serialized ] && level=(PARLUA_MPI_THREAD_LEVEL=serialized)
+    env "${level[@]}" PARLUA_MPI_MODE=${m/serialized/spawn} LUA_CPATH="$BUILD/?.so;;" timeout 300 "${launch[@]}" "$BUILD/parlua" /usr/bin/busted \
       -o TAP tests/mpi > "$out" 2>&1
     rc=$?
     sed "s/^/[$m] /" "$out"

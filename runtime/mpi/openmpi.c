@@ -3,8 +3,8 @@
  *
  * Every call gets its own error text from MPI_Error_string.  Under
  * MPI_THREAD_MULTIPLE calls go straight to the library from any thread;
- * with less, `serial` is set and each call holds `mu` -- a worker thread's
- * poll never blocks, so the mutex is only ever held briefly. */
+ * with less, `serial` is set and each call holds `call_mu` -- a worker
+ * thread's poll never blocks, so the mutex is only ever held briefly. */
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -18,16 +18,19 @@
 
 #define MAX_COMMS 1024
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;       /* the handles */
+static pthread_mutex_t call_mu = PTHREAD_MUTEX_INITIALIZER;  /* MPI calls, when serial */
 static int serial = 1;  /* until init knows the level */
 static MPI_Comm comms[MAX_COMMS];  /* guarded by mu: by handle */
 static int ncomms;
 
+/* Around MPI calls.  Not `mu`: a call looks its handle up (comm_of)
+ * while it holds this one. */
 static void lock(void) {
-  if (serial) pthread_mutex_lock(&mu);
+  if (serial) pthread_mutex_lock(&call_mu);
 }
 static void unlock(void) {
-  if (serial) pthread_mutex_unlock(&mu);
+  if (serial) pthread_mutex_unlock(&call_mu);
 }
 
 static int fail(int rc, const char *what, char *err) {
@@ -45,6 +48,19 @@ static MPI_Comm comm_of(int h) {
   return c;
 }
 
+/* The level to ask for: MPI_THREAD_MULTIPLE, unless PARLUA_MPI_THREAD_LEVEL
+ * names a lower one ("serialized", ...) -- how the specs run the mutex
+ * that a library offering less than multiple gets. */
+static int wanted_level(void) {
+  static const char *const names[] = {"single", "funneled", "serialized", "multiple"};
+  static const int levels[] = {MPI_THREAD_SINGLE, MPI_THREAD_FUNNELED, MPI_THREAD_SERIALIZED,
+                               MPI_THREAD_MULTIPLE};
+  const char *want = getenv("PARLUA_MPI_THREAD_LEVEL");
+  for (int i = 0; want != NULL && i < 4; i++)
+    if (strcmp(want, names[i]) == 0) return levels[i];
+  return MPI_THREAD_MULTIPLE;
+}
+
 static int t_init(pl_mpi_info *out, char *err) {
   int provided = MPI_THREAD_SINGLE, flag = 0;
   memset(out, 0, sizeof *out);
@@ -53,7 +69,7 @@ static int t_init(pl_mpi_info *out, char *err) {
    * kinds start as many workers: more than the cores is the caller's
    * choice, not a reason for Open MPI to refuse (its default). */
   if (!flag && getenv("OMPI_COMM_WORLD_SIZE") == NULL) setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 0);
-  int rc = flag ? MPI_Query_thread(&provided) : MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+  int rc = flag ? MPI_Query_thread(&provided) : MPI_Init_thread(NULL, NULL, wanted_level(), &provided);
   if (rc != MPI_SUCCESS) return fail(rc, "MPI_Init_thread", err);
   serial = provided < MPI_THREAD_MULTIPLE;
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);

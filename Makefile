@@ -180,7 +180,7 @@ sanitize: deps
 
 tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build-tsan SANITIZER=thread DEBUG=1 all $(UNIT_BIN:$(BUILD)/%=build-tsan/%) build-tsan/embed_example
-	@BUILD=build-tsan MODE=host TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1" bash tests/run-all.sh
+	@BUILD=build-tsan MODE=host TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp halt_on_error=1 die_after_fork=0" bash tests/run-all.sh
 
 # libFuzzer targets (clang from Debian: apt-get install clang), each run for
 # FUZZ_SECONDS; new inputs go to build-fuzz/, the seeds stay untouched.

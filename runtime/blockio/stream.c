@@ -29,12 +29,15 @@ luaL_Stream *pl_stream_check_open(lua_State *L) {
 
 void pl_stream_begin(lua_State *L, luaL_Stream *p, int may_block, pl_gil_reason why,
                      pl_stream_call *call) {
-  call->ts = may_block ? pl_blocking_begin(L, why) : NULL;
+  call->ts = NULL;
   call->counted = NULL;
-  if (call->ts != NULL && is_ours(p)) {
-    call->counted = (pl_stream *)p;
-    call->counted->users++;
-  }
+  if (!may_block) return;
+  /* Counted while the lock is still held: `users` is guarded by it. */
+  pl_stream *counted = is_ours(p) ? (pl_stream *)p : NULL;
+  if (counted != NULL) counted->users++;
+  call->ts = pl_blocking_begin(L, why);
+  if (call->ts != NULL) call->counted = counted;
+  else if (counted != NULL) counted->users--;  /* no lock given away: nobody can close it meanwhile */
 }
 
 void pl_stream_end(pl_stream_call *call) {

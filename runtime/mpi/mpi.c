@@ -264,7 +264,6 @@ static const pl_mpi_transport *load_locked(lua_State *L, char *err) {
     snprintf(init_error, sizeof init_error, "%s", err);
     return NULL;
   }
-  if (info.rank == 0 && !info.has_parent && info.size > 1) add_group_locked(PL_MPI_WORLD, info.size, NULL, NULL);
   pl_pin_library();  /* the atexit handler stays mapped */
   atexit(finalize_at_exit);
   transport = t;
@@ -350,7 +349,7 @@ void pl_mpi_release(int comm, int rank, int dead) {
 
 int pl_mpi_world_servers(void) {
   pthread_mutex_lock(&mu);
-  int n = transport != NULL && info.rank == 0 && !info.has_parent ? info.size - 1 : 0;
+  int n = ngroups > 0 && groups[0].comm == PL_MPI_WORLD ? groups[0].n - 1 : 0;
   pthread_mutex_unlock(&mu);
   return n;
 }
@@ -396,5 +395,11 @@ int pl_mpi_serve_if_worker(const luaL_Reg *modules) {
   }
   if (in.has_parent) return pl_mpi_serve(t, PL_MPI_PARENT, 0, in.thread_level, modules);
   if (in.rank > 0) return pl_mpi_serve(t, PL_MPI_WORLD, 0, in.thread_level, modules);
-  return -1;  /* rank 0 runs the script */
+  /* Rank 0 runs the script; the other ranks of COMM_WORLD serve it, as
+   * they run this same function.  (Only then: under mpiexec, a stock
+   * lua5.4 runs the script on every rank, and its pools spawn.) */
+  pthread_mutex_lock(&mu);
+  if (in.size > 1 && ngroups == 0) add_group_locked(PL_MPI_WORLD, in.size, NULL, NULL);
+  pthread_mutex_unlock(&mu);
+  return -1;
 }

@@ -47,7 +47,8 @@ int pl_mpi_claim(int spawn, const char *hosts, const char *hostfile, int want, i
                  char *err);
 /* Give the rank back; `dead`: it died, and is never handed out again. */
 void pl_mpi_release(int comm, int rank, int dead);
-/* Server ranks COMM_WORLD has (size - 1 under mpiexec, else 0). */
+/* Server ranks COMM_WORLD has: size - 1 when the parlua program started
+ * under mpiexec (parlua_mpi_serve made the other ranks servers), else 0. */
 int pl_mpi_world_servers(void);
 
 /* A rank was lost: MPI must not be finalised (see above). */

@@ -60,6 +60,12 @@ describe("kind mpi", function()
     killed(MPIENV .. "timeout 60", "idle")
   end)
 
+  it("under mpiexec in a stock lua5.4 (every rank runs the script), spawns its ranks", function()
+    local out, status = sh(MPIEXEC .. "-n 2 env LUA_CPATH='" .. build .. "/?.so;;' lua5.4 tests/mpi/stock_lua.lua")
+    assert.equal(0, status, out)
+    assert.matches("rank 0: servers\t0\tresult\t42", out)
+  end)
+
   it("runs the price example under mpiexec -n 3 with the serial results", function()
     local out, status = sh(MPIEXEC .. "-n 3 -x PARLUA_SMOKE=1 " .. build .. "/parlua scripts/prices.lua")
     assert.equal(0, status, out)

@@ -259,9 +259,11 @@ static int rank_gone(mworker *mw) {
 }
 
 /* Wait for the rank's next reply with tag `want` (ALIVE noted on the
- * way).  1 with *buf (malloc'd) and *len; 0 when the rank is lost; -1 on
- * a transport error (err).  While a task runs (`task`), an interrupt is
- * passed on. */
+ * way).  1 with *buf (malloc'd) and *len; 0 when the rank is lost (its
+ * pid ended, or, on another machine, LOST_NS passed without a word: a
+ * task and init send ALIVE, and OPENED comes at once); -1 on a transport
+ * error (err).  While a task runs (`task`), interrupts and time limits
+ * are passed on. */
 static int await_reply(pl_worker *w, int want, void **buf, size_t *len, int task, char *err) {
   mworker *mw = w->kind;
   mexec *me = w->e->kind_data;
@@ -292,7 +294,7 @@ static int await_reply(pl_worker *w, int want, void **buf, size_t *len, int task
       if (r2 != 0) return r2 < 0 ? -1 : 0;
     }
     if (rank_gone(mw)) return 0;
-    if (mw->pidfd < 0 && task && pl_now_ns() - heard > LOST_NS) return 0;
+    if (mw->pidfd < 0 && pl_now_ns() - heard > LOST_NS) return 0;  /* on another machine */
     pl_mpi_backoff_wait(&b, mw->pidfd);
   }
 }

@@ -162,6 +162,39 @@ end
 
 local function percent(x) return format("%d%%", floor(x * 100 + 0.5)) end
 
+-- The rectangles of one lane between t0 and t1: segments a pixel wide or
+-- more as they are, narrower ones gathered per pixel column, which shows
+-- the state that took most of its time -- so a trace of 100,000 events
+-- draws at most a few rectangles per column, and stays readable.
+local function lane_rects(segments, t0, t1, x0, plot_w)
+  local scale = plot_w / (t1 - t0)
+  local wide, columns = {}, {}
+  for _, seg in ipairs(segments) do
+    local a, b = max(seg[2], t0), min(seg[3], t1)
+    if b > a then
+      local xa, xb = (a - t0) * scale, (b - t0) * scale
+      if xb - xa >= 1 then
+        wide[#wide + 1] = {seg[1], xa, xb - xa}
+      else
+        local col = min(floor(xa), plot_w - 1)
+        local c = columns[col] or {}
+        columns[col] = c
+        c[seg[1]] = (c[seg[1]] or 0) + (xb - xa)
+      end
+    end
+  end
+  local rects = {}
+  for _, w in ipairs(wide) do rects[#rects + 1] = {w[1], x0 + w[2], w[3]} end
+  for col, c in pairs(columns) do
+    local best, most = nil, 0
+    for _, kind in ipairs({"free", "waiting", "held"}) do
+      if (c[kind] or 0) > most then best, most = kind, c[kind] end
+    end
+    rects[#rects + 1] = {best, x0 + col, 1}
+  end
+  return rects
+end
+
 function M.svg(trace, opts)
   opts = opts or {}
   local b = build(trace)
@@ -169,7 +202,10 @@ function M.svg(trace, opts)
   local left, right, top = 200, 24, 74
   local lane_h, gap = 26, 20
   local plot_w = width - left - right
-  local t0, t1 = b.began, max(b.stop, b.began + 1e-6)
+  -- the window shown: the whole trace, or opts.from .. opts.to (seconds)
+  local t0 = max(b.began, opts.from or b.began)
+  local t1 = min(b.stop, opts.to or b.stop)
+  if t1 <= t0 then t1 = t0 + 1e-6 end
   local function x(t) return left + (t - t0) / (t1 - t0) * plot_w end
   local multi = false
   for _, lane in ipairs(b.lanes) do if lane.state ~= 1 then multi = true end end
@@ -184,6 +220,21 @@ function M.svg(trace, opts)
   put('<rect width="%d" height="%d" fill="white"/>\n', width, height)
   put('<text x="%d" y="22" font-size="16" font-weight="bold">%s</text>\n', 12,
       xml(opts.title or "parlua lock timeline"))
+  -- hand-off marks: one per pixel column at most; too many to tell apart
+  -- and they would only blacken the lanes, so then they are counted instead
+  local marks, ncols = {}, 0
+  for _, h in ipairs(b.handoffs) do
+    if h.t >= t0 and h.t <= t1 and y_of[h.from] and y_of[h.to] then
+      local col = floor(x(h.t))
+      local ya, yb = y_of[h.from], y_of[h.to]
+      local key = col .. ":" .. min(ya, yb) .. ":" .. max(ya, yb)
+      if not marks[key] then
+        marks[key] = {x(h.t), min(ya, yb), max(ya, yb) + lane_h}
+        ncols = ncols + 1
+      end
+    end
+  end
+  local mark_handoffs = ncols <= plot_w / 4
   -- legend
   local lx = 12
   for _, item in ipairs(LEGEND) do
@@ -192,7 +243,8 @@ function M.svg(trace, opts)
     lx = lx + 30 + #item[2] * 7
   end
   put('<line x1="%d" y1="31" x2="%d" y2="51" stroke="#222" stroke-width="1.5"/>', lx + 6, lx + 6)
-  put('<text x="%d" y="46">hand-off</text>\n', lx + 14)
+  put('<text x="%d" y="46">%s</text>\n', lx + 14, mark_handoffs and "hand-off"
+      or format("hand-off (%d here: too many to mark; zoom in with from/to)", #b.handoffs))
   -- lanes
   for _, lane in ipairs(b.lanes) do
     local y = y_of[lane]
@@ -204,35 +256,23 @@ function M.svg(trace, opts)
     put('<text x="%d" y="%d" font-size="11" fill="#444">held %s · waited %s</text>\n', 12, y + 25,
         percent(ratio(lane.held, lane.span)), percent(ratio(lane.waited, lane.span)))
     put('<rect x="%d" y="%d" width="%d" height="%d" fill="#f4f4f4"/>\n', left, y, plot_w, lane_h)
-    for _, kind in ipairs({"free", "waiting", "held"}) do
-      for _, seg in ipairs(lane.segments) do
-        if seg[1] == kind then
-          local xa, xb = x(seg[2]), x(seg[3])
-          if xb - xa >= 0.05 then
-            put('<rect x="%.2f" y="%d" width="%.2f" height="%d" fill="%s"/>\n', xa, y,
-                max(xb - xa, 0.5), lane_h, COLOURS[kind])
-          end
-        end
-      end
+    for _, r in ipairs(lane_rects(lane.segments, t0, t1, left, plot_w)) do
+      put('<rect x="%.2f" y="%d" width="%.2f" height="%d" fill="%s"/>\n', r[2], y, r[3], lane_h,
+          COLOURS[r[1]])
     end
     put('</g>\n')
   end
-  -- hand-off marks: from the lane that had the lock to the one taking it
-  for _, h in ipairs(b.handoffs) do
-    local xa = x(h.t)
-    local ya, yb = y_of[h.from], y_of[h.to]
-    if ya ~= nil and yb ~= nil then
-      local y1, y2 = min(ya, yb), max(ya, yb) + lane_h
+  if mark_handoffs then
+    for _, m in pairs(marks) do
       put('<line class="handoff" x1="%.2f" y1="%d" x2="%.2f" y2="%d" stroke="#222" '
-          .. 'stroke-width="1" stroke-opacity="0.7"/>\n', xa, y1, xa, y2)
+          .. 'stroke-width="1" stroke-opacity="0.7"/>\n', m[1], m[2], m[1], m[3])
     end
   end
   -- time axis
   local step = tick_step(t1 - t0)
   local ay = plot_bottom + 10
   put('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#222"/>\n', left, ay, left + plot_w, ay)
-  local first = math.ceil(t0 / step - 1e-9) * step
-  local t = first
+  local t = math.ceil(t0 / step - 1e-9) * step
   while t <= t1 + step * 1e-6 do
     local xt = x(t)
     put('<line x1="%.2f" y1="%d" x2="%.2f" y2="%d" stroke="#222"/>', xt, ay, xt, ay + 5)

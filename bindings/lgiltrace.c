@@ -6,7 +6,8 @@
  *                             first
  *   trace:info()              capacity, dropped, nevents, duration, lanes
  *   trace:summary()           per thread: held, waited, free, handoffs, ...
- *   trace:svg(path [, opts])  the picture (opts: width, title)
+ *   trace:svg(path [, opts])  the picture (opts: width, title, and from/to:
+ *                             the window shown, seconds since the start)
  *   trace:json(path)          Chrome's trace-event format
  *
  * summary, svg and json are written in Lua (bindings/gil_render.lua, built
@@ -14,6 +15,7 @@
  * writes the files, without the lock.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -58,6 +60,19 @@ static lua_Integer opt_int_field(lua_State *L, int idx, const char *key, lua_Int
     if (!isint || v < lo || v > hi)
       luaL_argerror(L, idx, lua_pushfstring(L, "'%s' must be an integer from %I to %I", key,
                                             lo, hi));
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* A time since the trace began, in seconds: a non-negative number. */
+static double opt_seconds_field(lua_State *L, int idx, const char *key, double dflt) {
+  double v = dflt;
+  if (lua_getfield(L, idx, key) != LUA_TNIL) {
+    int isnum = 0;
+    v = lua_tonumberx(L, -1, &isnum);
+    if (!isnum || !(v >= 0) || v == HUGE_VAL)
+      luaL_argerror(L, idx, lua_pushfstring(L, "'%s' must be a non-negative number of seconds", key));
   }
   lua_pop(L, 1);
   return v;
@@ -216,10 +231,19 @@ static int trace_svg(lua_State *L) {
   lua_newtable(L);  /* [4] the renderer's options, checked here */
   if (!lua_isnil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
-    static const char *const known[] = {"width", "title", NULL};
+    static const char *const known[] = {"width", "title", "from", "to", NULL};
     check_keys(L, 3, known);
     lua_pushinteger(L, opt_int_field(L, 3, "width", 1000, 400, 20000));
     lua_setfield(L, 4, "width");
+    double from = opt_seconds_field(L, 3, "from", 0);
+    double to = opt_seconds_field(L, 3, "to", HUGE_VAL);
+    luaL_argcheck(L, from < to, 3, "'from' must come before 'to'");
+    lua_pushnumber(L, from);
+    lua_setfield(L, 4, "from");
+    if (to != HUGE_VAL) {
+      lua_pushnumber(L, to);
+      lua_setfield(L, 4, "to");
+    }
     if (lua_getfield(L, 3, "title") != LUA_TNIL) {
       luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING, 3, "'title' must be a string");
       lua_setfield(L, 4, "title");

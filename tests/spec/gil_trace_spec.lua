@@ -215,6 +215,40 @@ print(len(lanes), ','.join(sorted(lanes)))
     assert.equal(string.format("4 %s\n", table.concat(names, ",")), out)
   end)
 
+  it("draws a window of the trace with from/to, and a dense trace in a few rectangles per pixel", function()
+    local ping, pong = par.queue(), par.queue()
+    par.gil_trace()
+    local echo = support.go(function() for _ = 1, 3000 do pong:put(ping:get()) end end)
+    for i = 1, 3000 do ping:put(i); pong:get() end
+    echo:join()
+    local trace = par.gil_trace_stop()
+    local half = trace:info().duration / 2
+    local whole, part = tmpname(".svg"), tmpname(".svg")
+    trace:svg(whole)
+    trace:svg(part, {from = half / 2, to = half})
+    local script = [[
+import sys, re, xml.etree.ElementTree as ET
+ns = '{http://www.w3.org/2000/svg}'
+root = ET.parse(sys.argv[1]).getroot()
+rects = sum(1 for g in root.iter(ns + 'g') if g.get('class') == 'lane' for r in g.iter(ns + 'rect'))
+ticks = [t.text for t in root.iter(ns + 'text') if re.match(r'^[0-9.]+ (ms|s|µs)$', t.text or '')]
+print(rects, ticks[0], ticks[-1])
+]]
+    local w_rects, w_first = python(script, whole):match("^(%d+) (%S+ %S+)")
+    local p_rects, p_first, p_last = python(script, part):match("^(%d+) (%S+ %S+) (%S+ %S+)")
+    os.remove(whole); os.remove(part)
+    -- 2 lanes of 776 px: a background and at most 2 rectangles per column
+    assert.is_true(tonumber(w_rects) <= 2 * (1 + 2 * 776), w_rects .. " rectangles")
+    assert.equal("0 ms", w_first)
+    assert.is_true(tonumber(p_rects) > 2)
+    local function seconds(label)
+      local v, unit = label:match("^(%S+) (%S+)$")
+      return tonumber(v) * (unit == "s" and 1 or unit == "ms" and 1e-3 or 1e-6)
+    end
+    assert.is_true(seconds(p_first) >= half / 2 - 1e-9, p_first)
+    assert.is_true(seconds(p_last) <= half + 1e-9, p_last)
+  end)
+
   it("writes JSON in Chrome's trace-event format", function()
     par.gil_trace()
     support.go(function() burn(0.02); par.sleep(0.005) end):join()
@@ -296,6 +330,10 @@ print(len(names), sorted(slices))
       "bad argument #2 to 'svg' ('width' must be an integer from 400 to 20000)")
     assert.has_error(function() trace:svg("x.svg", {colour = "red"}) end,
       "bad argument #2 to 'svg' (unknown option 'colour')")
+    assert.has_error(function() trace:svg("x.svg", {from = -1}) end,
+      "bad argument #2 to 'svg' ('from' must be a non-negative number of seconds)")
+    assert.has_error(function() trace:svg("x.svg", {from = 0.5, to = 0.2}) end,
+      "bad argument #2 to 'svg' ('from' must come before 'to')")
     local err = support.errof(trace.json, trace, "/nonexistent-dir/t.json")
     assert.matches("cannot write '/nonexistent%-dir/t.json': No such file or directory", err)
   end)

@@ -117,9 +117,17 @@ with_server(0.3, function(port)
 end)
 ]]
 
+-- Sanitizer builds leave the interposers out (their runtimes intercept the
+-- same calls; see the Makefile): nothing to test there.
+local interposed = io.open(build .. "/libparlua_preload.so") ~= nil
+
 describe("luasocket lets the lock go", function()
   if not have_socket then
     it("needs lua-socket (make deps installs it)", function() error("luasocket is not installed") end)
+    return
+  end
+  if not interposed then
+    pending("a sanitizer build has no interposers")
     return
   end
   for _, it_ in ipairs(interpreters) do

@@ -307,6 +307,13 @@ void pl_tstate_soft_limit(pl_tstate *ts, double seconds) {
   wake(ts);
 }
 
+void pl_tstate_soft_limit_from_handler(pl_tstate *ts, double seconds) {
+  ts->soft_limit_s = seconds;
+  atomic_store(&ts->soft_limit_pending, 1);
+  lua_State *L = atomic_load(&ts->running);
+  if (L != NULL) arm(ts, L, 1);
+}
+
 void pl_tstate_hard_limit(pl_tstate *ts, double seconds) {
   ts->hard_limit_s = seconds;
   atomic_store(&ts->hard_limit_hit, 1);
@@ -344,6 +351,14 @@ static int must_stop(pl_tstate *ts) {
 
 int pl_wait(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv, int64_t deadline_ns) {
   if (must_stop(ts)) return PL_ECANCELLED;
+  int sliced = 0;
+  if (ts != NULL && ts->wait_slice_ns > 0) {
+    int64_t slice = pl_now_ns() + ts->wait_slice_ns;
+    if (slice < deadline_ns) {
+      deadline_ns = slice;
+      sliced = 1;
+    }
+  }
   int rc;
   if (deadline_ns == INT64_MAX) {
     rc = pthread_cond_wait(cv, mu);
@@ -352,6 +367,6 @@ int pl_wait(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv, int64_t dead
     rc = pthread_cond_timedwait(cv, mu, &until);
   }
   if (must_stop(ts)) return PL_ECANCELLED;
-  if (rc == ETIMEDOUT) return PL_ETIMEOUT;
-  return PL_OK;
+  if (rc == ETIMEDOUT && !sliced) return PL_ETIMEOUT;
+  return PL_OK;  /* woken, or a slice over: callers look at what they wait for and wait again */
 }

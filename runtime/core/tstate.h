@@ -73,6 +73,8 @@ struct pl_tstate {
   atomic_int hard_limit_hit;
   double soft_limit_s, hard_limit_s;
   int64_t hard_raised_at;      /* owner only: when the hook last raised it */
+  int64_t wait_slice_ns;       /* > 0: pl_wait looks at the flags at least this often
+                                  (a worker process, whose soft limit comes by signal) */
 
   pthread_mutex_t wait_guard;
   pthread_mutex_t *wait_mu;    /* guarded by wait_guard */
@@ -143,6 +145,10 @@ void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt);
 /* A time limit of ts's task ran out (see the fields). */
 void pl_tstate_soft_limit(pl_tstate *ts, double seconds);
 void pl_tstate_hard_limit(pl_tstate *ts, double seconds);
+/* The same as pl_tstate_soft_limit from a signal handler of the owner
+ * thread: async-signal-safe, so it only arms the hook; a wait of ts sees
+ * it within wait_slice_ns (which the owner must set). */
+void pl_tstate_soft_limit_from_handler(pl_tstate *ts, double seconds);
 /* The owner clears its cancel state between two tasks. */
 void pl_tstate_reset_cancel(pl_tstate *ts);
 static inline int pl_tstate_cancel_level(pl_tstate *ts) {

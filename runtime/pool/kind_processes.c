@@ -160,6 +160,7 @@ typedef struct pworker {
   pl_executor *e;
   pl_pproc proc;         /* the process (procpool.h) */
   int limited;           /* the task in flight has time limits: nothing more is sent */
+  atomic_uint limited_task;   /* its number in this process (procworker.h) */
   atomic_int hard_limit_hit;  /* its hard limit killed the process */
   double hard_limit_s;   /* written before hard_limit_hit */
   int ntasks;            /* tasks run by the current process */
@@ -739,12 +740,15 @@ static void run_task(pl_worker *w, pl_task *t) {
   if (limited && pw->flen > 0) drain(w, 0);  /* (its completions reset pw->limited) */
   pw->limited = limited;
   int sent = send_frame(pw, &((ptask *)t->data)->frame, &((ptask *)t->data)->fds) == 0;
-  if (sent) pl_executor_arm_limits(w, t);
-  processes_drop(e, NULL, t);
   pw->flight[(pw->fhead + pw->flen) % DEPTH] = f;
   pw->sent_at[(pw->fhead + pw->flen) % DEPTH] = pl_now_ns();
   pw->flen++;
   pw->ntasks++;
+  if (sent && limited) {
+    atomic_store(&pw->limited_task, (unsigned)pw->ntasks);  /* read by the watcher */
+    pl_executor_arm_limits(w, t);
+  }
+  processes_drop(e, NULL, t);
   if (!sent) {  /* it is gone: collect what it sent, then the loss */
     drain(w, 1);
     return;
@@ -834,7 +838,7 @@ static void processes_interrupt(pl_worker *w) {
 static void processes_time_limit(pl_worker *w, int hard, double seconds) {
   pworker *pw = w->kind;
   if (!hard) {
-    pl_pproc_sigqueue(&pw->proc, PL_SOFT_LIMIT_SIGNAL, pl_soft_limit_value((unsigned)pw->ntasks, seconds));
+    pl_pproc_sigqueue(&pw->proc, PL_SOFT_LIMIT_SIGNAL, pl_soft_limit_value(atomic_load(&pw->limited_task), seconds));
     return;
   }
   pw->hard_limit_s = seconds;

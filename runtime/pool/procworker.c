@@ -28,7 +28,6 @@
 #include <unistd.h>
 
 #include "lauxlib.h"
-#include "core/background.h"
 #include "core/errors.h"
 #include "pool/executor.h"
 #include "proc/fork.h"
@@ -158,65 +157,56 @@ static void child_serve(lua_State *L, pl_frame *f, pl_obuf *out, pl_fdlist *fds)
 
 /* ---- soft time limits (see procworker.h) ------------------------------ */
 
-typedef struct soft_listener {
-  pl_tstate *ts;           /* the tstate running the tasks */
-  pthread_mutex_t mu;
-  unsigned task;           /* guarded by mu: the number of the task running, 0 between tasks */
-  unsigned early;          /* guarded by mu: a limit that came before its task began ... */
-  double early_s;          /* ... and its seconds */
-} soft_listener;
+/* Written by the main thread and read by the handler, which interrupts
+ * that same thread (the runtime's helper threads block every signal, and a
+ * thread the task started passes it on):
+ * each side writes first and then looks at the other's, so that one of
+ * them always sees both. */
+static pl_tstate *soft_ts;
+static atomic_uint soft_task;    /* the number of the task running, 0 between tasks */
+static atomic_uint soft_early;   /* a limit for a task not yet begun ... */
+static _Atomic double soft_early_s;
 
-static void *soft_listener_main(void *arg) {
-  soft_listener *sl = arg;
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, PL_SOFT_LIMIT_SIGNAL);
-  for (;;) {
-    siginfo_t si;
-    if (sigwaitinfo(&set, &si) < 0 || si.si_code != SI_QUEUE) continue;
-    uint64_t v = (uint64_t)(uintptr_t)si.si_value.sival_ptr;
-    unsigned task = (unsigned)(v >> 32);
-    double s = (double)(v & UINT32_MAX) / 1000;
-    pthread_mutex_lock(&sl->mu);
-    if (task != 0 && task == sl->task) {
-      pl_tstate_soft_limit(sl->ts, s);
-    } else if (task > sl->task) {  /* the parent's clock ran out before this process read the task */
-      sl->early = task;
-      sl->early_s = s;
-    }
-    pthread_mutex_unlock(&sl->mu);
+static void soft_limit_handler(int sig, siginfo_t *info, void *uctx) {
+  (void)sig;
+  (void)uctx;
+  if (info->si_code != SI_QUEUE || soft_ts == NULL) return;
+  if (!pthread_equal(pthread_self(), soft_ts->owner)) {  /* a par.thread of the task's: pass it on */
+    (void)pthread_sigqueue(soft_ts->owner, PL_SOFT_LIMIT_SIGNAL, info->si_value);
+    return;
   }
-  return NULL;
+  uint64_t v = (uint64_t)(uintptr_t)info->si_value.sival_ptr;
+  unsigned task = (unsigned)(v >> 32);
+  double s = (double)(v & UINT32_MAX) / 1000;
+  atomic_store(&soft_early_s, s);
+  atomic_store(&soft_early, task);
+  if (task != 0 && task == atomic_load(&soft_task)) pl_tstate_soft_limit_from_handler(soft_ts, s);
 }
 
-/* Block the signal in this thread (and so in every thread it starts) and
- * listen for it on a helper thread. */
-static void soft_listener_start(soft_listener *sl, pl_tstate *ts) {
-  sl->ts = ts;
-  pthread_mutex_init(&sl->mu, NULL);
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, PL_SOFT_LIMIT_SIGNAL);
-  pthread_sigmask(SIG_BLOCK, &set, NULL);
-  if (pl_background_thread(soft_listener_main, sl, 64 * 1024) != 0) _exit(71);
+static void soft_limits_start(pl_tstate *ts) {
+  soft_ts = ts;
+  ts->wait_slice_ns = PL_CHILD_WAIT_SLICE_NS;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = soft_limit_handler;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(PL_SOFT_LIMIT_SIGNAL, &sa, NULL);
 }
 
 /* Task number `task` begins (0: it ended). */
-static void soft_listener_task(soft_listener *sl, unsigned task) {
-  pthread_mutex_lock(&sl->mu);
-  sl->task = task;
-  if (task == 0) atomic_store(&sl->ts->soft_limit_pending, 0);  /* one that came as the task ended */
-  else if (sl->early == task) pl_tstate_soft_limit(sl->ts, sl->early_s);
-  pthread_mutex_unlock(&sl->mu);
+static void soft_limits_task(unsigned task) {
+  atomic_store(&soft_task, task);
+  if (task == 0) atomic_store(&soft_ts->soft_limit_pending, 0);  /* one that came as the task ended */
+  else if (atomic_load(&soft_early) == task) pl_tstate_soft_limit_from_handler(soft_ts, atomic_load(&soft_early_s));
 }
 
 int pl_procworker_main(void *ud) {
   pl_procworker_ctx *x = ud;
   pl_child_rt c;
   pl_child_rt_open(&c, x->modules, x->preloads, x->interval, x->name);
-  static soft_listener sl;  /* for the life of the process */
   unsigned ntasks = 0;
-  soft_listener_start(&sl, c.ts);
+  soft_limits_start(c.ts);
   lua_State *L = c.L;
   lua_settop(L, 0);
   lua_newtable(L);                         /* [2] the traceback slot */
@@ -247,9 +237,9 @@ int pl_procworker_main(void *ud) {
       break;
     }
     int had_objects = f.nfds > 0;
-    if (f.type == F_TASK) soft_listener_task(&sl, ++ntasks);
+    if (f.type == F_TASK) soft_limits_task(++ntasks);
     child_serve(L, &f, &out, &fds);
-    soft_listener_task(&sl, 0);
+    soft_limits_task(0);
     had_objects = had_objects || fds.n > 0;
     fflush(stdout);
     pl_child_rt_unlock(&c);

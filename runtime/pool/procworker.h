@@ -13,11 +13,13 @@
  * A soft time limit reaches the child as a signal, PL_SOFT_LIMIT_SIGNAL,
  * sent with sigqueue: its value says which task it is for (the number of
  * TASK frames the process has been sent, counting from 1) and the limit
- * (milliseconds), packed by pl_soft_limit_value.  A helper thread of the
- * child waits for it (the signal is blocked everywhere else) and raises
- * SoftTimeLimit in the task through its tstate -- waking it from a sleep
- * or a wait, which a signal handler could not do -- unless that task has
- * ended meanwhile.
+ * (milliseconds), packed by pl_soft_limit_value.  Its handler arms the
+ * hook that raises SoftTimeLimit in the task, unless that task has ended
+ * meanwhile; one that comes before the process has read its task waits for
+ * it.  A handler cannot wake a thread blocked in a wait, so the waits of a
+ * worker process look at their flags every PL_CHILD_WAIT_SLICE_NS (no
+ * thread of its own: starting one after the fork is what fork-unsafe
+ * allocators and ThreadSanitizer do not survive).
  */
 #ifndef PL_PROCWORKER_H
 #define PL_PROCWORKER_H
@@ -30,6 +32,7 @@
 enum { F_INIT = 1, F_TASK, F_STARTED, F_READY, F_INIT_FAILED, F_RESULT };
 
 #define PL_SOFT_LIMIT_SIGNAL SIGXCPU
+#define PL_CHILD_WAIT_SLICE_NS (20 * 1000000LL)
 
 static inline void *pl_soft_limit_value(unsigned task, double seconds) {
   uint64_t ms = seconds * 1000 > UINT32_MAX ? UINT32_MAX : (uint64_t)(seconds * 1000);

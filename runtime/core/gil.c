@@ -10,14 +10,13 @@
  */
 #include <errno.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/debug.h"
 #include "core/clock.h"
 #include "core/gil.h"
+#include "core/spin.h"
 #include "core/tstate.h"
 
-#define SPIN_NS 50000  /* longest a waiter spins before it sleeps */
 
 /* The one load a lock event pays while nobody traces (gil_trace.h). */
 static inline void trace(pl_gil *g, pl_tstate *ts, int kind, int detail, int64_t t_ns) {
@@ -25,25 +24,24 @@ static inline void trace(pl_gil *g, pl_tstate *ts, int kind, int detail, int64_t
   if (tr != NULL) pl_gil_trace_record(tr, g, ts, kind, detail, t_ns);
 }
 
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 int pl_gil_init(pl_gil *g, double interval) {
   memset(g, 0, sizeof *g);
+  /* Each step undoes the ones before it when it fails. */
   if (pthread_mutex_init(&g->mu, NULL) != 0) return -1;
-  if (pl_cond_init(&g->released) != 0) return -1;
-  if (pl_cond_init(&g->switched) != 0) return -1;
+  if (pl_cond_init(&g->released) != 0) goto no_released;
+  if (pl_cond_init(&g->switched) != 0) goto no_switched;
   atomic_init(&g->locked, 0);
   atomic_init(&g->taken, 0);
   atomic_init(&g->drop_request, 0);
   atomic_init(&g->interval_ns, 0);
   atomic_init(&g->recording, NULL);
-  g->spin = sysconf(_SC_NPROCESSORS_ONLN) > 1;
   pl_gil_set_interval(g, interval);
   return 0;
+no_switched:
+  pthread_cond_destroy(&g->released);
+no_released:
+  pthread_mutex_destroy(&g->mu);
+  return -1;
 }
 
 void pl_gil_destroy(pl_gil *g) {
@@ -72,25 +70,27 @@ static void request_drop_locked(pl_gil *g, int again) {
   if ((fresh || again) && g->holder != NULL) pl_tstate_poke(g->holder);
 }
 
-/* Spin, without the mutex, until `*word != value` or SPIN_NS pass. */
-static void spin_while_equal(pl_gil *g, atomic_uint_fast64_t *word, uint64_t value) {
-  if (!g->spin) return;
-  int64_t until = pl_now_ns() + SPIN_NS;
-  unsigned n = 0;
-  while (atomic_load_explicit(word, memory_order_acquire) == value) {
-    cpu_relax();
-    if ((++n & 63) == 0 && pl_now_ns() > until) return;
-  }
+/* The lock's spins only pause (INT64_MAX): what they wait for is a
+ * hand-over already under way, microseconds away (spin.h). */
+static int not_taken(const void *arg) {
+  const pl_gil *g = arg;
+  return !atomic_load_explicit(&g->locked, memory_order_acquire);
 }
 
-static void spin_while_taken(pl_gil *g) {
-  if (!g->spin) return;
-  int64_t until = pl_now_ns() + SPIN_NS;
-  unsigned n = 0;
-  while (atomic_load_explicit(&g->locked, memory_order_acquire)) {
-    cpu_relax();
-    if ((++n & 63) == 0 && pl_now_ns() > until) return;
-  }
+typedef struct { const pl_gil *g; uint64_t seen; } taken_since;
+
+static int taken_again(const void *arg) {
+  const taken_since *t = arg;
+  return atomic_load_explicit(&t->g->taken, memory_order_acquire) != t->seen;
+}
+
+/* Spin, without the mutex, until the lock is free (or the budget is out). */
+static void spin_while_taken(pl_gil *g) { (void)pl_spin_until(not_taken, g, INT64_MAX, NULL); }
+
+/* Spin, without the mutex, until somebody took the lock since `seen`. */
+static void spin_until_taken_since(pl_gil *g, uint64_t seen) {
+  const taken_since t = {g, seen};
+  (void)pl_spin_until(taken_again, &t, INT64_MAX, NULL);
 }
 
 static void take_locked(pl_gil *g, pl_tstate *ts, int64_t now) {
@@ -184,7 +184,7 @@ void pl_gil_yield(pl_gil *g, pl_tstate *ts, pl_gil_reason why) {
   /* Forced switching: do not retake the lock before another thread had it,
    * or a CPU-bound holder would win every race against a waking waiter. */
   pthread_mutex_unlock(&g->mu);
-  spin_while_equal(g, &g->taken, seen);
+  spin_until_taken_since(g, seen);
   pthread_mutex_lock(&g->mu);
   while (atomic_load(&g->taken) == seen && g->waiters > 0)
     pthread_cond_wait(&g->switched, &g->mu);

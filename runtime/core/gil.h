@@ -41,7 +41,6 @@ typedef struct pl_gil {
   atomic_int_fast64_t interval_ns;
   int waiters;                  /* guarded by mu */
   int urgent_waiters;           /* guarded by mu: go before the others */
-  int spin;                     /* spin before sleeping (more than one core) */
   pl_tstate *holder;            /* guarded by mu */
   pl_tstate *last_holder;       /* guarded by mu: to count real switches */
   int64_t taken_at;             /* guarded by mu */

@@ -33,8 +33,7 @@
 #include "pool/executor.h"
 
 #define MAX_SPARE 256   /* recycled task records kept */
-#define SPIN_NS 50000    /* longest an idle worker spins before it sleeps */
-#define PAUSE_NS 20000   /* of which this long with the CPU's pause */
+#define PAUSE_NS 20000  /* of an idle worker's spin, this long with the CPU's pause */
 
 static void *worker_main(void *arg);
 
@@ -161,6 +160,12 @@ static void recycle(pl_executor *e, pl_task *t) {
  * submitter (whose task they wait for) and from the worker running the
  * previous task.  The others sleep at once; a submit wakes them when the
  * looking workers cannot take every queued task. */
+static int work_or_closed(const void *arg) {
+  const pl_executor *e = arg;
+  return atomic_load_explicit(&e->queued, memory_order_acquire) != 0 ||
+         atomic_load_explicit(&e->closed, memory_order_relaxed);
+}
+
 static void spin_for_work(pl_executor *e) {
   if (!pl_spin_allowed() || !pl_spin_gauge_allows(&e->spin_gauge)) return;
   if (atomic_fetch_add(&e->spinners, 1) >= e->max_spinners) {
@@ -168,20 +173,7 @@ static void spin_for_work(pl_executor *e) {
     return;
   }
   atomic_store_explicit(&e->spin_cpu, sched_getcpu(), memory_order_relaxed);
-  int64_t start = pl_now_ns();
-  int yielding = pl_spin_peer_here(&e->submit_cpu);
-  unsigned n = 0;
-  while (atomic_load_explicit(&e->queued, memory_order_acquire) == 0 &&
-         !atomic_load_explicit(&e->closed, memory_order_relaxed)) {
-    if (yielding) pl_spin_pause();
-    else pl_cpu_relax();
-    if ((++n & 15) == 0) {
-      int64_t spent = pl_now_ns() - start;
-      if (spent > SPIN_NS) break;
-      yielding = spent > PAUSE_NS || pl_spin_peer_here(&e->submit_cpu);
-    }
-  }
-  pl_spin_gauge_note(&e->spin_gauge, pl_now_ns() - start <= SPIN_NS);
+  pl_spin_gauge_note(&e->spin_gauge, pl_spin_until(work_or_closed, e, PAUSE_NS, &e->submit_cpu));
   atomic_store_explicit(&e->spin_cpu, -1, memory_order_relaxed);
   atomic_fetch_sub(&e->spinners, 1);
 }

@@ -57,6 +57,7 @@
 #include <stdint.h>
 
 #include "lua.h"
+#include "core/spin.h"
 #include "sync/future.h"
 #include "core/runtime.h"
 #include "pool/limits.h"

@@ -1,90 +1,28 @@
 /* Futures and waiters (see future.h for the design). */
-#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "core/debug.h"
 #include "core/clock.h"
+#include "core/spin.h"
 #include "sync/future.h"
 
-/* How long a waiter spins before it sleeps.  A condition-variable wake-up
- * across cores costs tens of microseconds here; a trivial task done by a
- * worker that is spinning for work comes back in about one.  The first
- * PAUSE_NS of the spin use the CPU's pause (tens of nanoseconds a round),
- * so a result that arrives within them is seen at once; after that each
- * round yields the CPU (sched_yield: about half a microsecond here), so a
- * thread we wait for on a machine busier than its cores runs instead of us
- * burning its time slice.  A peer known to be on our own CPU cannot run
- * while we pause at all: then every round yields. */
+/* The first PAUSE_NS of a waiter's spin use the CPU's pause, so a trivial
+ * task's result is seen the moment it arrives (spin.h). */
 #define PAUSE_NS 5000
-#define SPIN_NS 50000
 
-static int multicore;
-static void probe_cores(void) { multicore = sysconf(_SC_NPROCESSORS_ONLN) > 1; }
+typedef struct { atomic_int *word; int value; } word_is;
 
-int pl_spin_allowed(void) {
-  static pthread_once_t once = PTHREAD_ONCE_INIT;
-  pthread_once(&once, probe_cores);
-  return multicore;
+static int word_changed(const void *arg) {
+  const word_is *w = arg;
+  return atomic_load_explicit(w->word, memory_order_acquire) != w->value;
 }
 
-void pl_spin_pause(void) { sched_yield(); }
-
-void pl_cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
-
-int pl_spin_peer_here(const atomic_int *peer_cpu) {
-  if (peer_cpu == NULL) return 0;
-  int cpu = atomic_load_explicit(peer_cpu, memory_order_relaxed);
-  return cpu >= 0 && cpu == sched_getcpu();
-}
-
-int pl_spin_while_peer(atomic_int *word, int value, const atomic_int *peer_cpu) {
-  if (!pl_spin_allowed()) return 0;
-  int64_t start = pl_now_ns();
-  int yielding = pl_spin_peer_here(peer_cpu);
-  unsigned n = 0;
-  while (atomic_load_explicit(word, memory_order_acquire) == value) {
-    if (yielding) pl_spin_pause();
-    else pl_cpu_relax();
-    if ((++n & 15) == 0) {
-      int64_t spent = pl_now_ns() - start;
-      if (spent > SPIN_NS) return 0;
-      yielding = spent > PAUSE_NS || pl_spin_peer_here(peer_cpu);
-    }
-  }
-  /* Seen late, after the scheduler took the CPU from us (a yield to a
-   * busy CPU's other thread lasts a time slice), it did not pay. */
-  return pl_now_ns() - start <= SPIN_NS;
-}
-
-#define SPIN_BACKOFF_MAX 1024
-
-void pl_spin_gauge_init(pl_spin_gauge *g) {
-  atomic_init(&g->skip, 0);
-  atomic_init(&g->backoff, 1);
-}
-
-int pl_spin_gauge_allows(pl_spin_gauge *g) {
-  if (atomic_load_explicit(&g->skip, memory_order_relaxed) <= 0) return 1;
-  atomic_fetch_sub_explicit(&g->skip, 1, memory_order_relaxed);
-  return 0;
-}
-
-void pl_spin_gauge_note(pl_spin_gauge *g, int paid) {
-  int b = atomic_load_explicit(&g->backoff, memory_order_relaxed);
-  if (paid) {
-    if (b > 1) atomic_store_explicit(&g->backoff, b / 2, memory_order_relaxed);
-    return;
-  }
-  atomic_store_explicit(&g->skip, b, memory_order_relaxed);
-  atomic_store_explicit(&g->backoff, b < SPIN_BACKOFF_MAX ? 4 * b : b, memory_order_relaxed);
+/* Spin until *word != value (1 when it changed within the budget). */
+static int spin_while(atomic_int *word, int value, const atomic_int *peer_cpu) {
+  const word_is w = {word, value};
+  return pl_spin_until(word_changed, &w, PAUSE_NS, peer_cpu);
 }
 
 pl_future *pl_future_new(void) {
@@ -304,8 +242,8 @@ int pl_future_wait(pl_future *f, pl_tstate *ts, int64_t deadline) {
   /* Each waiting thread learns for itself whether its spins pay. */
   static _Thread_local pl_spin_gauge gauge = {0, 1};
   if ((deadline == INT64_MAX || deadline > pl_now_ns()) && pl_spin_gauge_allows(&gauge)) {
-    int paid = pl_spin_while_peer(&f->state, PL_FUTURE_PENDING, &f->runner_cpu) &&
-               pl_spin_while_peer(&f->state, PL_FUTURE_RUNNING, &f->runner_cpu);
+    int paid = spin_while(&f->state, PL_FUTURE_PENDING, &f->runner_cpu) &&
+               spin_while(&f->state, PL_FUTURE_RUNNING, &f->runner_cpu);
     pl_spin_gauge_note(&gauge, paid);
     if (pl_future_done(f)) return PL_OK;
   }

@@ -197,43 +197,4 @@ int pl_waiter_wait(pl_waiter *w, pl_tstate *ts, int64_t deadline, size_t target,
 int pl_waiter_pop(pl_waiter *w, size_t *id);
 void pl_waiter_counts(pl_waiter *w, size_t *finished, size_t *failed);
 
-/* Spin briefly (more than one core only) until *word != value (1 when it
- * changed within the spin's budget, else 0): a few
- * microseconds with the CPU's pause (a trivial task's result is seen the
- * moment it arrives; sched_yield costs about half a microsecond a round
- * here), then rounds that yield the CPU: on a machine busier than its
- * cores the thread we wait for then runs instead of us burning its time
- * slice.  It yields at every round while *peer_cpu (the CPU of the
- * thread that will change the word, or NULL/-1) is the caller's own: that
- * thread cannot run while we pause.  (Measured with a CPU hog beside a
- * submit/result loop on 2 cores, when the hog has a CPU to itself: about
- * 155k tasks/s, against 31k when the spins pause regardless.) */
-int pl_spin_while_peer(atomic_int *word, int value, const atomic_int *peer_cpu);
-/* Whether spinning pays, learnt from the spins themselves.  A spin pays
- * when what it waits for happens within its budget; it does not when the
- * peer cannot run meanwhile -- every CPU taken by other processes -- and
- * then each spin costs a whole time slice (trivial round trips fell from
- * 225k to 275 a second beside two CPU hogs on 2 cores).  After a spin
- * that did not pay, the next `backoff` chances to spin are skipped (the
- * waiter sleeps at once), and the backoff quadruples, up to 1024, while
- * spins keep failing; each spin that pays halves it.  Failures weigh more
- * than successes: one costs a time slice, one saves a wake-up.  A pool's
- * workers share one gauge for their spins for work; each thread has its
- * own for its waits on futures.  Races between threads updating one
- * gauge only blur the count. */
-typedef struct pl_spin_gauge {
-  atomic_int skip;     /* chances to spin still to be skipped */
-  atomic_int backoff;  /* what the next failure makes skip */
-} pl_spin_gauge;
-void pl_spin_gauge_init(pl_spin_gauge *g);
-int pl_spin_gauge_allows(pl_spin_gauge *g);
-void pl_spin_gauge_note(pl_spin_gauge *g, int paid);
-/* 1 when *peer_cpu (may be NULL) is the CPU the caller runs on. */
-int pl_spin_peer_here(const atomic_int *peer_cpu);
-/* One spin round: sched_yield. */
-void pl_spin_pause(void);
-/* One busy-wait round: the CPU's pause instruction. */
-void pl_cpu_relax(void);
-int pl_spin_allowed(void);
-
 #endif

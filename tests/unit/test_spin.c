@@ -2,7 +2,7 @@
  * every CPU is taken) make the next chances to spin be skipped, more of
  * them while failures go on; spins that pay bring spinning back. */
 #include "runner.h"
-#include "sync/future.h"
+#include "core/spin.h"
 
 /* How many of the next `n` chances to spin the gauge allows. */
 static int allowed(pl_spin_gauge *g, int n) {

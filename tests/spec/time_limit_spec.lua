@@ -65,11 +65,13 @@ for _, kind in ipairs{"threads", "states", "processes"} do
     end)
 
     it("run from the start of each task and never reach into the next one", function()
+      -- 4 tasks of 0.6 s on each worker: 2.4 s in all, past a limit of 2 s
+      -- that did not start again with each task; 1.4 s to spare for each.
       local fs = {}
-      for i = 1, 6 do
-        fs[i] = pool:submit(fn "function(x) par.sleep(0.1) return x end", i)
+      for i = 1, 8 do
+        fs[i] = pool:submit_with({time_limit = 2}, fn "function(x) par.sleep(0.6) return x end", i)
       end
-      for i = 1, 6 do assert.equal(i, fs[i]:result(30)) end
+      for i = 1, 8 do assert.equal(i, fs[i]:result(60)) end
       assert.equal(0, pool:stats().failed)
     end)
 

@@ -149,11 +149,19 @@ deps:
 
 test: deps
 	@$(MAKE) --no-print-directory all $(UNIT_BIN) $(HOST_EXAMPLE)
-	@BUILD=$(BUILD) bash tests/run-all.sh
+	@BUILD=$(BUILD) LUA_TESTS=$(LUA_TESTS) bash tests/run-all.sh
 
 run: deps
 	@$(MAKE) --no-print-directory all
 	$(BUILD)/parlua scripts/main.lua
+
+# The official Lua 5.4.4 test suite under build/parlua, alone and beside a
+# busy thread (also run by make test); skipped when LUA_TESTS is absent.
+LUA_TESTS ?= ../shared/lua-5.4.4-tests
+.PHONY: conformance
+conformance: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) LUA_TESTS=$(LUA_TESTS) bash tests/conformance/run.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all

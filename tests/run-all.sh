@@ -5,6 +5,7 @@
 #          (MODE=host: through the $BUILD/parlua program instead)
 #   smoke: every scripts/*.lua example, run by $BUILD/parlua with PARLUA_SMOKE=1
 #   embed: the embedding example host program
+#   conformance: the official Lua test suite (tests/conformance/run.sh)
 #   checks: tests/checks/*.sh (layers in the sources, exported symbols)
 set -u
 BUILD=${BUILD:-build}
@@ -104,6 +105,15 @@ if [ -x "$BUILD/embed_example" ]; then
   else
     failed=$((failed + 1)); failures+=("embed_example"); cat "$out"
   fi
+fi
+
+# The official Lua test suite under the program, alone and beside a busy
+# thread (tests/conformance/run.sh); the sanitizer builds leave it out.
+if [ "$MODE" = module ]; then
+  echo "== conformance: the Lua 5.4.4 test suite"
+  BUILD=$BUILD bash tests/conformance/run.sh > "$out" 2>&1
+  cat "$out"
+  count_line "$out" "conformance"
 fi
 
 for f in "${failures[@]}"; do echo "FAILED: $f"; done

@@ -635,7 +635,7 @@ static size_t next_unordered(lua_State *L, mapper *m) {
     pl_unlock(L, PL_GIL_POOL);
     int rc = pl_waiter_wait(m->w, ts, m->deadline, finished + 1, 0);
     pl_lock(L, ts);
-    if (rc == PL_ECANCELLED) {
+    if (rc == PL_ECANCELLED || pl_cancel_forced(ts)) {
       mapper_release(m, L);
       pl_check_cancel(L, ts);
       pl_error_raise_cancelled(L, ts);

@@ -93,6 +93,7 @@ typedef struct popen_ud {
   int started;         /* proc is initialised */
   pl_proc proc;
   pl_reaper *reaper;
+  pl_reaper_watch watch;  /* the reaper's link to the child while we live */
   /* Guarded by the global lock: */
   int comm_busy;       /* a communicate() is running (in some thread) */
   int comm_started;
@@ -465,6 +466,7 @@ static popen_ud *spawn_popen(lua_State *L, int cmd, int opts, int mode, int pipe
   p->started = 1;
   p->reaper = r;
   pl_reaper_incref(r);
+  pl_reaper_watch_add(r, &p->watch, &p->proc);
   for (int i = 0; i < 3; i++) {
     if (mine[i] == NULL) continue;
     mine[i]->fd = res.fds[i];
@@ -702,6 +704,7 @@ static int popen_gc(lua_State *L) {
   popen_ud *p = check_popen(L, 1);
   if (!p->started) return 0;
   p->started = 0;
+  pl_reaper_watch_remove(p->reaper, &p->watch);
   if (!pl_proc_poll(&p->proc)) pl_reaper_add(p->reaper, p->proc.pid);
   pl_proc_destroy(&p->proc);
   for (int i = 0; i < 3; i++) pl_bytes_free(&p->comm.out[i]);

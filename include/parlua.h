@@ -73,11 +73,25 @@ PARLUA_API lua_State *parlua_state(parlua *rt);
 
 /* Interrupt everything running in the runtime: running Lua code of every
  * thread gets an error at its next instruction or blocking call.  Callable
- * from any thread (not from a signal handler: use a thread that sigwaits).
+ * from any thread (not from a signal handler: see parlua_catch_sigint).
  * Returns 1 when some Lua code was running, 0 when the runtime was idle. */
 PARLUA_API int parlua_interrupt(parlua *rt);
 /* 1 when the last parlua_dostring/dofile failed because of an interrupt. */
 PARLUA_API int parlua_interrupted(parlua *rt);
+
+/* Ctrl-C as lua.c takes it, around a run (as lua.c's docall does):
+ * between the two calls, made on the host thread that runs the code, the
+ * first SIGINT interrupts the runtime -- the host thread gets the error
+ * string "interrupted!" (position first, as luaL_error gives it), every
+ * other thread and task Cancelled -- and sets SIGINT to its default
+ * disposition, so a second one ends the process.  One runtime at a time:
+ * parlua_catch_sigint returns 0, or -1 when another has it (or sigaction
+ * failed).  parlua_release_sigint leaves SIGINT at its default, as lua.c
+ * does after a chunk, and returns 1 when a SIGINT came meanwhile that no
+ * code raised (it came too late to stop the run, which is then still to
+ * be treated as interrupted), else 0. */
+PARLUA_API int parlua_catch_sigint(parlua *rt);
+PARLUA_API int parlua_release_sigint(parlua *rt);
 
 /* Join threads, shut pools down, reap children, close the state, free. */
 PARLUA_API void parlua_close(parlua *rt);

@@ -10,6 +10,7 @@
 #include "core/enter.h"
 #include "core/errors.h"
 #include "core/runtime.h"
+#include "core/sigint.h"
 #include "mpi/mpi.h"
 
 PARLUA_API void parlua_config_init(parlua_config *cfg) { pl_config_init(cfg); }
@@ -41,8 +42,18 @@ static void set_error(parlua *rt, const char *msg) {
   rt->error = msg != NULL ? strdup(msg) : NULL;
 }
 
+/* The error message (with its traceback) is the interrupt this thread
+ * raised last, not some later error of a script that caught it. */
+static int is_interrupt(pl_tstate *ts, const char *msg) {
+  size_t n = strlen(ts->interrupt_msg);
+  return n > 0 && msg != NULL && strncmp(msg, ts->interrupt_msg, n) == 0 &&
+         (msg[n] == '\0' || msg[n] == '\n');
+}
+
 /* Call the chunk on top of the stack with a traceback handler. */
 static int run_chunk(parlua *rt, lua_State *L, int status) {
+  pl_tstate *ts = pl_tstate_current(&rt->main);
+  ts->interrupt_msg[0] = '\0';
   if (status == LUA_OK) {
     int base = lua_gettop(L);
     lua_pushcfunction(L, pl_msghandler);
@@ -50,10 +61,10 @@ static int run_chunk(parlua *rt, lua_State *L, int status) {
     status = lua_pcall(L, 0, 0, base);
     lua_remove(L, base);
   }
-  pl_tstate *ts = pl_tstate_current(&rt->main);
-  rt->last_interrupted = status != LUA_OK && atomic_load(&ts->interrupted);
+  rt->last_interrupted = 0;
   if (status != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
+    rt->last_interrupted = is_interrupt(ts, msg);
     set_error(rt, msg != NULL ? msg : "(error object is not a string)");
     lua_pop(L, 1);
   }
@@ -82,6 +93,10 @@ PARLUA_API const char *parlua_error(parlua *rt) { return rt->error != NULL ? rt-
 PARLUA_API int parlua_interrupt(parlua *rt) { return pl_runtime_interrupt(rt); }
 
 PARLUA_API int parlua_interrupted(parlua *rt) { return rt->last_interrupted; }
+
+PARLUA_API int parlua_catch_sigint(parlua *rt) { return pl_sigint_catch(rt); }
+
+PARLUA_API int parlua_release_sigint(parlua *rt) { return pl_sigint_release(rt); }
 
 PARLUA_API void parlua_close(parlua *rt) {
   if (rt == NULL) return;

@@ -11,13 +11,12 @@
  * it: a script by a tail call, so that no frame of ours shows in its
  * traceback; a REPL line through a C function that prints its results.
  *
- * Ctrl-C.  A watcher thread takes SIGINT with sigwait() and calls
- * parlua_interrupt(); a SIGINT that lands on another thread is passed on to
- * it (see watch_sigint for why it is not simply blocked everywhere).
- * Running Lua code then fails with an "interrupted" error: a script exits
- * 130, the REPL reports it and reads on.  When nothing was running (the
- * REPL waiting for input, startup, shutdown) the program dies of SIGINT,
- * as lua does.
+ * Ctrl-C.  As in lua.c, SIGINT is caught only while code runs
+ * (parlua_catch_sigint around each run, as lua.c's docall): the first one
+ * makes running code fail with "interrupted!" (every other thread gets
+ * Cancelled), and the second ends the program.  A script that dies of it
+ * exits 130; the REPL reports it and reads on.  When nothing was running
+ * (the prompt, startup, shutdown) the program dies of SIGINT, as lua does.
  *
  * The lock.  The main state's lock is taken (parlua_enter) only for short
  * direct uses of the state (compiling, parking, reading _PROMPT), never while
@@ -26,8 +25,6 @@
  * the same stack between our sections.
  */
 #include <errno.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,89 +112,27 @@ static void print_version(void) {
 
 /* ---- Ctrl-C ---------------------------------------------------------- */
 
-static sigset_t sigint_set;   /* just SIGINT */
-static pthread_t watcher;     /* the thread that sigwait()s for SIGINT */
-static pid_t watcher_pid;     /* our process: a forked child has no watcher */
-static pthread_mutex_t sigint_mu = PTHREAD_MUTEX_INITIALIZER;
-/* The runtime Ctrl-C interrupts; NULL before it exists and once it starts
- * closing, because parlua_close frees it.  Guarded by sigint_mu, which is
- * held across parlua_interrupt for that reason. */
-static parlua *sigint_rt;
+/* As lua.c's docall: SIGINT is caught only while code runs (see
+ * parlua_catch_sigint).  The first one interrupts the run, and puts the
+ * default back so that a second ends the program; outside a run (the
+ * prompt, startup, shutdown) Ctrl-C ends it at once.  A SIGINT that came
+ * too late to stop the code it meant (the chunk was ending) still counts:
+ * the run is reported as interrupted. */
+static int late_interrupt;
 
-/* A SIGINT that reached another thread goes on to the watcher, where it is
- * blocked until sigwait() takes it.  In a forked child (a process worker)
- * there is no watcher: Ctrl-C is left to the parent there. */
-static void on_sigint(int sig) {
-  int saved = errno;
-  if (getpid() == watcher_pid) pthread_kill(watcher, sig);
-  errno = saved;
+static int caught(parlua *rt, int status) {
+  late_interrupt = parlua_release_sigint(rt) && status == LUA_OK;
+  return status;
 }
 
-static void die_of_sigint(void) {
-  signal(SIGINT, SIG_DFL);
-  pthread_sigmask(SIG_UNBLOCK, &sigint_set, NULL);
-  raise(SIGINT);
-  _exit(EXIT_INTERRUPTED);  /* not reached */
+static int dostring(parlua *rt, const char *code, const char *chunkname) {
+  parlua_catch_sigint(rt);
+  return caught(rt, parlua_dostring(rt, code, chunkname));
 }
 
-static void *watcher_main(void *ud) {
-  (void)ud;
-  for (;;) {
-    int sig;
-    if (sigwait(&sigint_set, &sig) != 0) continue;
-    pthread_mutex_lock(&sigint_mu);
-    int running = sigint_rt != NULL && parlua_interrupt(sigint_rt);
-    pthread_mutex_unlock(&sigint_mu);
-    if (!running) die_of_sigint();
-  }
-  return NULL;
-}
-
-/* Take SIGINT over, before any other thread exists.  The watcher is
- * started with SIGINT blocked and takes it with sigwait(); every other
- * thread keeps SIGINT unblocked (a parent's block is lifted), with a
- * handler that passes it on.  Unblocked, because a signal mask is
- * inherited by what a script runs with os.execute or io.popen, and a
- * child with SIGINT blocked would not stop at Ctrl-C as it does under lua;
- * a handler is reset to the default by exec. */
-static int watch_sigint(void) {
-  struct sigaction sa;
-  sigemptyset(&sigint_set);
-  sigaddset(&sigint_set, SIGINT);
-  watcher_pid = getpid();
-  pthread_sigmask(SIG_BLOCK, &sigint_set, NULL);
-  int err = pthread_create(&watcher, NULL, watcher_main, NULL);
-  if (err == 0) {
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    err = sigaction(SIGINT, &sa, NULL);
-  }
-  pthread_sigmask(SIG_UNBLOCK, &sigint_set, NULL);
-  return err == 0 ? 0 : -1;
-}
-
-/* Give SIGINT back to the default and stop the watcher, so that nothing
- * of ours is left running at exit. */
-static void unwatch_sigint(void) {
-  signal(SIGINT, SIG_DFL);
-  pthread_cancel(watcher);  /* sigwait is a cancellation point */
-  pthread_join(watcher, NULL);
-}
-
-#ifndef PL_READLINE /* readline handles SIGINT while it reads */
-/* While the main thread waits for input, SIGINT goes straight to the
- * watcher (no handler has to run in a thread stuck in read()). */
-static void hold_sigint(int hold) {
-  pthread_sigmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &sigint_set, NULL);
-}
-#endif
-
-static void set_interruptible(parlua *rt) {
-  pthread_mutex_lock(&sigint_mu);
-  sigint_rt = rt;
-  pthread_mutex_unlock(&sigint_mu);
+static int dofile(parlua *rt, const char *path) {
+  parlua_catch_sigint(rt);
+  return caught(rt, parlua_dofile(rt, path));
 }
 
 /* ---- direct use of the main state ------------------------------------ */
@@ -273,7 +208,7 @@ static void park(lua_State *L, int n, int repl, const char *global) {
 }
 
 static int run_parked(parlua *rt) {
-  return parlua_dostring(rt, TRAMPOLINE, "=(parlua)");
+  return dostring(rt, TRAMPOLINE, "=(parlua)");
 }
 
 /* ---- reporting ------------------------------------------------------- */
@@ -330,13 +265,10 @@ static void report_error(const char *pname, const char *msg) {
 /* The exit status a parlua_dostring/dofile status calls for, with the
  * error reported. */
 static int report(parlua *rt, int status) {
-  if (status == LUA_OK) return EXIT_SUCCESS;
-  if (parlua_interrupted(rt)) {
-    message(progname, "interrupted");
-    return EXIT_INTERRUPTED;
-  }
-  report_error(progname, parlua_error(rt));
-  return EXIT_FAILURE;
+  if (status == LUA_OK && !late_interrupt) return EXIT_SUCCESS;
+  if (status == LUA_OK) message(progname, "interrupted!");
+  else report_error(progname, parlua_error(rt));
+  return status == LUA_OK || parlua_interrupted(rt) ? EXIT_INTERRUPTED : EXIT_FAILURE;
 }
 
 /* ---- options --------------------------------------------------------- */
@@ -455,8 +387,8 @@ static int handle_luainit(parlua *rt) {
     init = getenv(name + 1);
   }
   if (init == NULL) return EXIT_SUCCESS;
-  if (init[0] == '@') return report(rt, parlua_dofile(rt, init + 1));
-  return report(rt, parlua_dostring(rt, init, name));
+  if (init[0] == '@') return report(rt, dofile(rt, init + 1));
+  return report(rt, dostring(rt, init, name));
 }
 
 typedef struct Library {
@@ -492,7 +424,7 @@ static int run_args(parlua *rt, char **argv, int n) {
       case 'l': {
         char *extra = argv[i] + 2;
         if (*extra == '\0') extra = argv[++i];
-        int code = option == 'e' ? report(rt, parlua_dostring(rt, extra, "=(command line)"))
+        int code = option == 'e' ? report(rt, dostring(rt, extra, "=(command line)"))
                                  : do_library(rt, extra);
         if (code != EXIT_SUCCESS) return code;
         break;
@@ -572,9 +504,7 @@ static char *read_raw_line(const char *prompt) {
   fflush(stdout);
   char *line = NULL;
   size_t cap = 0;
-  hold_sigint(1);
   ssize_t len = getline(&line, &cap, stdin);
-  hold_sigint(0);
   if (len < 0) {
     free(line);
     return NULL;
@@ -695,6 +625,7 @@ static void do_repl(parlua *rt) {
     free(ln.code);
     if (ln.result != LINE_PARKED) continue;
     if (run_parked(rt) != LUA_OK) report_error(progname, parlua_error(rt));
+    else if (late_interrupt) message(progname, "interrupted!");
   }
   fputs("\n", stdout);
   fflush(stdout);
@@ -784,7 +715,7 @@ static int pmain(parlua *rt, int argc, char **argv, int args, int script) {
       print_version();
       do_repl(rt);
     } else {
-      return report(rt, parlua_dofile(rt, NULL));
+      return report(rt, dofile(rt, NULL));
     }
   }
   return EXIT_SUCCESS;
@@ -794,8 +725,6 @@ int main(int argc, char **argv) {
   int served = parlua_mpi_serve();  /* an MPI rank that serves pools does only that */
   if (served >= 0) return served;
   take_progname(argv);
-  int watching = watch_sigint() == 0;
-  if (!watching) message(progname, "cannot watch for Ctrl-C; it will kill at once");
   int code = EXIT_FAILURE;
   int script = 0;
   int args = collect_args(argv, &script);
@@ -806,13 +735,9 @@ int main(int argc, char **argv) {
     if (rt == NULL) {
       message(progname, "cannot create state: not enough memory");
     } else {
-      set_interruptible(rt);
       code = pmain(rt, argc, argv, args, script);
-      /* From here a Ctrl-C kills at once: parlua_close frees the runtime. */
-      set_interruptible(NULL);
       parlua_close(rt);
     }
   }
-  if (watching) unwatch_sigint();
   return code;
 }

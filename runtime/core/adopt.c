@@ -65,6 +65,7 @@ void pl_runtime_adopt(lua_State *L, const luaL_Reg *modules) {
   pl_family_attach(&rt->main, L);
   pl_tstate *ts = pl_attach(&rt->main, NULL);
   if (ts == NULL) luaL_error(L, "parlua: out of memory");
+  ts->host = 1;  /* lua5.4's own thread: Ctrl-C is lua.c's here */
   ts->depth = 1;
   pl_take_lock(ts, rt->main.L, 1);
   pl_install_coroutines(L);

@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include "core/background.h"
+#include "core/sigint.h"
 
 static void pin_once(void) {
   Dl_info info;
@@ -18,6 +19,7 @@ void pl_pin_library(void) {
 
 int pl_background_thread(void *(*fn)(void *), void *arg, size_t stack) {
   pl_pin_library();
+  pl_sigint_thread_starting();
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);  /* the new thread inherits the mask */

@@ -72,6 +72,7 @@ void pl_host_enter(parlua *rt) {
   ts = pl_attach(&rt->main, NULL);
   if (ts == NULL) abort();  /* nothing sensible to do without memory */
   ts->made_by_enter = 1;
+  ts->host = 1;
   ts->depth = 1;
   pl_take_lock(ts, rt->main.L, 1);
 }

@@ -20,6 +20,7 @@
 
 #include "lauxlib.h"
 #include "core/errors.h"
+#include "core/sigint.h"
 
 static const char ERROR_MT[] = "parlua.Error";
 static const char ORIGIN_KEY[] = "parlua.error_origin";
@@ -204,6 +205,24 @@ int pl_error_raise_os(lua_State *L, int err, const char *what) {
   return pl_error_throw(L);
 }
 
+/* A host thread gets what lua.c's hook raises, luaL_error(L,
+ * "interrupted!"): a string with the position.  The interrupt is then
+ * spent, as in lua.c: a script that catches it goes on, and its next
+ * blocking call blocks. */
+static int raise_host_interrupt(lua_State *L, pl_tstate *ts) {
+  pl_tstate_reset_cancel(ts);
+  pl_sigint_delivered();
+  luaL_where(L, 1);
+  lua_pushliteral(L, "interrupted!");
+  lua_concat(L, 2);
+  size_t len;
+  const char *msg = lua_tolstring(L, -1, &len);
+  if (len >= sizeof ts->interrupt_msg) len = sizeof ts->interrupt_msg - 1;
+  memcpy(ts->interrupt_msg, msg, len);
+  ts->interrupt_msg[len] = '\0';
+  return lua_error(L);
+}
+
 int pl_error_raise_cancelled(lua_State *L, pl_tstate *ts) {
   char secs[32];  /* "%g", as the processes kind words it: "2", not "2.0" */
   if (ts != NULL && atomic_load(&ts->hard_limit_hit)) {
@@ -214,6 +233,7 @@ int pl_error_raise_cancelled(lua_State *L, pl_tstate *ts) {
     snprintf(secs, sizeof secs, "%g", ts->soft_limit_s);
     return pl_error_raise(L, PL_SOFT_TIME_LIMIT, "the task exceeded its soft time limit of %s s", secs);
   }
+  if (ts != NULL && ts->host && atomic_load(&ts->interrupted)) return raise_host_interrupt(L, ts);
   if (ts != NULL && atomic_load(&ts->interrupted))
     return pl_error_raise(L, PL_CANCELLED, "interrupted");
   return pl_error_raise(L, PL_CANCELLED, "cancelled");

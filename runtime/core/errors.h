@@ -45,6 +45,12 @@ void pl_check_cancel(lua_State *L, pl_tstate *ts);
 /* Raise Cancelled after a wait that returned PL_ECANCELLED (marking a
  * forced cancel delivered); never returns. */
 int pl_raise_cancelled(lua_State *L, pl_tstate *ts);
+/* A forced cancel or an interrupt is pending: after a wait for results, it
+ * wins over what came (a task that an interrupt stopped too must not
+ * report its own Cancelled in place of the waiter's interrupt). */
+static inline int pl_cancel_forced(pl_tstate *ts) {
+  return ts != NULL && pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED;
+}
 /* [-1, +(1|2)] lua_pcall with a traceback handler that leaves the error
  * value untouched: on error the stack gets [error, traceback]. */
 int pl_pcall_traced(lua_State *L, int nargs, int nresults);

@@ -199,3 +199,13 @@ int pl_runtime_interrupt(parlua *rt) {
   pthread_mutex_unlock(&rt->main.mu);
   return running;
 }
+
+void pl_runtime_interrupt_others(parlua *rt) {
+  atomic_store(&rt->interrupted, 1);
+  pthread_mutex_lock(&rt->main.mu);
+  for (pl_tstate *ts = rt->main.tstates; ts != NULL; ts = ts->next) {
+    if (ts->host) pl_tstate_wake(ts);  /* its handler raised the flags already */
+    else pl_tstate_cancel(ts, PL_CANCEL_FORCED, 1);
+  }
+  pthread_mutex_unlock(&rt->main.mu);
+}

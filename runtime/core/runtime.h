@@ -103,6 +103,11 @@ int pl_runtime_remove_closer(parlua *rt, pl_closer **slot);
 void pl_runtime_thread_enter(parlua *rt);
 void pl_runtime_thread_exit(parlua *rt);
 
+/* A caught SIGINT, from the watcher thread (sigint.c): interrupt every
+ * thread of the runtime but the host's, whose flags the handler raised
+ * already; wake the host's from its wait. */
+void pl_runtime_interrupt_others(parlua *rt);
+
 /* The defaults of parlua_config_init. */
 void pl_config_init(parlua_config *cfg);
 /* parlua_preload: into the list, and into the main state if it exists. */

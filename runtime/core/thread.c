@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/sigint.h"
 #include "core/enter.h"
 #include "core/errors.h"
 #include "core/progress.h"
@@ -156,6 +157,7 @@ int pl_thread_start(lua_State *L, pl_thread *t) {
     back_to_new(t);
     return rc;
   }
+  pl_sigint_thread_starting();
   pl_runtime_thread_enter(rt);
   pthread_attr_t attr;
   pthread_t tid;

@@ -12,6 +12,7 @@
 #include "core/clock.h"
 #include "core/debughook.h"
 #include "core/runtime.h"
+#include "core/sigint.h"
 #include "core/tstate.h"
 
 /* The innermost tstate of the calling OS thread; each links to the one it
@@ -97,17 +98,21 @@ static void hooks_end(pl_tstate *ts) {
   }
 }
 
+/* In a signal handler on ts's own thread: arm the hook on what it runs,
+ * or leave it to hooks_end when the thread was changing hooks itself. */
+static void arm_from_handler(pl_tstate *ts) {
+  if (ts->hooks_busy) {
+    ts->poke_deferred = 1;
+  } else if (ts->holds_lock) {
+    lua_State *L = atomic_load(&ts->running);
+    if (L != NULL) arm(ts, L, 1);
+  }
+}
+
 /* Runs on the thread that was poked: arm the hook on what it is running. */
 static void poke_handler(int sig, siginfo_t *info, void *uctx) {
   pl_tstate *ts = current;
-  if (ts != NULL) {
-    if (ts->hooks_busy) {
-      ts->poke_deferred = 1;
-    } else if (ts->holds_lock) {
-      lua_State *L = atomic_load(&ts->running);
-      if (L != NULL) arm(ts, L, 1);
-    }
-  }
+  if (ts != NULL) arm_from_handler(ts);
 /* Whoever had the signal before us still gets it. */
   if (previous_poke_action.sa_flags & SA_SIGINFO) {
     if (previous_poke_action.sa_sigaction != NULL) previous_poke_action.sa_sigaction(sig, info, uctx);
@@ -124,6 +129,7 @@ static void install_poke_handler(void) {
   sa.sa_sigaction = poke_handler;
   sa.sa_flags = SA_SIGINFO | SA_RESTART;
   sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGINT);  /* no Ctrl-C handler inside our arming */
   sigaction(PL_POKE_SIGNAL, &sa, &previous_poke_action);
 }
 
@@ -281,9 +287,8 @@ void pl_tstate_set_hook(pl_tstate *ts, lua_State *L, lua_Hook func, int mask, in
   hooks_end(ts);
 }
 
-/* Wake ts wherever it is: running Lua (the hook) or blocked in pl_wait. */
-static void wake(pl_tstate *ts) {
-  pl_tstate_poke(ts);
+/* Wake ts from the wait it is in, if any (it re-checks its flags). */
+void pl_tstate_wake(pl_tstate *ts) {
   pthread_mutex_lock(&ts->wait_guard);
   if (ts->wait_mu != NULL) {
     pthread_mutex_lock(ts->wait_mu);
@@ -293,14 +298,28 @@ static void wake(pl_tstate *ts) {
   pthread_mutex_unlock(&ts->wait_guard);
 }
 
-void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt) {
+/* Wake ts wherever it is: running Lua (the hook) or blocked in pl_wait. */
+static void wake(pl_tstate *ts) {
+  pl_tstate_poke(ts);
+  pl_tstate_wake(ts);
+}
+
+static void raise_level(pl_tstate *ts, int level, int interrupt) {
   if (interrupt) atomic_store(&ts->interrupted, 1);
   int cur = atomic_load(&ts->cancel);
   while (cur < level && !atomic_compare_exchange_weak(&ts->cancel, &cur, level)) {
   }
+}
+
+void pl_tstate_cancel(pl_tstate *ts, int level, int interrupt) {
+  raise_level(ts, level, interrupt);
   if (level >= PL_CANCEL_FORCED) wake(ts);
 }
 
+void pl_tstate_cancel_from_signal(pl_tstate *ts) {
+  raise_level(ts, PL_CANCEL_FORCED, 1);
+  arm_from_handler(ts);
+}
 void pl_tstate_soft_limit(pl_tstate *ts, double seconds) {
   ts->soft_limit_s = seconds;
   atomic_store(&ts->soft_limit_pending, 1);
@@ -330,6 +349,7 @@ void pl_tstate_reset_cancel(pl_tstate *ts) {
 
 void pl_wait_begin(pl_tstate *ts, pthread_mutex_t *mu, pthread_cond_t *cv) {
   if (ts == NULL) return;
+  pl_sigint_wait_begin(ts);
   pthread_mutex_lock(&ts->wait_guard);
   ts->wait_mu = mu;
   ts->wait_cv = cv;
@@ -342,6 +362,7 @@ void pl_wait_end(pl_tstate *ts) {
   ts->wait_mu = NULL;
   ts->wait_cv = NULL;
   pthread_mutex_unlock(&ts->wait_guard);
+  pl_sigint_wait_end(ts);
 }
 
 /* A forced cancel, or a soft time limit to raise. */

@@ -45,6 +45,12 @@ struct pl_tstate {
   int depth;                   /* parlua_enter nesting, owner thread only */
   int made_by_enter;           /* parlua_leave frees it at depth 0 */
   void *thread;                /* the pl_thread run by this OS thread, or NULL */
+  /* A thread of the host's (parlua_enter, or the stock lua5.4 that adopted
+   * the state): an interrupt raises lua.c's "interrupted!" string there,
+   * not Cancelled, and it is delivered once (see pl_error_raise_cancelled). */
+  int host;
+  int sigint_taken;            /* sigint.c took SIGINT over for a wait of ours */
+  char interrupt_msg[128];     /* the last "interrupted!" raised here */
   char name[64];               /* par.current_thread(); "" is the main thread */
 
   pthread_t owner;             /* the OS thread this tstate belongs to */
@@ -149,6 +155,12 @@ void pl_tstate_hard_limit(pl_tstate *ts, double seconds);
  * thread: async-signal-safe, so it only arms the hook; a wait of ts sees
  * it within wait_slice_ns (which the owner must set). */
 void pl_tstate_soft_limit_from_handler(pl_tstate *ts, double seconds);
+
+/* A SIGINT handler on ts's own thread: the flags of an interrupt and the
+ * hook, but none of the locks pl_tstate_cancel takes (async-signal-safe). */
+void pl_tstate_cancel_from_signal(pl_tstate *ts);
+/* Wake ts from the wait it is in, if any (it re-checks its flags). */
+void pl_tstate_wake(pl_tstate *ts);
 /* The owner clears its cancel state between two tasks. */
 void pl_tstate_reset_cancel(pl_tstate *ts);
 static inline int pl_tstate_cancel_level(pl_tstate *ts) {

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/clock.h"
+#include "core/sigint.h"
 #include "core/wait.h"
 
 /* A sliced wait notices a cancel at least this often when the poke signal
@@ -31,6 +32,7 @@ void pl_poller_begin(pl_poller *w, pl_tstate *ts, int block_pipe) {
   memset(w, 0, sizeof *w);
   w->ts = ts;
   w->block_pipe = block_pipe;
+  if (ts != NULL) pl_sigint_wait_begin(ts);
   if (ts == NULL && !block_pipe) return;
   sigemptyset(&add);
   if (ts != NULL) sigaddset(&add, PL_POKE_SIGNAL);
@@ -53,6 +55,7 @@ void pl_poller_begin(pl_poller *w, pl_tstate *ts, int block_pipe) {
 void pl_poller_note_epipe(pl_poller *w) { w->epipe = 1; }
 
 void pl_poller_end(pl_poller *w) {
+  if (w->ts != NULL) pl_sigint_wait_end(w->ts);
   if (!w->armed) return;
   if (w->epipe && !w->pipe_was_pending) {
     sigset_t pipe_only;

@@ -30,6 +30,7 @@
 #include "core/clock.h"
 #include "core/enter.h"
 #include "core/errors.h"
+#include "core/sigint.h"
 #include "pool/executor.h"
 
 #define MAX_SPARE 256   /* recycled task records kept */
@@ -200,6 +201,7 @@ static int start_worker(pl_executor *e, lua_State *L, int index) {
   e->workers = w;
   pthread_mutex_unlock(&e->list_mu);
   pl_executor_incref(e);
+  pl_sigint_thread_starting();
   pl_runtime_thread_enter(rt);
   pthread_attr_t attr;
   pthread_t tid;

@@ -1,6 +1,9 @@
 /* The reaper of a state's Popen children (see reaper.h). */
+#include <signal.h>
 #include <stdlib.h>
 
+#include "core/clock.h"
+#include "core/enter.h"
 #include "proc/child.h"
 #include "proc/reaper.h"
 
@@ -60,9 +63,68 @@ void pl_reaper_add(pl_reaper *r, pid_t pid) {
   }
 }
 
+void pl_reaper_watch_add(pl_reaper *r, pl_reaper_watch *w, pl_proc *proc) {
+  w->proc = proc;
+  pthread_mutex_lock(&r->mu);
+  w->next = r->live;
+  w->prevp = &r->live;
+  if (r->live != NULL) r->live->prevp = &w->next;
+  r->live = w;
+  pthread_mutex_unlock(&r->mu);
+}
+
+void pl_reaper_watch_remove(pl_reaper *r, pl_reaper_watch *w) {
+  pthread_mutex_lock(&r->mu);
+  *w->prevp = w->next;
+  if (w->next != NULL) w->next->prevp = w->prevp;
+  pthread_mutex_unlock(&r->mu);
+}
+
+/* Wait for one stopped child until the grace period ends, then kill it. */
+static void finish_stopped(pl_proc *proc, int64_t grace_end) {
+  pl_poller w;
+  pl_poller_begin(&w, NULL, 0);
+  if (pl_proc_wait(proc, &w, grace_end) == PL_ETIMEOUT) {
+    pl_proc_signal(proc, SIGKILL);
+    pl_proc_wait(proc, &w, INT64_MAX);
+  }
+  pl_poller_end(&w);
+}
+
+/* After an interrupt (see reaper.h).  The threads that used the children
+ * are joined by now (their closers come first); without the lock
+ * meanwhile. */
+static void stop_children(pl_reaper *r, lua_State *L) {
+  pl_reaper_sweep(r);
+  pthread_mutex_lock(&r->mu);
+  size_t n = 0;
+  for (pl_reaper_watch *w = r->live; w != NULL; w = w->next) n++;
+  pl_proc **procs = malloc((n + r->n + 1) * sizeof *procs);
+  pl_proc *orphans = malloc((r->n + 1) * sizeof *orphans);
+  size_t k = 0;
+  if (procs != NULL && orphans != NULL) {
+    for (pl_reaper_watch *w = r->live; w != NULL; w = w->next) procs[k++] = w->proc;
+    for (size_t i = 0; i < r->n; i++) {
+      pl_proc_init(&orphans[i], r->pids[i], -1);
+      procs[k++] = &orphans[i];
+    }
+    r->n = 0;  /* reaped here, not handed over */
+  }
+  pthread_mutex_unlock(&r->mu);
+  pl_tstate *ts = pl_unlock(L, PL_GIL_POPEN);
+  for (size_t i = 0; i < k; i++)
+    if (!pl_proc_poll(procs[i])) pl_proc_signal(procs[i], SIGTERM);
+  int64_t grace_end = pl_now_ns() + PL_STOP_GRACE_NS;
+  for (size_t i = 0; i < k; i++) finish_stopped(procs[i], grace_end);
+  pl_lock(L, ts);
+  for (size_t i = n; i < k; i++) pl_proc_destroy(procs[i]);
+  free(procs);
+  free(orphans);
+}
+
 static void reaper_close(void *ud, lua_State *L) {
-  (void)L;
   pl_reaper *r = ud;
+  if (atomic_load(&r->rt->interrupted)) stop_children(r, L);
   hand_over(r, 0);
   pl_reaper_unref(r);
 }

@@ -6,6 +6,11 @@
  * child still running to a background thread (pl_reap_in_background), so
  * that no zombie is left behind and nobody blocks.
  *
+ * After an interrupt (Ctrl-C) the closer stops every child instead, the
+ * live Popens' and the orphans alike: SIGTERM, SIGKILL after
+ * PL_STOP_GRACE_NS, each reaped before the runtime goes on -- the
+ * contract's "Ctrl-C stops children".
+ *
  * Owners, counted in `refs`: the state's box, the runtime's closer, each
  * Popen that may hand a child over.
  *
@@ -25,9 +30,21 @@
  * goes. */
 enum { PL_CLOSE_SUBPROCESSES = PL_CLOSE_POOLS + 1 };
 
+/* How long children stopped after an interrupt get between SIGTERM and
+ * SIGKILL (Python's run waits as long after a KeyboardInterrupt). */
+#define PL_STOP_GRACE_NS (250 * 1000000LL)
+
+/* A running child the reaper knows of while its Popen lives (embedded in
+ * the Popen): after an interrupt, the closer stops it too. */
+typedef struct pl_reaper_watch {
+  struct pl_proc *proc;
+  struct pl_reaper_watch *next, **prevp;  /* guarded by the reaper's mu */
+} pl_reaper_watch;
+
 typedef struct pl_reaper {
   atomic_int refs;
   pthread_mutex_t mu;
+  pl_reaper_watch *live;  /* guarded by mu: every Popen not yet collected */
   pid_t *pids;         /* guarded by mu */
   size_t n, cap;       /* guarded by mu */
   int finished;        /* guarded by mu: the state is gone, orphans go at once */
@@ -44,6 +61,9 @@ void pl_reaper_unref(pl_reaper *r);
 void pl_reaper_sweep(pl_reaper *r);
 /* Look after pid, a child still running nobody will wait for. */
 void pl_reaper_add(pl_reaper *r, pid_t pid);
+/* A Popen's child, from its start until the Popen is collected. */
+void pl_reaper_watch_add(pl_reaper *r, pl_reaper_watch *w, struct pl_proc *proc);
+void pl_reaper_watch_remove(pl_reaper *r, pl_reaper_watch *w);
 /* The box's end: no closer any more, every child handed over, the box's
  * reference dropped. */
 void pl_reaper_finish(pl_reaper *r);

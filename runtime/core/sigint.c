@@ -190,6 +190,16 @@ int pl_sigint_release(parlua *rt) { return release_sigint(rt); }
 
 /* ---- a stock lua5.4: around the host thread's waits ------------------- */
 
+/* The hook lua.c's handler sets (laction: lua_sethook(L, lstop, ...)). */
+#define LUA_C_STOP_MASK (LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT)
+
+/* lua.c's handler ran before the wait began -- during the C code that led
+ * to it, or while a poke had its hook displaced -- so its hook would only
+ * fire after the wait: the wait delivers the interrupt instead. */
+static int lua_c_interrupt_pending(pl_tstate *ts) {
+  return pl_tstate_take_foreign_hook(ts, ts->fam->rt->main.L, LUA_C_STOP_MASK, 1);
+}
+
 void pl_sigint_wait_begin(pl_tstate *ts) {
   if (atomic_load(&owner) != NULL) {  /* a condition variable wait needs the watcher to be woken */
     if (atomic_load(&watcher_state) == 0) start_watcher();
@@ -199,10 +209,12 @@ void pl_sigint_wait_begin(pl_tstate *ts) {
   struct sigaction now;
   /* Only where someone handles Ctrl-C (lua.c, inside a chunk): with the
    * default disposition it ends the process, ignored it does nothing. */
-  if (sigaction(SIGINT, NULL, &now) != 0 || !is_function(&now)) return;
-  if (catch_sigint(ts->fam->rt, 1) != 0) return;
-  ts->sigint_taken = 1;
-  start_watcher();
+  if (sigaction(SIGINT, NULL, &now) == 0 && is_function(&now) && catch_sigint(ts->fam->rt, 1) == 0) {
+    ts->sigint_taken = 1;
+    start_watcher();
+  }
+  /* After the catch: a SIGINT from now on is ours, one before it is seen. */
+  if (lua_c_interrupt_pending(ts)) pl_runtime_interrupt(ts->fam->rt);
 }
 
 void pl_sigint_wait_end(pl_tstate *ts) {

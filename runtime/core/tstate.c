@@ -304,6 +304,24 @@ static void wake(pl_tstate *ts) {
   pl_tstate_wake(ts);
 }
 
+int pl_tstate_take_foreign_hook(pl_tstate *ts, lua_State *L, int mask, int count) {
+  int taken = 0;
+  hooks_begin(ts);
+  if (ts->displaced_L == L && ts->displaced_mask == mask && ts->displaced_count == count) {
+    ts->displaced_L = NULL;  /* ours stays until it fires, then nothing comes back */
+    taken = 1;
+  } else {
+    lua_Hook h = lua_gethook(L);
+    if (h != NULL && h != ts->fam->hook && h != pl_script_hook && lua_gethookmask(L) == mask &&
+        lua_gethookcount(L) == count) {
+      lua_sethook(L, NULL, 0, 0);
+      taken = 1;
+    }
+  }
+  hooks_end(ts);
+  return taken;
+}
+
 static void raise_level(pl_tstate *ts, int level, int interrupt) {
   if (interrupt) atomic_store(&ts->interrupted, 1);
   int cur = atomic_load(&ts->cancel);

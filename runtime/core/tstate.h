@@ -159,6 +159,10 @@ void pl_tstate_soft_limit_from_handler(pl_tstate *ts, double seconds);
 /* A SIGINT handler on ts's own thread: the flags of an interrupt and the
  * hook, but none of the locks pl_tstate_cancel takes (async-signal-safe). */
 void pl_tstate_cancel_from_signal(pl_tstate *ts);
+/* A hook set from C on L with exactly this mask and count (lua.c's SIGINT
+ * hook), in place or displaced by a poke: removed, 1; else 0.  The owner
+ * thread only. */
+int pl_tstate_take_foreign_hook(pl_tstate *ts, lua_State *L, int mask, int count);
 /* Wake ts from the wait it is in, if any (it re-checks its flags). */
 void pl_tstate_wake(pl_tstate *ts);
 /* The owner clears its cancel state between two tasks. */

@@ -200,12 +200,12 @@ static int lua_c_interrupt_pending(pl_tstate *ts) {
   return pl_tstate_take_foreign_hook(ts, ts->fam->rt->main.L, LUA_C_STOP_MASK, 1);
 }
 
-void pl_sigint_wait_begin(pl_tstate *ts) {
-  if (atomic_load(&owner) != NULL) {  /* a condition variable wait needs the watcher to be woken */
+/* The outermost wait of lua5.4's own thread takes SIGINT over. */
+static void take_over(pl_tstate *ts) {
+  if (atomic_load(&owner) != NULL) {
     if (atomic_load(&watcher_state) == 0) start_watcher();
     return;
   }
-  if (!ts->host || !ts->fam->rt->adopted || ts->sigint_taken) return;
   struct sigaction now;
   /* Only where someone handles Ctrl-C (lua.c, inside a chunk): with the
    * default disposition it ends the process, ignored it does nothing. */
@@ -217,8 +217,28 @@ void pl_sigint_wait_begin(pl_tstate *ts) {
   if (lua_c_interrupt_pending(ts)) pl_runtime_interrupt(ts->fam->rt);
 }
 
+static int adopted_host(pl_tstate *ts) { return ts->host && ts->fam->rt->adopted; }
+
+/* Waits nest (a future's wait inside a map's): only the outermost pair
+ * takes SIGINT over and gives it back. */
+void pl_sigint_wait_begin(pl_tstate *ts) {
+  if (adopted_host(ts)) {
+    if (ts->sigint_depth++ == 0) take_over(ts);
+  } else if (atomic_load(&owner) != NULL && atomic_load(&watcher_state) == 0) {
+    start_watcher();  /* a condition variable wait needs it to be woken */
+  }
+}
+
 void pl_sigint_wait_end(pl_tstate *ts) {
-  if (!ts->sigint_taken) return;
+  if (!adopted_host(ts) || --ts->sigint_depth > 0 || !ts->sigint_taken) return;
   ts->sigint_taken = 0;
   release_sigint(ts->fam->rt);
+}
+
+void pl_sigint_thread_runs(parlua *rt) {
+  if (!rt->adopted) return;
+  sigset_t block;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &block, NULL);
 }

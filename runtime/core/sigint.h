@@ -31,6 +31,13 @@
 #include "core/runtime.h"
 #include "core/tstate.h"
 
+/* At the start of a thread the runtime made (par.thread, a pool worker):
+ * in a stock lua5.4, SIGINT is blocked there, so that it always reaches
+ * lua.c's thread -- lua.c's handler sets a hook on the main state, which
+ * is safe only from the thread that runs it.  (In the parlua program every
+ * thread takes it; the handler passes it on.) */
+void pl_sigint_thread_runs(parlua *rt);
+
 /* parlua_catch_sigint and parlua_release_sigint (see parlua.h). */
 int pl_sigint_catch(parlua *rt);
 int pl_sigint_release(parlua *rt);

@@ -69,6 +69,7 @@ static void *thread_main(void *arg) {
   pl_thread *t = arg;
   pl_family *fam = t->fam;
   parlua *rt = fam->rt;
+  pl_sigint_thread_runs(rt);
   pl_tstate *ts = pl_attach(fam, t->name);
   if (ts == NULL) abort();
   ts->thread = t;

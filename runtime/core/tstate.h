@@ -50,6 +50,7 @@ struct pl_tstate {
    * not Cancelled, and it is delivered once (see pl_error_raise_cancelled). */
   int host;
   int sigint_taken;            /* sigint.c took SIGINT over for a wait of ours */
+  int sigint_depth;            /* waits begun and not ended (they nest) */
   char interrupt_msg[128];     /* the last "interrupted!" raised here */
   char name[64];               /* par.current_thread(); "" is the main thread */
 

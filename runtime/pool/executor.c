@@ -335,6 +335,7 @@ static void *worker_main(void *arg) {
   pl_worker *w = arg;
   pl_executor *e = w->e;
   parlua *rt = e->fam->rt;
+  pl_sigint_thread_runs(rt);
   e->kind->worker_start(w);
   pl_task *t = NULL;
   while ((t = take(w, t)) != NULL) {

@@ -349,13 +349,7 @@ static void test_lock_wait(void) {
               &e, 0);
 }
 
-/* Needs the fix of issue #15 item 1 (a cancelled condition waiter must not
- * keep the lock): until it is in, it runs only when asked. */
 static void test_condition_wait(void) {
-  if (getenv("PARLUA_TEST_CONDITION_CTRL_C") == NULL) {
-    printf("#    skipped until issue #15.1 is fixed (PARLUA_TEST_CONDITION_CTRL_C=1 runs it)\n");
-    return;
-  }
   expect e = ONE("interrupted!");
   parlua_case(PRELUDE
               "local cv = par.condition()\n"

@@ -12,19 +12,9 @@ local bench = dofile(((arg and arg[0] or ""):match("^(.*)/") or "scripts/bench")
 local burn = bench.burn
 local RUNS = tonumber(os.getenv("PARLUA_BENCH_RUNS")) or 10
 
-local n = 1e6
-repeat  -- calibrate: one task of about 0.1 s
-  local t0 = par.clock()
-  burn(n)
-  local dt = par.clock() - t0
-  if dt < 0.1 then n = math.floor(n * math.min(10, 0.1 / math.max(dt, 1e-3) * 1.05)) end
-until dt >= 0.1
+local n = bench.calibrate(0.1)  -- one CPU-bound task of about 0.1 s
 
-local function timed(fn)
-  local t0 = par.clock()
-  fn()
-  return par.clock() - t0
-end
+local timed = bench.timed
 
 local trivial = {}
 for i = 1, 200 do trivial[i] = 1 end

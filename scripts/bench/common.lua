@@ -28,4 +28,21 @@ function bench.burn(n)
   return x
 end
 
+-- The wall time of one call of fn, in seconds.
+function bench.timed(fn)
+  local t0 = par.clock()
+  fn()
+  return par.clock() - t0
+end
+
+-- An n for which burn(n) takes at least `seconds` on this machine now.
+function bench.calibrate(seconds)
+  local n = 1e6
+  repeat
+    local dt = bench.timed(function() bench.burn(n) end)
+    if dt < seconds then n = math.floor(n * math.min(10, seconds / math.max(dt, 1e-3) * 1.05)) end
+  until dt >= seconds
+  return n
+end
+
 return bench

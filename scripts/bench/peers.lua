@@ -19,19 +19,9 @@ local burn = bench.burn
 local big = {}
 for i = 1, 100000 do big[i] = i + 0.5 end
 
-local n = 1e6
-repeat  -- one CPU-bound task of about 0.1 s
-  local t0 = par.clock()
-  burn(n)
-  local dt = par.clock() - t0
-  if dt < 0.1 then n = math.floor(n * math.min(10, 0.1 / math.max(dt, 1e-3) * 1.05)) end
-until dt >= 0.1
+local n = bench.calibrate(0.1)  -- one CPU-bound task of about 0.1 s
 
-local function timed(fn)
-  local t0 = par.clock()
-  fn()
-  return par.clock() - t0
-end
+local timed = bench.timed
 
 -- Each side: {name, trips(), table_trip(), cpu8()} returning seconds.
 local sides = {}

@@ -23,13 +23,7 @@ local burn = bench.burn
 
 -- 1 ------------------------------------------------------------------
 print("1. CPU-bound: 2 equal tasks on 2 worker processes against serial")
-local n = 1e6
-repeat  -- calibrate: one task of about 0.25 s
-  local t0 = par.clock()
-  burn(n)
-  local dt = par.clock() - t0
-  if dt < 0.25 then n = math.floor(n * math.min(10, 0.25 / math.max(dt, 1e-3) * 1.05)) end
-until dt >= 0.25
+local n = bench.calibrate(0.25)  -- one task of about 0.25 s
 local best_of = bench.best_of
 local serial = best_of(3, function() burn(n); burn(n) end)
 do

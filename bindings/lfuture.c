@@ -97,7 +97,6 @@ static int block(lua_State *L, pl_tstate *ts, pl_future *f, int64_t deadline, in
   int rc = pl_future_wait(f, ts, deadline);
   if (ts != NULL) pl_take_lock(ts, L, urgent);
   if (rc == PL_ECANCELLED || pl_cancel_forced(ts)) {
-    pl_check_cancel(L, ts);
     pl_error_raise_cancelled(L, ts);
   }
   return rc == PL_OK;
@@ -335,7 +334,6 @@ static int waitset_wait(lua_State *L, waitset *ws, size_t target, int stop_on_er
   pl_lock(L, ts);
   if (rc == PL_ECANCELLED || pl_cancel_forced(ts)) {
     waitset_release(ws, L);
-    pl_check_cancel(L, ts);
     pl_error_raise_cancelled(L, ts);
   }
   return rc;

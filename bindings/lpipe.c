@@ -90,7 +90,7 @@ static int conn_send(lua_State *L) {
   pl_fdlist_free(&fds);  /* the receiver has its own copies */
   switch (rc) {
   case 0: return 0;
-  case PL_ECANCELLED: return pl_raise_cancelled(L, ts);
+  case PL_ECANCELLED: return pl_error_raise_cancelled(L, ts);
   case PL_ECLOSED: return luaL_error(L, "attempt to use a closed pipe connection");
   case -EPIPE:
   case -ECONNRESET:
@@ -103,7 +103,7 @@ static int recv_error(lua_State *L, int rc, pl_tstate *ts, double timeout) {
   switch (rc) {
   case PL_ETIMEOUT:
     return pl_error_raise(L, PL_TIMEOUT, "nothing to receive within %f seconds", (lua_Number)timeout);
-  case PL_ECANCELLED: return pl_raise_cancelled(L, ts);
+  case PL_ECANCELLED: return pl_error_raise_cancelled(L, ts);
   case PL_ECLOSED: return luaL_error(L, "attempt to use a closed pipe connection");
   case PL_EEOF: return pl_error_raise(L, PL_SHUTDOWN, "recv on a pipe whose other end is closed");
   case PL_EMALFORMED: return pl_error_raise(L, PL_TRANSFER, "malformed message: the pipe does not carry parlua messages");

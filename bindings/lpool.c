@@ -343,7 +343,6 @@ static int stop_workers(lua_State *L, int kill, const char *fname) {
   if (rc == PL_ESELF) return raise_exec(L, e, rc);
   if (rc == PL_ECANCELLED) {
     pl_tstate *ts = pl_tstate_of(L);
-    pl_check_cancel(L, ts);
     return pl_error_raise_cancelled(L, ts);
   }
   return 0;
@@ -369,7 +368,6 @@ static int pool_shutdown(lua_State *L) {
   if (rc == PL_ESELF) return raise_exec(L, e, rc);
   if (rc == PL_ECANCELLED) {
     pl_tstate *ts = pl_tstate_of(L);
-    pl_check_cancel(L, ts);
     return pl_error_raise_cancelled(L, ts);
   }
   return 0;
@@ -637,7 +635,6 @@ static size_t next_unordered(lua_State *L, mapper *m) {
     pl_lock(L, ts);
     if (rc == PL_ECANCELLED || pl_cancel_forced(ts)) {
       mapper_release(m, L);
-      pl_check_cancel(L, ts);
       pl_error_raise_cancelled(L, ts);
     }
     if (rc == PL_ETIMEOUT && !pl_waiter_pop(m->w, &id)) raise_timeout(L, m);

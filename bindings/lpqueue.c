@@ -38,7 +38,7 @@ int pl_pqueue_put(lua_State *L, pl_queue *q, int idx, double timeout) {
   case 0: return 0;
   case PL_ETIMEOUT: return raise_waited(L, "full", timeout);
   case PL_ECLOSED: return pl_error_raise(L, PL_SHUTDOWN, "put on a closed queue");
-  case PL_ECANCELLED: return pl_raise_cancelled(L, ts);
+  case PL_ECANCELLED: return pl_error_raise_cancelled(L, ts);
   case PL_ENOMEM: return luaL_error(L, "not enough memory");
   default: return pl_error_raise_os(L, -rc, "queue put");
   }
@@ -56,7 +56,7 @@ int pl_pqueue_get(lua_State *L, pl_queue *q, double timeout) {
   case 0: break;
   case PL_ETIMEOUT: return raise_waited(L, "empty", timeout);
   case PL_ECLOSED: return pl_error_raise(L, PL_SHUTDOWN, "get on a closed and empty queue");
-  case PL_ECANCELLED: return pl_raise_cancelled(L, ts);
+  case PL_ECANCELLED: return pl_error_raise_cancelled(L, ts);
   case PL_ENOMEM: return luaL_error(L, "not enough memory");
   case -EPROTO: return pl_error_raise(L, PL_TRANSFER, "malformed message: a queue item that is not one");
   default: return pl_error_raise_os(L, -rc, "queue get");
@@ -99,7 +99,7 @@ int pl_pqueue_join(lua_State *L, pl_queue *q, double timeout) {
     int rc = pl_pchan_join(c, ts, pl_deadline_after(timeout));
     pl_lock(L, ts);
     pl_sync_decref(&q->head);
-    if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+    if (rc == PL_ECANCELLED) pl_error_raise_cancelled(L, ts);
     done = rc == PL_OK;
   }
   lua_pushboolean(L, done);

@@ -404,7 +404,6 @@ static int process_join(lua_State *L) {
   int rc = wait_end(L, p, pl_deadline_after(timeout), 1);
   if (rc == PL_ECANCELLED) {
     pl_tstate *ts = pl_tstate_of(L);
-    pl_check_cancel(L, ts);
     return pl_error_raise_cancelled(L, ts);
   }
   lua_pushboolean(L, rc == PL_OK);

@@ -158,7 +158,7 @@ static int put_for(lua_State *L, pl_queue *q, double timeout) {
   case PL_ECLOSED:
     return pl_error_raise(L, PL_SHUTDOWN, "put on a closed queue");
   case PL_ECANCELLED:
-    return pl_raise_cancelled(L, ts);
+    return pl_error_raise_cancelled(L, ts);
   default:
     return luaL_error(L, "not enough memory");
   }
@@ -186,7 +186,7 @@ static int get_for(lua_State *L, pl_queue *q, double timeout) {
   case PL_ECLOSED:
     return pl_error_raise(L, PL_SHUTDOWN, "get on a closed and empty queue");
   default:
-    return pl_raise_cancelled(L, ts);
+    return pl_error_raise_cancelled(L, ts);
   }
 }
 
@@ -248,7 +248,7 @@ static int queue_join(lua_State *L) {
     pl_tstate *ts = pl_block_begin(L, &q->head);
     int rc = pl_queue_join(q, ts, deadline);
     pl_block_end(L, ts, &q->head);
-    if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+    if (rc == PL_ECANCELLED) pl_error_raise_cancelled(L, ts);
     if (rc == PL_EMOVED) return pl_pqueue_join(L, q, timeout);
     done = rc == PL_OK;
   }

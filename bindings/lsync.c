@@ -128,7 +128,7 @@ static int lock_acquire_for(lua_State *L, pl_synclock *lk, double timeout) {
   pl_tstate *ts = pl_block_begin(L, &lk->head);
   int rc = pl_synclock_acquire(lk, ts, deadline);
   pl_block_end(L, ts, &lk->head);
-  if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+  if (rc == PL_ECANCELLED) pl_error_raise_cancelled(L, ts);
   if (rc == PL_OK) pl_held_note(ts, lk);
   return rc == PL_OK;
 }
@@ -221,7 +221,7 @@ static int event_wait(lua_State *L) {
     pl_tstate *ts = pl_block_begin(L, &ev->head);
     int rc = pl_event_wait(ev, ts, deadline);
     pl_block_end(L, ts, &ev->head);
-    if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+    if (rc == PL_ECANCELLED) pl_error_raise_cancelled(L, ts);
     set = rc == PL_OK;
   }
   lua_pushboolean(L, set);
@@ -279,7 +279,7 @@ static int condition_wait_for_notify(lua_State *L, pl_condition *c, double timeo
   pl_held_note(ts, c->lock);    /* ... and the one taken back is new */
   if (rc == PL_ENOTHELD) luaL_error(L, "cannot wait on un-acquired lock");
   if (rc == PL_ENOMEM) luaL_error(L, "not enough memory");
-  if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+  if (rc == PL_ECANCELLED) pl_error_raise_cancelled(L, ts);
   return rc == PL_OK;
 }
 
@@ -366,7 +366,7 @@ static int semaphore_acquire_for(lua_State *L, pl_semaphore *s, double timeout) 
   pl_tstate *ts = pl_block_begin(L, &s->head);
   int rc = pl_semaphore_acquire(s, ts, deadline);
   pl_block_end(L, ts, &s->head);
-  if (rc == PL_ECANCELLED) pl_raise_cancelled(L, ts);
+  if (rc == PL_ECANCELLED) pl_error_raise_cancelled(L, ts);
   return rc == PL_OK;
 }
 
@@ -482,7 +482,7 @@ static int barrier_wait(lua_State *L) {
     return pl_error_raise(L, PL_TIMEOUT, "barrier wait timed out after %f seconds; the barrier is now broken",
                           (lua_Number)timeout);
   case PL_ECANCELLED:
-    return pl_raise_cancelled(L, ts);
+    return pl_error_raise_cancelled(L, ts);
   default:
     return pl_error_raise(L, BROKEN_BARRIER, "barrier is broken");
   }

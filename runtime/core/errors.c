@@ -225,6 +225,8 @@ static int raise_host_interrupt(lua_State *L, pl_tstate *ts) {
 
 int pl_error_raise_cancelled(lua_State *L, pl_tstate *ts) {
   char secs[32];  /* "%g", as the processes kind words it: "2", not "2.0" */
+  /* Raised here, it is delivered: the hook does not raise it again. */
+  if (ts != NULL && pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED) atomic_store(&ts->cancel_delivered, 1);
   if (ts != NULL && atomic_load(&ts->hard_limit_hit)) {
     snprintf(secs, sizeof secs, "%g", ts->hard_limit_s);
     return pl_error_raise(L, PL_TIMEOUT, "the task exceeded its time limit of %s s", secs);
@@ -316,16 +318,8 @@ void pl_error_add_global_hint(lua_State *L, int idx, const char *kind) {
 }
 
 void pl_check_cancel(lua_State *L, pl_tstate *ts) {
-  if (ts != NULL && pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED) {
-    atomic_store(&ts->cancel_delivered, 1);
+  if (ts != NULL && (pl_tstate_cancel_level(ts) == PL_CANCEL_FORCED || atomic_load(&ts->soft_limit_pending)))
     pl_error_raise_cancelled(L, ts);
-  }
-  if (ts != NULL && atomic_load(&ts->soft_limit_pending)) pl_error_raise_cancelled(L, ts);  /* SoftTimeLimit */
-}
-
-int pl_raise_cancelled(lua_State *L, pl_tstate *ts) {
-  pl_check_cancel(L, ts);
-  return pl_error_raise_cancelled(L, ts);
 }
 
 int pl_pcall_traced(lua_State *L, int nargs, int nresults) {

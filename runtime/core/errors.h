@@ -38,13 +38,14 @@ int pl_error_throw(lua_State *L);
 int pl_error_rethrow(lua_State *L);
 /* [-0, +0] raise an OSError for `err` (an errno) with a prefix. */
 int pl_error_raise_os(lua_State *L, int err, const char *what);
-/* [-0, +0] raise the Cancelled error a forced cancel or interrupt delivers. */
+/* [-0, +0] raise what stopped the thread (ts may be NULL): Timeout (a hard
+ * time limit), SoftTimeLimit, lua.c's "interrupted!" (a host thread), or
+ * Cancelled "interrupted"/"cancelled"; a forced cancel is then marked
+ * delivered.  For a wait that returned PL_ECANCELLED; never returns. */
 int pl_error_raise_cancelled(lua_State *L, pl_tstate *ts);
-/* Raise Cancelled if the calling thread was force-cancelled. */
+/* Raise it (as above) if the calling thread was force-cancelled or its
+ * soft time limit ran out. */
 void pl_check_cancel(lua_State *L, pl_tstate *ts);
-/* Raise Cancelled after a wait that returned PL_ECANCELLED (marking a
- * forced cancel delivered); never returns. */
-int pl_raise_cancelled(lua_State *L, pl_tstate *ts);
 /* A forced cancel or an interrupt is pending: after a wait for results, it
  * wins over what came (a task that an interrupt stopped too must not
  * report its own Cancelled in place of the waiter's interrupt). */

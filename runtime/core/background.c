@@ -4,7 +4,7 @@
 #include <signal.h>
 
 #include "core/background.h"
-#include "core/sigint.h"
+#include "core/thread.h"
 
 static void pin_once(void) {
   Dl_info info;
@@ -19,17 +19,10 @@ void pl_pin_library(void) {
 
 int pl_background_thread(void *(*fn)(void *), void *arg, size_t stack) {
   pl_pin_library();
-  pl_sigint_thread_starting();
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, &old);  /* the new thread inherits the mask */
-  pthread_attr_t attr;
-  pthread_t tid;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  if (stack != 0) pthread_attr_setstacksize(&attr, stack);
-  int err = pthread_create(&tid, &attr, fn, arg);
-  pthread_attr_destroy(&attr);
+  int err = pl_os_thread_start(fn, arg, stack);
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   return err;
 }

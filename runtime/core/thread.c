@@ -1,4 +1,5 @@
 /* The life cycle of a par.thread's OS thread (see thread.h). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,6 +64,18 @@ void pl_thread_release_stack(pl_thread *t, lua_State *L) {
   luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
   t->co_ref = LUA_NOREF;
   t->co = NULL;
+}
+
+int pl_os_thread_start(void *(*fn)(void *), void *arg, size_t stack) {
+  pl_sigint_thread_starting();
+  pthread_attr_t attr;
+  pthread_t tid;
+  if (pthread_attr_init(&attr) != 0) return EAGAIN;
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  if (stack != 0) pthread_attr_setstacksize(&attr, stack);
+  int err = pthread_create(&tid, &attr, fn, arg);
+  pthread_attr_destroy(&attr);
+  return err;
 }
 
 static void *thread_main(void *arg) {
@@ -158,14 +171,8 @@ int pl_thread_start(lua_State *L, pl_thread *t) {
     back_to_new(t);
     return rc;
   }
-  pl_sigint_thread_starting();
   pl_runtime_thread_enter(rt);
-  pthread_attr_t attr;
-  pthread_t tid;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  int err = pthread_create(&tid, &attr, thread_main, t);
-  pthread_attr_destroy(&attr);
+  int err = pl_os_thread_start(thread_main, t, 0);
   if (err != 0) {
     pl_runtime_thread_exit(rt);
     if (pl_runtime_remove_closer(rt, &t->closer)) atomic_fetch_sub(&t->refs, 1);

@@ -8,6 +8,9 @@
  * while the box exists or the thread runs; after it returns, that stack
  * holds its results, or [error, traceback].
  *
+ * The one function that starts an OS thread for parlua is here too
+ * (pl_os_thread_start).
+ *
  * Lock order: the global lock, then t->mu (never the other way: t->mu is
  * not held while waiting for the lock).
  */
@@ -16,6 +19,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/runtime.h"
@@ -43,6 +47,12 @@ typedef struct pl_thread {
   int collected;          /* result() saw the error, or it needs no report */
   int has_box;
 } pl_thread;
+
+/* Start fn(arg) on a detached OS thread with the calling thread's signal
+ * mask; `stack` in bytes, or 0 for the default size.  0 or an errno.  Every
+ * OS thread of parlua starts here (a par.thread, a pool worker, a
+ * background thread), so the SIGINT watcher knows one may need it. */
+int pl_os_thread_start(void *(*fn)(void *), void *arg, size_t stack);
 
 /* A thread of fam, not started, with one reference (the box's); named
  * `name`, or Thread-N when NULL.  The caller sets co, co_ref and nargs.

@@ -31,6 +31,7 @@
 #include "core/enter.h"
 #include "core/errors.h"
 #include "core/sigint.h"
+#include "core/thread.h"
 #include "pool/executor.h"
 
 #define MAX_SPARE 256   /* recycled task records kept */
@@ -201,15 +202,8 @@ static int start_worker(pl_executor *e, lua_State *L, int index) {
   e->workers = w;
   pthread_mutex_unlock(&e->list_mu);
   pl_executor_incref(e);
-  pl_sigint_thread_starting();
   pl_runtime_thread_enter(rt);
-  pthread_attr_t attr;
-  pthread_t tid;
-  pthread_attr_init(&attr);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-  int err = pthread_create(&tid, &attr, worker_main, w);
-  pthread_attr_destroy(&attr);
-  if (err == 0) return 0;
+  if (pl_os_thread_start(worker_main, w, 0) == 0) return 0;
   pl_runtime_thread_exit(rt);
   pthread_mutex_lock(&e->list_mu);
   for (pl_worker **p = &e->workers; *p != NULL; p = &(*p)->next) {

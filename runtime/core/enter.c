@@ -6,20 +6,38 @@
 #include "core/debug.h"
 #include "core/enter.h"
 
-pl_tstate *pl_attach(pl_family *fam, const char *name) {
-  pl_tstate *ts = pl_tstate_new(fam, NULL);
-  if (ts == NULL) return NULL;
-  if (name != NULL) snprintf(ts->name, sizeof ts->name, "%s", name);
-  pl_tstate_push(ts);
-  PL_ASSERT(pl_tstate_current(fam) == ts);
+pl_tstate *pl_prepare(pl_family *fam, const char *name) {
+  pl_tstate *ts = pl_tstate_new_unowned(fam);
+  if (ts != NULL && name != NULL) snprintf(ts->name, sizeof ts->name, "%s", name);
   return ts;
 }
 
-void pl_detach(pl_tstate *ts) {
+void pl_attach_prepared(pl_tstate *ts) {
+  pl_tstate_own(ts);
+  pl_tstate_push(ts);
+  PL_ASSERT(pl_tstate_current(ts->fam) == ts);
+}
+
+pl_tstate *pl_attach(pl_family *fam, const char *name) {
+  pl_tstate *ts = pl_prepare(fam, name);
+  if (ts != NULL) pl_attach_prepared(ts);
+  return ts;
+}
+
+static void pop(pl_tstate *ts) {
   PL_ASSERT(pl_tstate_current(ts->fam) == ts);    /* the newest of this thread */
   PL_ASSERT(!pl_gil_held_by(&ts->fam->gil, ts));  /* let go of first */
   pl_tstate_pop(ts);
+}
+
+void pl_detach(pl_tstate *ts) {
+  pop(ts);
   pl_tstate_free(ts);
+}
+
+void pl_detach_keep(pl_tstate *ts) {
+  pop(ts);
+  pl_tstate_disown(ts);
 }
 
 void pl_take_lock(pl_tstate *ts, lua_State *L, int urgent) {
@@ -44,6 +62,16 @@ pl_tstate *pl_enter(pl_family *fam, lua_State *L, const char *name) {
 void pl_leave(pl_tstate *ts) {
   pl_drop_lock(ts, PL_GIL_LEAVE);
   pl_detach(ts);
+}
+
+void pl_enter_prepared(pl_tstate *ts, lua_State *L) {
+  pl_attach_prepared(ts);
+  pl_take_lock(ts, L, 1);
+}
+
+void pl_leave_keep(pl_tstate *ts) {
+  pl_drop_lock(ts, PL_GIL_LEAVE);
+  pl_detach_keep(ts);
 }
 
 void pl_give_lock(pl_tstate *ts, pl_gil_reason why) {

@@ -15,6 +15,13 @@
  * its tstate before it waits for the lock (a par.thread) uses pl_attach,
  * then pl_take_lock.  Outside runtime/core nobody calls pl_gil_acquire.
  *
+ * A thread that must not fail to enter -- a new OS thread, which has no
+ * caller to report to, or a pool worker about to run done callbacks -- has
+ * step 1 done for it ahead (pl_prepare, by the thread that starts it, where
+ * running out of memory is an error to return) and does steps 2..4 with
+ * pl_attach_prepared or pl_enter_prepared, which allocate nothing.  A
+ * tstate it enters again and again is left with pl_leave_keep.
+ *
  * Lock order: as gil.h (the lock is taken holding no other mutex).
  */
 #ifndef PL_ENTER_H
@@ -27,6 +34,17 @@
 pl_tstate *pl_attach(pl_family *fam, const char *name);
 /* The inverse of pl_attach: popped and freed (the lock not held). */
 void pl_detach(pl_tstate *ts);
+
+/* Step 1 for a thread that will attach later: a tstate of fam named `name`
+ * (NULL: unnamed), owned by no thread yet.  NULL when out of memory; free
+ * an unused one with pl_tstate_free. */
+pl_tstate *pl_prepare(pl_family *fam, const char *name);
+/* Step 2 of a prepared tstate by the thread that will use it (nothing is
+ * allocated). */
+void pl_attach_prepared(pl_tstate *ts);
+/* The inverse of pl_attach_prepared: popped, the tstate kept for the next
+ * pl_attach_prepared, as new (its cancel state and held locks forgotten). */
+void pl_detach_keep(pl_tstate *ts);
 
 /* Steps 3 and 4: take the lock (`urgent`: back from a blocking call, ahead
  * of regular waiters), then run L (NULL: run nothing). */
@@ -42,6 +60,9 @@ pl_tstate *pl_enter(pl_family *fam, lua_State *L, const char *name);
  * timeline: a thread that ends drops the lock for PL_GIL_THREAD_END and
  * detaches instead). */
 void pl_leave(pl_tstate *ts);
+/* pl_enter and pl_leave for a prepared tstate, kept when leaving. */
+void pl_enter_prepared(pl_tstate *ts, lua_State *L);
+void pl_leave_keep(pl_tstate *ts);
 
 /* Around a blocking call: let go of the lock but stay marked running, so
  * that a forced cancel still pokes the thread out of its wait (pl_wait,

@@ -83,8 +83,9 @@ static void *thread_main(void *arg) {
   pl_family *fam = t->fam;
   parlua *rt = fam->rt;
   pl_sigint_thread_runs(rt);
-  pl_tstate *ts = pl_attach(fam, t->name);
-  if (ts == NULL) abort();
+  pl_tstate *ts = t->prepared;
+  t->prepared = NULL;
+  pl_attach_prepared(ts);
   ts->thread = t;
 
   pthread_mutex_lock(&t->mu);
@@ -163,17 +164,28 @@ int pl_thread_start(lua_State *L, pl_thread *t) {
   }
   t->state = PL_THREAD_RUNNING;
   pthread_mutex_unlock(&t->mu);
+  /* Its tstate is made here: the new thread has nobody to tell that there
+   * was no memory for it. */
+  t->prepared = pl_prepare(t->fam, t->name);
+  if (t->prepared == NULL) {
+    back_to_new(t);
+    return PL_ENOMEM;
+  }
   atomic_fetch_add(&t->refs, 2);  /* the OS thread's and the closer's */
   int rc = pl_runtime_add_closer(rt, &t->closer, t->daemon ? PL_CLOSE_DAEMONS : PL_CLOSE_THREADS,
                                  thread_close, t);
   if (rc != 0) {
     atomic_fetch_sub(&t->refs, 2);
+    pl_tstate_free(t->prepared);
+    t->prepared = NULL;
     back_to_new(t);
     return rc;
   }
   pl_runtime_thread_enter(rt);
   int err = pl_os_thread_start(thread_main, t, 0);
   if (err != 0) {
+    pl_tstate_free(t->prepared);
+    t->prepared = NULL;
     pl_runtime_thread_exit(rt);
     if (pl_runtime_remove_closer(rt, &t->closer)) atomic_fetch_sub(&t->refs, 1);
     atomic_fetch_sub(&t->refs, 1);

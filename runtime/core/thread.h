@@ -33,6 +33,7 @@ typedef struct pl_thread {
   int state;              /* guarded by mu: PL_THREAD_* */
   int started;            /* guarded by mu: ident is known */
   pl_tstate *ts;          /* guarded by mu: set while running */
+  pl_tstate *prepared;    /* made by pl_thread_start, taken over by the thread */
   long ident;             /* guarded by mu */
   int pending_cancel;     /* guarded by mu: cancel() before start */
   char name[64];

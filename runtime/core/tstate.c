@@ -142,15 +142,13 @@ int pl_cond_init(pthread_cond_t *cv) {
   return rc == 0 ? 0 : -1;
 }
 
-pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running) {
+pl_tstate *pl_tstate_new_unowned(pl_family *fam) {
   pl_tstate *ts = calloc(1, sizeof *ts);
   if (ts == NULL) return NULL;
   static pthread_once_t once = PTHREAD_ONCE_INIT;
   pthread_once(&once, install_poke_handler);
   ts->fam = fam;
-  ts->owner = pthread_self();
-  ts->ident = (long)syscall(SYS_gettid);
-  atomic_init(&ts->running, running);
+  atomic_init(&ts->running, NULL);
   atomic_init(&ts->cancel, PL_CANCEL_NONE);
   atomic_init(&ts->interrupted, 0);
   atomic_init(&ts->cancel_delivered, 0);
@@ -161,14 +159,35 @@ pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running) {
   pthread_mutex_init(&ts->wait_guard, NULL);
   pthread_mutex_init(&ts->sleep_mu, NULL);
   pl_cond_init(&ts->sleep_cv);
-  pl_family_add_tstate(fam, ts);
+  return ts;
+}
+
+void pl_tstate_own(pl_tstate *ts) {
+  ts->owner = pthread_self();
+  ts->ident = (long)syscall(SYS_gettid);
+  ts->listed = 1;
+  pl_family_add_tstate(ts->fam, ts);
+}
+
+void pl_tstate_disown(pl_tstate *ts) {
+  pl_family_remove_tstate(ts->fam, ts);
+  ts->listed = 0;
+  if (ts->held_free != NULL) ts->held_free(ts);
+  pl_tstate_reset_cancel(ts);
+}
+
+pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running) {
+  pl_tstate *ts = pl_tstate_new_unowned(fam);
+  if (ts == NULL) return NULL;
+  atomic_store(&ts->running, running);
+  pl_tstate_own(ts);
   return ts;
 }
 
 void pl_tstate_free(pl_tstate *ts) {
   if (ts == NULL) return;
   if (ts->held_free != NULL) ts->held_free(ts);
-  pl_family_remove_tstate(ts->fam, ts);
+  if (ts->listed) pl_family_remove_tstate(ts->fam, ts);
   pthread_cond_destroy(&ts->sleep_cv);
   pthread_mutex_destroy(&ts->sleep_mu);
   pthread_mutex_destroy(&ts->wait_guard);

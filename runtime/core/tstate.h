@@ -42,6 +42,7 @@ struct pl_tstate {
   pl_family *fam;
   pl_tstate *outer;            /* this OS thread's previous tstate (nesting) */
   pl_tstate *next, *prevp;     /* the family's list; guarded by fam->mu */
+  int listed;                  /* in that list (owned by a thread); owner only */
   int depth;                   /* parlua_enter nesting, owner thread only */
   int made_by_enter;           /* parlua_leave frees it at depth 0 */
   void *thread;                /* the pl_thread run by this OS thread, or NULL */
@@ -106,8 +107,18 @@ struct pl_tstate {
   uint32_t trace_lane;
 };
 
+/* A tstate owned by the calling thread and listed in its family (so a
+ * runtime's interrupt reaches it).  NULL when out of memory. */
 pl_tstate *pl_tstate_new(pl_family *fam, lua_State *running);
 void pl_tstate_free(pl_tstate *ts);
+/* The same in two steps, for a thread that must not need memory to enter a
+ * state: made by any thread, owned by none and listed nowhere yet (NULL
+ * when out of memory); then pl_tstate_own by the thread that will use it.
+ * pl_tstate_disown unlists it again, as new (its cancel state and held
+ * locks forgotten, see held.h), until a thread owns it again. */
+pl_tstate *pl_tstate_new_unowned(pl_family *fam);
+void pl_tstate_own(pl_tstate *ts);
+void pl_tstate_disown(pl_tstate *ts);
 
 /* The calling OS thread's tstates form a stack (a host thread may enter
  * one runtime from inside another). */

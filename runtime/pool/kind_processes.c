@@ -110,6 +110,7 @@
 #include "core/enter.h"
 #include "core/errors.h"
 #include "pool/executor.h"
+#include "pool/seat.h"
 #include "proc/fork.h"
 #include "proc/portable.h"
 #include "proc/pqueue.h"
@@ -169,8 +170,7 @@ typedef struct pworker {
   int fhead, flen;
   int64_t last_ns;           /* how long the last task took, send to result */
   char name[64];
-  lua_State *co;         /* a coroutine of the owning state, for callbacks */
-  int co_ref;
+  pl_seat seat;          /* in the owning state, for callbacks */
 } pworker;
 
 /* ---- values ---------------------------------------------------------- */
@@ -359,14 +359,6 @@ fail:
   free(*tb);
   *tb = NULL;
   return rc;
-}
-
-/* The looking-after thread in the owning state, running the worker's
- * coroutine there, under the worker's name. */
-static pl_tstate *owner_enter(pworker *pw, pl_executor *e) {
-  pl_tstate *ots = pl_enter(e->fam, pw->co, pw->name);
-  if (ots == NULL) abort();
-  return ots;
 }
 
 /* ---- breaking the pool ----------------------------------------------- */
@@ -605,12 +597,7 @@ static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char 
      * quiet anyway: it runs under the owner's global lock, which a fork
      * for that state takes. */
     pl_fork_guard_leave();
-    pl_tstate *ots = owner_enter(pw, e);
-    pl_executor_set_tstate(w, ots);  /* a callback's shutdown{wait} is refused */
-    pl_future_run_callbacks(pw->co, f, cbs);
-    lua_settop(pw->co, 0);
-    pl_executor_set_tstate(w, NULL);
-    pl_leave(ots);
+    pl_seat_run_callbacks(&pw->seat, w, f, cbs, NULL);
     pl_fork_guard_enter();
   }
   if (last && has_callbacks) pl_executor_looking(w);
@@ -781,8 +768,11 @@ static int processes_worker_new(pl_worker *w, lua_State *L) {
   }
   pw->proc.stall_ns = w->e->message_timeout_ns;
   snprintf(pw->name, sizeof pw->name, "%s-Worker-%d", w->e->name, w->index);
-  pw->co = lua_newthread(L);
-  pw->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (pl_seat_init(&pw->seat, w->e->fam, L, pw->name) != 0) {
+    pl_pproc_free(&pw->proc);
+    free(pw);
+    return -1;
+  }
   w->kind = pw;
   return 0;
 }
@@ -794,7 +784,7 @@ static void free_worker(pworker *pw) {
 
 static void processes_worker_abandon(pl_worker *w, lua_State *L) {
   pworker *pw = w->kind;
-  luaL_unref(L, LUA_REGISTRYINDEX, pw->co_ref);
+  pl_seat_abandon(&pw->seat, L);
   free_worker(pw);
   w->kind = NULL;
 }
@@ -863,9 +853,7 @@ static void processes_worker_stop(pl_worker *w, int release) {
   drain(w, 0);
   stop_child(w, atomic_load(&e->fam->rt->interrupted));
   pl_fork_guard_leave();
-  pl_tstate *ots = owner_enter(pw, e);
-  luaL_unref(pw->co, LUA_REGISTRYINDEX, pw->co_ref);
-  pl_leave(ots);
+  pl_seat_free(&pw->seat);
   if (release) pl_executor_release(e, NULL);
   free_worker(pw);
   w->kind = NULL;

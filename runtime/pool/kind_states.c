@@ -69,6 +69,7 @@
 #include "core/enter.h"
 #include "core/errors.h"
 #include "pool/executor.h"
+#include "pool/seat.h"
 #include "sync/held.h"
 
 typedef struct sexec {
@@ -95,8 +96,7 @@ typedef struct sworker {
   int holds;             /* worker thread only: it holds its own lock */
   int ntasks;            /* tasks run by the current state */
   atomic_int interrupted;/* an interrupt reached it: nested pools stop hard */
-  lua_State *co;         /* a coroutine of the owning state, for callbacks */
-  int co_ref;
+  pl_seat seat;          /* in the owning state, for callbacks */
 } sworker;
 
 enum { SLOT_HANDLER = 1, SLOT_TRACEBACK = 2 };
@@ -473,26 +473,6 @@ static void close_state(sworker *sw, pl_worker *w) {
 
 /* ---- done callbacks in the owning state ------------------------------ */
 
-/* This worker thread in the owning state, running the worker's coroutine
- * there, under the worker's name. */
-static pl_tstate *owner_enter(sworker *sw, pl_executor *e) {
-  pl_tstate *ots = pl_enter(e->fam, sw->co, sw->ts != NULL ? sw->ts->name : e->name);
-  if (ots == NULL) abort();
-  return ots;
-}
-
-static void run_callbacks(sworker *sw, pl_worker *w, pl_future *f, pl_future_cb *cbs) {
-  pl_executor *e = w->e;
-  pl_tstate *ots = owner_enter(sw, e);
-  /* Seen as this pool's worker: a callback that shuts the pool down with
-   * wait=true is refused rather than waiting for itself. */
-  pl_executor_set_tstate(w, ots);
-  pl_future_run_callbacks(sw->co, f, cbs);
-  lua_settop(sw->co, 0);
-  pl_executor_set_tstate(w, sw->ts);
-  pl_leave(ots);
-}
-
 /* ---- the kind -------------------------------------------------------- */
 
 static void states_run(pl_worker *w, pl_task *t) {
@@ -529,7 +509,7 @@ static void states_run(pl_worker *w, pl_task *t) {
     msg_free(NULL, &v);  /* nobody holds the future any more */
     free(tb);
   }
-  if (cbs != NULL) run_callbacks(sw, w, f, cbs);
+  if (cbs != NULL) pl_seat_run_callbacks(&sw->seat, w, f, cbs, sw->ts);
   /* A fresh state for the next task -- unless there will be none. */
   if (recycle && !(atomic_load(&e->closed) && !pl_executor_has_work(e))) {
     close_state(sw, w);
@@ -542,15 +522,19 @@ static int states_worker_new(pl_worker *w, lua_State *L) {
   sworker *sw = calloc(1, sizeof *sw);
   if (sw == NULL) return -1;
   atomic_init(&sw->interrupted, 0);
-  sw->co = lua_newthread(L);
-  sw->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  char name[sizeof sw->seat.ts->name];
+  snprintf(name, sizeof name, "%s-Worker-%d", w->e->name, w->index);
+  if (pl_seat_init(&sw->seat, w->e->fam, L, name) != 0) {
+    free(sw);
+    return -1;
+  }
   w->kind = sw;
   return 0;
 }
 
 static void states_worker_abandon(pl_worker *w, lua_State *L) {
   sworker *sw = w->kind;
-  luaL_unref(L, LUA_REGISTRYINDEX, sw->co_ref);
+  pl_seat_abandon(&sw->seat, L);
   free(sw);
   w->kind = NULL;
 }
@@ -593,9 +577,7 @@ static void states_worker_stop(pl_worker *w, int release) {
   sworker *sw = w->kind;
   pl_executor *e = w->e;
   close_state(sw, w);
-  pl_tstate *ots = owner_enter(sw, e);
-  luaL_unref(sw->co, LUA_REGISTRYINDEX, sw->co_ref);
-  pl_leave(ots);
+  pl_seat_free(&sw->seat);
   /* The kind's release and drop need no Lua: no state is passed. */
   if (release) pl_executor_release(e, NULL);
   free(sw);

@@ -52,6 +52,7 @@
 #include "core/enter.h"
 #include "core/errors.h"
 #include "pool/executor.h"
+#include "pool/seat.h"
 #include "sync/held.h"
 
 typedef struct texec {
@@ -60,9 +61,7 @@ typedef struct texec {
 } texec;
 
 typedef struct tworker {
-  pl_tstate *ts;
-  lua_State *co;
-  int co_ref;
+  pl_seat seat;     /* its tstate and coroutine in the shared state */
   int holds;        /* worker thread only: it holds the lock */
 } tworker;
 
@@ -141,12 +140,12 @@ static void threads_drop(pl_executor *e, lua_State *L, pl_task *t) {
 /* ---- the lock -------------------------------------------------------- */
 
 static void take_lock(tworker *tw) {
-  pl_take_lock(tw->ts, tw->co, 0);
+  pl_take_lock(tw->seat.ts, tw->seat.co, 0);
   tw->holds = 1;
 }
 
 static void drop_lock(tworker *tw, pl_gil_reason why) {
-  pl_drop_lock(tw->ts, why);
+  pl_drop_lock(tw->seat.ts, why);
   tw->holds = 0;
 }
 
@@ -172,7 +171,7 @@ static void push_payload(lua_State *co, int n, int ref) {
 /* Call a task on co; its payload is used up.  Leaves co at [handler,
  * slot] and returns PL_TASK_OK or PL_TASK_FAILED with *v (and *tb). */
 static int call_task(tworker *tw, pl_family *fam, pl_task *t, pl_value *v, char **tb) {
-  lua_State *co = tw->co;
+  lua_State *co = tw->seat.co;
   int n = t->n, status;
   lua_rawgeti(co, LUA_REGISTRYINDEX, (lua_Integer)t->a);  /* [3] fn */
   if (t->mode == PL_TASK_CALL) {
@@ -215,9 +214,9 @@ static int call_task(tworker *tw, pl_family *fam, pl_task *t, pl_value *v, char 
 
 /* The BrokenPool error every task of a broken pool fails with. */
 static void fail_broken(tworker *tw, pl_family *fam, texec *te, pl_task *t, pl_value *v, char **tb) {
-  threads_drop(NULL, tw->co, t);
-  lua_rawgeti(tw->co, LUA_REGISTRYINDEX, te->broken_ref);
-  store_values(tw->co, fam, 1, v);
+  threads_drop(NULL, tw->seat.co, t);
+  lua_rawgeti(tw->seat.co, LUA_REGISTRYINDEX, te->broken_ref);
+  store_values(tw->seat.co, fam, 1, v);
   *tb = te->broken_tb != NULL ? strdup(te->broken_tb) : NULL;
 }
 
@@ -228,9 +227,9 @@ static void threads_run(pl_worker *w, pl_task *t) {
   texec *te = e->kind_data;
   pl_future *f = t->f;
   if (!tw->holds) take_lock(tw);
-  else if (pl_gil_drop_requested(&fam->gil)) pl_gil_yield(&fam->gil, tw->ts, PL_GIL_SWITCH);
+  else if (pl_gil_drop_requested(&fam->gil)) pl_gil_yield(&fam->gil, tw->seat.ts, PL_GIL_SWITCH);
   if (!pl_future_set_running_or_notify_cancel(f)) {
-    threads_drop(e, tw->co, t);
+    threads_drop(e, tw->seat.co, t);
     pl_executor_task_done(w, PL_TASK_CANCELLED, 1);
     return;
   }
@@ -248,7 +247,7 @@ static void threads_run(pl_worker *w, pl_task *t) {
    * lock let go before the future is finished: whoever waits for it takes
    * the lock back at once. */
   if (!pl_future_store(f, outcome == PL_TASK_OK ? PL_OUTCOME_OK : PL_OUTCOME_ERROR, &v, tb)) {
-    value_free(tw->co, &v);  /* nobody holds the future any more */
+    value_free(tw->seat.co, &v);  /* nobody holds the future any more */
     free(tb);
   }
   int looking = !pl_future_has_callbacks(f);
@@ -257,8 +256,8 @@ static void threads_run(pl_worker *w, pl_task *t) {
   pl_future_cb *cbs = pl_future_finish(f);
   if (cbs != NULL) {
     if (!tw->holds) take_lock(tw);
-    pl_future_run_callbacks(tw->co, f, cbs);
-    lua_settop(tw->co, SLOT_TRACEBACK);
+    pl_future_run_callbacks(tw->seat.co, f, cbs);
+    lua_settop(tw->seat.co, SLOT_TRACEBACK);
   }
   if (!looking) pl_executor_looking(w);
 }
@@ -269,7 +268,7 @@ static void threads_run(pl_worker *w, pl_task *t) {
  * here may raise outside a protected call: a worker has no handler of its
  * own, and Lua would rethrow into the main thread's. */
 static void run_init(tworker *tw, pl_executor *e) {
-  lua_State *co = tw->co;
+  lua_State *co = tw->seat.co;
   texec *te = e->kind_data;
   lua_rawgeti(co, LUA_REGISTRYINDEX, (lua_Integer)e->init.a);
   push_payload(co, e->init.n, (int)e->init.b);
@@ -297,19 +296,24 @@ static void run_init(tworker *tw, pl_executor *e) {
 static int threads_worker_new(pl_worker *w, lua_State *L) {
   tworker *tw = calloc(1, sizeof *tw);
   if (tw == NULL) return -1;
-  tw->co = lua_newthread(L);
-  lua_newtable(tw->co);                    /* [2] the traceback slot */
-  lua_pushvalue(tw->co, -1);
-  lua_pushcclosure(tw->co, pl_traceback_recorder, 1);
-  lua_insert(tw->co, SLOT_HANDLER);        /* [1] the handler */
-  tw->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  char name[sizeof tw->seat.ts->name];
+  snprintf(name, sizeof name, "%s-Worker-%d", w->e->name, w->index);
+  if (pl_seat_init(&tw->seat, w->e->fam, L, name) != 0) {
+    free(tw);
+    return -1;
+  }
+  lua_State *co = tw->seat.co;
+  lua_newtable(co);                        /* [2] the traceback slot */
+  lua_pushvalue(co, -1);
+  lua_pushcclosure(co, pl_traceback_recorder, 1);
+  lua_insert(co, SLOT_HANDLER);            /* [1] the handler */
   w->kind = tw;
   return 0;
 }
 
 static void threads_worker_abandon(pl_worker *w, lua_State *L) {
   tworker *tw = w->kind;
-  luaL_unref(L, LUA_REGISTRYINDEX, tw->co_ref);
+  pl_seat_abandon(&tw->seat, L);
   free(tw);
   w->kind = NULL;
 }
@@ -317,12 +321,8 @@ static void threads_worker_abandon(pl_worker *w, lua_State *L) {
 static void threads_worker_start(pl_worker *w) {
   tworker *tw = w->kind;
   pl_executor *e = w->e;
-  char name[sizeof tw->ts->name];
-  snprintf(name, sizeof name, "%s-Worker-%d", e->name, w->index);
-  pl_tstate *ts = pl_attach(e->fam, name);
-  if (ts == NULL) abort();  /* nothing sensible to do without memory */
-  tw->ts = ts;
-  pl_executor_set_tstate(w, ts);
+  pl_attach_prepared(tw->seat.ts);
+  pl_executor_set_tstate(w, tw->seat.ts);
   take_lock(tw);
   if (e->init.n >= 0) run_init(tw, e);
 }
@@ -334,32 +334,32 @@ static void threads_idle(pl_worker *w) {
 
 static void threads_interrupt(pl_worker *w) {
   tworker *tw = w->kind;
-  pl_tstate_cancel(tw->ts, PL_CANCEL_FORCED, 0);
+  pl_tstate_cancel(tw->seat.ts, PL_CANCEL_FORCED, 0);
 }
 
 static void threads_time_limit(pl_worker *w, int hard, double seconds) {
   tworker *tw = w->kind;
-  if (hard) pl_tstate_hard_limit(tw->ts, seconds);
-  else pl_tstate_soft_limit(tw->ts, seconds);
+  if (hard) pl_tstate_hard_limit(tw->seat.ts, seconds);
+  else pl_tstate_soft_limit(tw->seat.ts, seconds);
 }
 
 static void threads_reset(pl_worker *w) {
   tworker *tw = w->kind;
-  pl_held_end(tw->ts);  /* the rule of forced cancellation */
-  pl_tstate_reset_cancel(tw->ts);
+  pl_held_end(tw->seat.ts);  /* the rule of forced cancellation */
+  pl_tstate_reset_cancel(tw->seat.ts);
 }
 
 static void threads_worker_stop(pl_worker *w, int release) {
   tworker *tw = w->kind;
   pl_executor *e = w->e;
   if (!tw->holds) take_lock(tw);
-  if (release) pl_executor_release(e, tw->co);
+  if (release) pl_executor_release(e, tw->seat.co);
   /* Dropping the anchor allocates nothing, so co cannot be collected
    * while this call still uses its stack; it is not touched afterwards. */
-  luaL_unref(tw->co, LUA_REGISTRYINDEX, tw->co_ref);
+  luaL_unref(tw->seat.co, LUA_REGISTRYINDEX, tw->seat.co_ref);
   drop_lock(tw, PL_GIL_THREAD_END);
   pl_executor_set_tstate(w, NULL);
-  pl_detach(tw->ts);
+  pl_detach(tw->seat.ts);
   free(tw);
   w->kind = NULL;
 }

@@ -141,6 +141,14 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/runner.h $(BUILD)/libparlua.a
 	@mkdir -p $(dir $@)
 	$(CC) $(XCFLAGS) -Itests/unit -o $@ $< $(BUILD)/libparlua.a $(LUA_LIBS) $(SYSLIBS)
 
+# The out-of-memory sweep fails the C allocations of the runtime's own code:
+# wrapped at link time in libparlua.a's objects (Lua's allocator, in
+# liblua5.4.so, is left alone).
+OOM_WRAP = -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup
+$(BUILD)/tests/test_oom: tests/unit/test_oom.c tests/unit/runner.h $(BUILD)/libparlua.a
+	@mkdir -p $(dir $@)
+	$(CC) $(XCFLAGS) -Itests/unit -o $@ $< $(BUILD)/libparlua.a $(LUA_LIBS) $(SYSLIBS) $(OOM_WRAP)
+
 $(HOST_EXAMPLE): docs/examples/embed.c $(BUILD)/libparlua.a
 	$(CC) $(XCFLAGS) -o $@ $< $(BUILD)/libparlua.a $(LUA_LIBS) $(SYSLIBS)
 

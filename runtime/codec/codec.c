@@ -969,7 +969,7 @@ static void push_dump(encoder *e, lua_State *L, int idx) {
   lua_pop(L, 1);
   e->dumplen = 0;
   unsigned char room[8] = {0};
-  dump_writer(L, room, 8, e);  /* the hash goes here */
+  if (dump_writer(L, room, 8, e) != 0) luaL_error(L, "not enough memory");  /* the hash goes here */
   lua_pushvalue(L, idx);
   int rc = lua_dump(L, dump_writer, e, 0);
   lua_pop(L, 1);

@@ -126,7 +126,9 @@
 #define DEPTH 6                          /* tasks a worker keeps in flight */
 #define SHORT_NS (1000 * 1000LL)         /* tasks shorter than this are pipelined */
 
-/* An error made by the parent itself (a dead worker, an interrupt). */
+/* An error made by the parent itself (a dead worker, an interrupt).  NULL
+ * stands for one there was no memory for: the task then fails with "not
+ * enough memory" (set_serr), which needs none. */
 typedef struct serr {
   const char *kind;
   int has_exitcode;
@@ -220,7 +222,7 @@ static serr *serr_new(const char *kind, int pid, int has_exitcode, int exitcode,
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   serr *s = malloc(sizeof *s + strlen(msg) + 1);
-  if (s == NULL) abort();  /* a failing future needs its error */
+  if (s == NULL) return NULL;
   s->kind = kind;
   s->pid = pid;
   s->has_exitcode = has_exitcode;
@@ -230,14 +232,18 @@ static serr *serr_new(const char *kind, int pid, int has_exitcode, int exitcode,
 }
 
 static serr *serr_copy(const serr *s) {
+  if (s == NULL) return NULL;
   size_t n = sizeof *s + strlen(s->message) + 1;
   serr *c = malloc(n);
-  if (c == NULL) abort();
-  memcpy(c, s, n);
+  if (c != NULL) memcpy(c, s, n);
   return c;
 }
 
 static void set_serr(pl_value *v, serr *s) {
+  if (s == NULL) {
+    pl_value_no_memory(v);
+    return;
+  }
   memset(v, 0, sizeof *v);
   v->ops = &serr_ops;
   v->data = s;
@@ -260,12 +266,14 @@ static int await_frame(pworker *pw, pl_frame *f) { return pl_pproc_recv(&pw->pro
 #define HOW_LEN 96
 
 /* How a process was lost, from what the last pl_pproc_recv returned:
- * it is gone (0), stopped in the middle of a frame, or anything else
+ * it is gone (0), stopped in the middle of a frame, there was no memory
+ * for a frame (its stream cannot be followed any more), or anything else
  * (a wrong frame, nonsense, a deadline): it is killed. */
-enum { LOST_GONE, LOST_STALLED, LOST_KILLED };
+enum { LOST_GONE, LOST_STALLED, LOST_NO_MEMORY, LOST_KILLED };
 
 static int lost_how(int r) {
   if (r == 0) return LOST_GONE;
+  if (r == -ENOMEM) return LOST_NO_MEMORY;
   return r == PL_ESTALLED ? LOST_STALLED : LOST_KILLED;
 }
 
@@ -310,6 +318,7 @@ static serr *lose_child(pworker *pw, int lost, const char *doing, char *how_out)
                     pw->hard_limit_s, (int)pid);
   if (interrupted)
     return serr_new(PL_CANCELLED, pid, 1, code, "interrupted (worker process %d stopped)", (int)pid);
+  if (lost == LOST_NO_MEMORY) return NULL;  /* "not enough memory"; killed by us, not a death */
   if (too_many_deaths(pw->e))
     break_pool(pw->e, NULL,
                serr_new(PL_BROKEN_POOL, pid, 1, code,
@@ -363,14 +372,17 @@ fail:
 
 /* ---- breaking the pool ----------------------------------------------- */
 
+/* The pool breaks with the init's error m, or the parent's s; neither:
+ * there was no memory for s. */
 static void break_pool(pl_executor *e, pl_pmsg *m, serr *s, char *tb) {
   pexec *pe = e->kind_data;
   char msg[512];
   if (s != NULL) snprintf(msg, sizeof msg, "%s", s->message);
-  else snprintf(msg, sizeof msg, "pool init failed: %.*s", (int)(tb != NULL ? strcspn(tb, "\n") : 0),
-                tb != NULL ? tb : "");
+  else if (m != NULL) snprintf(msg, sizeof msg, "pool init failed: %.*s", (int)(tb != NULL ? strcspn(tb, "\n") : 0),
+                               tb != NULL ? tb : "");
+  else snprintf(msg, sizeof msg, "not enough memory");
   pthread_mutex_lock(&pe->mu);
-  int first = pe->bmsg == NULL && pe->berr == NULL;
+  int first = !atomic_load(&pe->broken);
   if (first) {
     pe->bmsg = m;
     pe->berr = s;
@@ -392,13 +404,13 @@ static void break_pool(pl_executor *e, pl_pmsg *m, serr *s, char *tb) {
 
 static void fail_broken(pexec *pe, pl_value *v, char **tb) {
   pthread_mutex_lock(&pe->mu);
-  if (pe->berr != NULL) {
-    set_serr(v, serr_copy(pe->berr));
-  } else {
-    pl_pmsg *m = malloc(sizeof *m);
-    if (m == NULL || pl_pmsg_copy(pe->bmsg, m) != 0) abort();
-    set_pmsg(v, m);
+  pl_pmsg *m = pe->bmsg != NULL ? malloc(sizeof *m) : NULL;
+  if (m != NULL && pl_pmsg_copy(pe->bmsg, m) != 0) {
+    free(m);
+    m = NULL;
   }
+  if (m != NULL) set_pmsg(v, m);
+  else set_serr(v, serr_copy(pe->berr));  /* NULL (no memory): "not enough memory" */
   *tb = pe->btb != NULL ? strdup(pe->btb) : NULL;
   pthread_mutex_unlock(&pe->mu);
 }
@@ -443,6 +455,7 @@ static int start_child(pl_worker *w, serr **why) {
       if (r == 1) pl_frame_free(&f);
       int stuck = r == -ETIMEDOUT;
       serr *lost = lose_child(pw, lost_how(r == 1 ? -EPROTO : r), "while starting", NULL);
+      if (lost == NULL) return -1;
       if (strcmp(lost->kind, PL_CANCELLED) == 0) {
         *why = lost;
         return -1;
@@ -483,6 +496,7 @@ static int start_child(pl_worker *w, serr **why) {
     if (r == 1) pl_frame_free(&f);
     char how[HOW_LEN];
     serr *lost = lose_child(pw, lost_how(r == 1 ? -EPROTO : r), "during init", how);
+    if (lost == NULL) return -1;
     if (strcmp(lost->kind, PL_CANCELLED) == 0) {  /* an interrupt, not a fault */
       *why = lost;
       return -1;
@@ -648,6 +662,12 @@ static void collect_one(pl_worker *w, int looking_after) {
       complete(w, fut, outcome, &v, tb, pw->flen == 0 && looking_after);
       return;
     }
+    if (r == -ENOMEM) {  /* the frame was read whole: the process goes on */
+      pl_value_no_memory(&v);
+      pl_future *fut = pop_flight(pw);
+      complete(w, fut, PL_TASK_FAILED, &v, NULL, pw->flen == 0 && looking_after);
+      return;
+    }
     r = -EPROTO;
   } else if (r == 1) {
     pl_frame_free(&f);
@@ -698,8 +718,10 @@ static void run_task(pl_worker *w, pl_task *t) {
   }
   pl_future_incref(f);  /* the flight's, or complete's */
   serr *why = NULL;
+  int failed = 0;        /* with why, or NULL when there was no memory for it */
   if (atomic_load(&pw->proc.interrupted)) {  /* stopped before it began */
     drain(w, 0);
+    failed = 1;
     why = serr_new(PL_CANCELLED, 0, 0, 0, "interrupted");
     if (pw->proc.sock >= 0) {
       int status;
@@ -709,13 +731,13 @@ static void run_task(pl_worker *w, pl_task *t) {
     /* A process that ended while idle (killed from outside) held no
      * task: this one does not fail, a fresh process runs it. */
     if (pw->flen == 0) (void)pl_pproc_ended_idle(&pw->proc);
-    if (pw->proc.sock < 0) start_child(w, &why);
+    if (pw->proc.sock < 0) failed = start_child(w, &why) != 0;
   }
-  if (why != NULL || atomic_load(&pe->broken)) {
+  if (failed || atomic_load(&pe->broken)) {
     drain(w, 0);
     pl_value v;
     char *tb = NULL;
-    if (why != NULL) set_serr(&v, why);
+    if (why != NULL || !atomic_load(&pe->broken)) set_serr(&v, why);
     else fail_broken(pe, &v, &tb);
     processes_drop(e, NULL, t);
     complete(w, f, PL_TASK_FAILED, &v, tb, 1);

@@ -92,7 +92,7 @@ typedef struct sworker {
   fnmsg *fm;             /* the function message last decoded (a reference) */
   int fn_ref;            /* its function, in the worker's registry */
   lua_State *L;          /* rt.main.L, or NULL when closed */
-  pl_tstate *ts;         /* this thread's tstate in rt.main */
+  pl_tstate *ts;         /* this thread's tstate in rt.main, made once (pl_prepare) */
   int holds;             /* worker thread only: it holds its own lock */
   int ntasks;            /* tasks run by the current state */
   atomic_int interrupted;/* an interrupt reached it: nested pools stop hard */
@@ -114,7 +114,12 @@ static void msg_free(lua_State *L, pl_value *v) {
 
 static const pl_value_ops msg_ops = {msg_push, msg_free};
 
+/* m NULL: there was no memory for the message. */
 static void set_value(pl_value *v, pl_msg *m) {
+  if (m == NULL) {
+    pl_value_no_memory(v);
+    return;
+  }
   memset(v, 0, sizeof *v);
   v->ops = &msg_ops;
   v->data = m;
@@ -421,7 +426,8 @@ static void fail_broken(sexec *se, pl_value *v, char **tb) {
 
 /* ---- the worker's state ---------------------------------------------- */
 
-static void open_state(sworker *sw, pl_worker *w) {
+/* 0, or -1 when there was no memory for it (the next task tries again). */
+static int open_state(sworker *sw, pl_worker *w) {
   pl_executor *e = w->e;
   parlua *owner = e->fam->rt;
   parlua_config cfg;
@@ -432,15 +438,12 @@ static void open_state(sworker *sw, pl_worker *w) {
   pthread_mutex_lock(&owner->mu);
   pl_preload *preloads = owner->preloads;
   pthread_mutex_unlock(&owner->mu);
-  if (pl_runtime_open(&sw->rt, &cfg, owner->modules, preloads) != 0) abort();  /* nothing sensible to do */
+  if (pl_runtime_open(&sw->rt, &cfg, owner->modules, preloads) != 0) return -1;
   /* Traced with the owner (par.gil_trace shows every worker's own lock);
    * without memory for that it is simply never traced. */
   (void)pl_gil_trace_join(&sw->rt.main.gil, &e->fam->gil);
   sw->L = sw->rt.main.L;
-  char name[sizeof sw->ts->name];
-  snprintf(name, sizeof name, "%s-Worker-%d", e->name, w->index);
-  sw->ts = pl_attach(&sw->rt.main, name);
-  if (sw->ts == NULL) abort();
+  pl_attach_prepared(sw->ts);
   pl_executor_set_tstate(w, sw->ts);
   take_lock(sw);
   lua_State *L = sw->L;
@@ -453,11 +456,13 @@ static void open_state(sworker *sw, pl_worker *w) {
   sw->fm = NULL;
   sw->ntasks = 0;
   if (e->init.n >= 0) run_init(sw, e);
+  return 0;
 }
 
 /* As parlua_close for the worker's runtime: stop what the tasks started,
  * close the state, let go of the lock. */
 static void close_state(sworker *sw, pl_worker *w) {
+  if (sw->L == NULL) return;  /* it could not be opened */
   if (!sw->holds) take_lock(sw);
   if (atomic_load(&sw->interrupted)) atomic_store(&sw->rt.interrupted, 1);
   pl_runtime_close_state(&sw->rt);
@@ -466,8 +471,7 @@ static void close_state(sworker *sw, pl_worker *w) {
   sw->fm = NULL;
   drop_lock(sw, PL_GIL_THREAD_END);
   pl_executor_set_tstate(w, NULL);
-  pl_detach(sw->ts);
-  sw->ts = NULL;
+  pl_detach_keep(sw->ts);
   pl_runtime_close(&sw->rt);
 }
 
@@ -480,7 +484,8 @@ static void states_run(pl_worker *w, pl_task *t) {
   pl_executor *e = w->e;
   sexec *se = e->kind_data;
   pl_future *f = t->f;
-  if (!sw->holds) take_lock(sw);
+  if (sw->L == NULL) (void)open_state(sw, w);  /* the last try ran out of memory */
+  else if (!sw->holds) take_lock(sw);
   if (!pl_future_set_running_or_notify_cancel(f)) {
     states_drop(e, NULL, t);
     pl_executor_task_done(w, PL_TASK_CANCELLED, 1);
@@ -490,7 +495,10 @@ static void states_run(pl_worker *w, pl_task *t) {
   pl_value v;
   char *tb = NULL;
   int outcome;
-  if (atomic_load(&se->broken)) {
+  if (sw->L == NULL) {
+    pl_value_no_memory(&v);
+    outcome = PL_TASK_FAILED;
+  } else if (atomic_load(&se->broken)) {
     fail_broken(se, &v, &tb);
     outcome = PL_TASK_FAILED;
   } else {
@@ -513,7 +521,7 @@ static void states_run(pl_worker *w, pl_task *t) {
   /* A fresh state for the next task -- unless there will be none. */
   if (recycle && !(atomic_load(&e->closed) && !pl_executor_has_work(e))) {
     close_state(sw, w);
-    open_state(sw, w);
+    (void)open_state(sw, w);
   }
   if (!looking) pl_executor_looking(w);
 }
@@ -522,9 +530,16 @@ static int states_worker_new(pl_worker *w, lua_State *L) {
   sworker *sw = calloc(1, sizeof *sw);
   if (sw == NULL) return -1;
   atomic_init(&sw->interrupted, 0);
-  char name[sizeof sw->seat.ts->name];
+  char name[sizeof sw->ts->name];
   snprintf(name, sizeof name, "%s-Worker-%d", w->e->name, w->index);
+  /* Its own state's family is where it will be (made at each open). */
+  sw->ts = pl_prepare(&sw->rt.main, name);
+  if (sw->ts == NULL) {
+    free(sw);
+    return -1;
+  }
   if (pl_seat_init(&sw->seat, w->e->fam, L, name) != 0) {
+    pl_tstate_free(sw->ts);
     free(sw);
     return -1;
   }
@@ -535,11 +550,13 @@ static int states_worker_new(pl_worker *w, lua_State *L) {
 static void states_worker_abandon(pl_worker *w, lua_State *L) {
   sworker *sw = w->kind;
   pl_seat_abandon(&sw->seat, L);
+  pl_tstate_free(sw->ts);
   free(sw);
   w->kind = NULL;
 }
 
-static void states_worker_start(pl_worker *w) { open_state(w->kind, w); }
+/* Without memory for its state, its first task tries again. */
+static void states_worker_start(pl_worker *w) { (void)open_state(w->kind, w); }
 
 /* Keep the lock while idle unless a thread of the worker's state needs it
  * (a par.thread a task started, a nested pool's worker). */
@@ -556,19 +573,17 @@ static void states_idle(pl_worker *w) {
 static void states_interrupt(pl_worker *w) {
   sworker *sw = w->kind;
   atomic_store(&sw->interrupted, 1);
-  if (sw->ts != NULL) pl_tstate_cancel(sw->ts, PL_CANCEL_FORCED, 0);
+  pl_tstate_cancel(sw->ts, PL_CANCEL_FORCED, 0);
 }
 
 static void states_time_limit(pl_worker *w, int hard, double seconds) {
   sworker *sw = w->kind;
-  if (sw->ts == NULL) return;
   if (hard) pl_tstate_hard_limit(sw->ts, seconds);
   else pl_tstate_soft_limit(sw->ts, seconds);
 }
 
 static void states_reset(pl_worker *w) {
   sworker *sw = w->kind;
-  if (sw->ts == NULL) return;
   pl_held_end(sw->ts);  /* the rule of forced cancellation */
   pl_tstate_reset_cancel(sw->ts);
 }
@@ -577,6 +592,7 @@ static void states_worker_stop(pl_worker *w, int release) {
   sworker *sw = w->kind;
   pl_executor *e = w->e;
   close_state(sw, w);
+  pl_tstate_free(sw->ts);
   pl_seat_free(&sw->seat);
   /* The kind's release and drop need no Lua: no state is passed. */
   if (release) pl_executor_release(e, NULL);

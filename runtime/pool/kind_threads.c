@@ -47,7 +47,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/progress.h"
 #include "lauxlib.h"
 #include "core/enter.h"
 #include "core/errors.h"
@@ -151,21 +150,19 @@ static void drop_lock(tworker *tw, pl_gil_reason why) {
 
 /* ---- running --------------------------------------------------------- */
 
-/* [-0, +n] the n values a payload reference stands for. */
-static void push_payload(lua_State *co, int n, int ref) {
-  if (n == 0) return;
-  /* The submitter held these n values on its own stack, so only a failing
-   * allocation can refuse the room; there is no caller to raise into. */
-  if (!lua_checkstack(co, n + 4)) {
-    pl_stderr_claim();  /* not on a progress bar's line */
-    fputs("parlua: not enough memory for a task's arguments\n", stderr);
-    abort();
-  }
+/* [-0, +n] the n values a payload reference stands for: 1, or 0 with
+ * nothing pushed when the stack cannot grow for them.  The submitter held
+ * them on its own stack, so only a failing allocation refuses the room;
+ * there is no caller to raise into, so the task fails instead. */
+static int push_payload(lua_State *co, int n, int ref) {
+  if (n == 0) return 1;
+  if (!lua_checkstack(co, n + 4)) return 0;
   lua_rawgeti(co, LUA_REGISTRYINDEX, ref);
-  if (n == 1) return;
+  if (n == 1) return 1;
   int t = lua_gettop(co);
   for (int i = 1; i <= n; i++) lua_rawgeti(co, t, i);
   lua_remove(co, t);
+  return 1;
 }
 
 /* Call a task on co; its payload is used up.  Leaves co at [handler,
@@ -175,7 +172,12 @@ static int call_task(tworker *tw, pl_family *fam, pl_task *t, pl_value *v, char 
   int n = t->n, status;
   lua_rawgeti(co, LUA_REGISTRYINDEX, (lua_Integer)t->a);  /* [3] fn */
   if (t->mode == PL_TASK_CALL) {
-    push_payload(co, n, (int)t->b);
+    if (!push_payload(co, n, (int)t->b)) {
+      threads_drop(NULL, co, t);
+      lua_settop(co, SLOT_TRACEBACK);
+      pl_value_no_memory(v);
+      return PL_TASK_FAILED;
+    }
     threads_drop(NULL, co, t);
     status = lua_pcall(co, n, LUA_MULTRET, SLOT_HANDLER);
     if (status == LUA_OK) store_values(co, fam, lua_gettop(co) - SLOT_TRACEBACK, v);
@@ -271,8 +273,12 @@ static void run_init(tworker *tw, pl_executor *e) {
   lua_State *co = tw->seat.co;
   texec *te = e->kind_data;
   lua_rawgeti(co, LUA_REGISTRYINDEX, (lua_Integer)e->init.a);
-  push_payload(co, e->init.n, (int)e->init.b);
-  if (lua_pcall(co, e->init.n, 0, SLOT_HANDLER) == LUA_OK) return;
+  if (!push_payload(co, e->init.n, (int)e->init.b)) {
+    lua_settop(co, SLOT_TRACEBACK);
+    lua_pushliteral(co, "not enough memory");  /* init fails as with a memory error */
+  } else if (lua_pcall(co, e->init.n, 0, SLOT_HANDLER) == LUA_OK) {
+    return;
+  }
   char *tb = pl_take_traceback(co, SLOT_TRACEBACK);
   if (te->broken_ref == LUA_NOREF) {       /* the first init error breaks the pool */
     lua_pushcfunction(co, pl_task_broken_init);

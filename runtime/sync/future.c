@@ -83,6 +83,24 @@ static int store_locked(pl_future *f, int outcome, const pl_value *v, char *trac
   return taken;
 }
 
+static int no_memory_push(lua_State *L, const pl_value *v) {
+  (void)v;
+  lua_pushliteral(L, "not enough memory");
+  return 1;
+}
+
+static void no_memory_free(lua_State *L, pl_value *v) {
+  (void)L;
+  v->ops = NULL;
+}
+
+static const pl_value_ops no_memory_ops = {no_memory_push, no_memory_free};
+
+void pl_value_no_memory(pl_value *v) {
+  memset(v, 0, sizeof *v);
+  v->ops = &no_memory_ops;
+}
+
 int pl_future_store(pl_future *f, int outcome, const pl_value *v, char *traceback) {
   pthread_mutex_lock(&f->mu);
   int taken = store_locked(f, outcome, v, traceback);

@@ -115,6 +115,11 @@ struct pl_future {
   pl_future_cb *callbacks;  /* guarded by mu */
 };
 
+/* v becomes the error "not enough memory" (Lua's own message for it): for
+ * a task that must fail when nothing can be allocated, as making this
+ * value needs no memory and it belongs to no state. */
+void pl_value_no_memory(pl_value *v);
+
 /* A new PENDING future with one reference; NULL when out of memory. */
 pl_future *pl_future_new(void);
 void pl_future_incref(pl_future *f);

@@ -123,6 +123,11 @@ static int raise_exec(lua_State *L, pl_executor *e, int err) {
 #define DEFAULT_MAX_RESTARTS 10
 #define DEFAULT_RESTART_WINDOW 5.0
 
+/* A new worker process makes its state and runs init within this, or it is
+ * killed (kind processes): one stuck in init, or on a lock held at the
+ * fork, must not hang the pool or its shutdown. */
+#define DEFAULT_START_TIMEOUT 60.0
+
 /* Raise an error about field `name` of the options table at idx. */
 static int field_error(lua_State *L, int idx, const char *name, const char *what) {
   return luaL_argerror(L, idx, lua_pushfstring(L, "field '%s' %s", name, what));
@@ -167,6 +172,17 @@ static double opt_timeout_field(lua_State *L, int idx, const char *name) {
   return t;
 }
 
+/* Field `name` of the options at 1: seconds (positive) that only kind
+ * processes takes, in nanoseconds; `dflt` seconds when absent. */
+static int64_t opt_processes_seconds(lua_State *L, const pl_kind_ops *ops, const char *name,
+                                     double dflt) {
+  double s = opt_timeout_field(L, 1, name);
+  if (s == 0) field_error(L, 1, name, "must be a positive number");
+  if (s > 0 && ops != &pl_kind_processes) luaL_error(L, "%s applies to kind processes", name);
+  if (s < 0) s = dflt;
+  return s > 1e9 ? INT64_MAX / 2 : (int64_t)(s * 1e9);
+}
+
 static int opt_flag(lua_State *L, int idx, const char *name, int dflt) {
   int v = dflt;
   int t = lua_getfield(L, idx, name);
@@ -209,7 +225,7 @@ static const char *opt_string(lua_State *L, int idx, const char *name, const pl_
 /* par.pool([opts]) */
 static int pool_new(lua_State *L) {
   static const char *const names[] = {"workers", "kind", "init", "max_tasks_per_worker",
-                                      "message_timeout", "time_limit", "soft_time_limit",
+                                      "message_timeout", "start_timeout", "time_limit", "soft_time_limit",
                                       "max_restarts", "restart_window", "hosts", "hostfile", NULL};
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   const char *kind = "threads";
@@ -251,11 +267,8 @@ static int pool_new(lua_State *L) {
   luaL_argcheck(L, max_tasks <= INT_MAX, 1, "field 'max_tasks_per_worker' is too large");
   if (max_tasks > 0 && ops == &pl_kind_threads)
     return luaL_error(L, "max_tasks_per_worker applies to kinds states, processes and mpi");
-  double message_timeout = opt_timeout_field(L, 1, "message_timeout");
-  if (message_timeout == 0) field_error(L, 1, "message_timeout", "must be a positive number");
-  if (message_timeout > 0 && ops != &pl_kind_processes)
-    return luaL_error(L, "message_timeout applies to kind processes");
-  if (message_timeout < 0) message_timeout = DEFAULT_MESSAGE_TIMEOUT;
+  int64_t message_timeout = opt_processes_seconds(L, ops, "message_timeout", DEFAULT_MESSAGE_TIMEOUT);
+  int64_t start_timeout = opt_processes_seconds(L, ops, "start_timeout", DEFAULT_START_TIMEOUT);
   lua_Integer max_restarts = DEFAULT_MAX_RESTARTS;
   if (lua_getfield(L, 1, "max_restarts") != LUA_TNIL) {
     int isint;
@@ -265,11 +278,7 @@ static int pool_new(lua_State *L) {
     if (ops != &pl_kind_processes) return luaL_error(L, "max_restarts applies to kind processes");
   }
   lua_pop(L, 1);
-  double restart_window = opt_timeout_field(L, 1, "restart_window");
-  if (restart_window == 0) field_error(L, 1, "restart_window", "must be a positive number");
-  if (restart_window > 0 && ops != &pl_kind_processes)
-    return luaL_error(L, "restart_window applies to kind processes");
-  if (restart_window < 0) restart_window = DEFAULT_RESTART_WINDOW;
+  int64_t restart_window = opt_processes_seconds(L, ops, "restart_window", DEFAULT_RESTART_WINDOW);
   static const pl_limits none = {0, 0};
   pl_limits limits = opt_limits(L, 1, &none);
   int init = lua_getfield(L, 1, "init");        /* [3] */
@@ -291,8 +300,9 @@ static int pool_new(lua_State *L) {
   e->max_tasks_per_worker = (int)max_tasks;
   e->limits = limits;
   e->max_restarts = (int)max_restarts;
-  e->restart_window_ns = restart_window > 1e9 ? INT64_MAX / 2 : (int64_t)(restart_window * 1e9);
-  e->message_timeout_ns = message_timeout > 1e9 ? INT64_MAX / 2 : (int64_t)(message_timeout * 1e9);
+  e->restart_window_ns = restart_window;
+  e->message_timeout_ns = message_timeout;
+  e->start_timeout_ns = start_timeout;
   *box = e;  /* the reference pl_executor_new gives the caller */
   if (ops == &pl_kind_mpi && pl_mpi_configure(e, hosts, hostfile) != 0) return luaL_error(L, "not enough memory");
   if (init != LUA_TNIL) {

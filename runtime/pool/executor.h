@@ -160,6 +160,9 @@ struct pl_executor {
                                    many tasks (0: never); set before any submit */
   int64_t message_timeout_ns;   /* processes: a message begun must go on within
                                    this; set before any submit */
+  int64_t start_timeout_ns;     /* processes: a new worker process is ready (its
+                                   state made, init run) within this; set
+                                   before any submit */
   pl_limits limits;             /* every task's, unless submitted with its own;
                                    set before any submit */
   atomic_int kill_workers;      /* processes: interrupts kill at once (kill_workers) */

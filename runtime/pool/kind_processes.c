@@ -74,7 +74,11 @@
  * other kinds (BrokenPool "pool init failed: ...", `cause` the init's own
  * error, copied).  A process that dies during init is replaced up to three
  * times in a row; then the pool is broken ("a worker process died during
- * init").
+ * init").  The whole start-up, fork to READY, has a deadline of its own
+ * (the pool's start_timeout): a process still starting then (an init that
+ * never returns) is killed, which counts as a death during init.  So a
+ * stuck start-up ends, and with it the task waiting for the worker and
+ * the pool's shutdown.
  *
  * Interrupts.  shutdown{interrupt=true} -- and the runtime closing after
  * Ctrl-C -- sends SIGTERM to the processes of busy workers and, if one is
@@ -267,13 +271,15 @@ static int await_frame(pworker *pw, pl_frame *f) { return pl_pproc_recv(&pw->pro
 
 /* How a process was lost, from what the last pl_pproc_recv returned:
  * it is gone (0), stopped in the middle of a frame, there was no memory
- * for a frame (its stream cannot be followed any more), or anything else
- * (a wrong frame, nonsense, a deadline): it is killed. */
-enum { LOST_GONE, LOST_STALLED, LOST_NO_MEMORY, LOST_KILLED };
+ * for a frame (its stream cannot be followed any more), too late with its
+ * start-up (a deadline), or anything else (a wrong frame, nonsense): it
+ * is killed. */
+enum { LOST_GONE, LOST_STALLED, LOST_NO_MEMORY, LOST_LATE, LOST_KILLED };
 
 static int lost_how(int r) {
   if (r == 0) return LOST_GONE;
   if (r == -ENOMEM) return LOST_NO_MEMORY;
+  if (r == -ETIMEDOUT) return LOST_LATE;
   return r == PL_ESTALLED ? LOST_STALLED : LOST_KILLED;
 }
 
@@ -332,6 +338,10 @@ static serr *lose_child(pworker *pw, int lost, const char *doing, char *how_out)
                     "worker process %d stopped in the middle of a message (%zu of %llu bytes came, "
                     "then nothing for %g s: message_timeout) and was killed",
                     (int)pid, have, (unsigned long long)total, (double)pw->proc.stall_ns / 1e9);
+  if (lost == LOST_LATE)
+    return serr_new(PL_BROKEN_POOL, pid, 1, code,
+                    "worker process %d did not finish starting within %g s (start_timeout) and was killed",
+                    (int)pid, (double)pw->e->start_timeout_ns / 1e9);
   if (lost == LOST_KILLED)
     return serr_new(PL_BROKEN_POOL, pid, 1, code,
                     "worker process %d sent a malformed message and was killed", (int)pid);
@@ -441,6 +451,7 @@ static int start_child(pl_worker *w, serr **why) {
     }
     pw->ntasks = 0;
     pw->last_ns = 0;
+    int64_t now = pl_now_ns(), ready_by = now + e->start_timeout_ns;
 
     /* The process says it has made its state.  One that does not within
      * STARTUP_NS is stuck on a lock another thread of ours held at the
@@ -448,7 +459,7 @@ static int start_child(pl_worker *w, serr **why) {
      * cannot make a state.  It held no task yet: it is made again, up to
      * STARTUP_TRIES times in a row. */
     pl_frame f;
-    int r = pl_pproc_recv(&pw->proc, &f, pl_now_ns() + STARTUP_NS);
+    int r = pl_pproc_recv(&pw->proc, &f, now + STARTUP_NS < ready_by ? now + STARTUP_NS : ready_by);
     if (r == 1 && f.type == F_STARTED) {
       pl_frame_free(&f);
     } else {
@@ -477,7 +488,7 @@ static int start_child(pl_worker *w, serr **why) {
     if (e->init.n < 0) return 0;
 
     ptask *init = e->init.data;
-    r = send_frame(pw, &init->frame, &init->fds) == 0 ? await_frame(pw, &f) : 0;
+    r = send_frame(pw, &init->frame, &init->fds) == 0 ? pl_pproc_recv(&pw->proc, &f, ready_by) : 0;
     if (r == 1 && f.type == F_READY) {
       pl_frame_free(&f);
       return 0;
@@ -502,9 +513,14 @@ static int start_child(pl_worker *w, serr **why) {
       return -1;
     }
     if (attempt >= INIT_RETRIES) {
-      serr *s = serr_new(PL_BROKEN_POOL, lost->pid, lost->has_exitcode, lost->exitcode,
-                         "a worker process died during init %d times in a row (the last one %s)",
-                         attempt, how);
+      serr *s = r == -ETIMEDOUT
+                    ? serr_new(PL_BROKEN_POOL, lost->pid, lost->has_exitcode, lost->exitcode,
+                               "a worker process did not finish init within %g s (start_timeout) "
+                               "%d times in a row (the last one, pid %d, was killed)",
+                               (double)e->start_timeout_ns / 1e9, attempt, lost->pid)
+                    : serr_new(PL_BROKEN_POOL, lost->pid, lost->has_exitcode, lost->exitcode,
+                               "a worker process died during init %d times in a row (the last one %s)",
+                               attempt, how);
       free(lost);
       break_pool(e, NULL, s, NULL);
       return -1;

@@ -551,6 +551,28 @@ describe("kind processes", function()
       assert.equal(6, pool:submit(fn "function() return 6 end"):result(30))
     end)
 
+    it("kills a worker whose start-up outlasts start_timeout (an init that never returns)", function()
+      local t0 = par.clock()
+      local pool = par.pool{kind = "processes", workers = 1, start_timeout = 0.3,
+        init = fn "function() while true do par.sleep(1) end end"}
+      local f = pool:submit(fn "function() return 1 end")
+      local err = errof(f.result, f, 30)
+      assert.equal("BrokenPool", err.kind)
+      assert.matches("a worker process did not finish init within 0.3 s %(start_timeout%) 3 times in a row "
+        .. "%(the last one, pid %d+, was killed%)", err.message)
+      assert.matches("the pool is broken: a worker process did not finish init",
+        errof(pool.submit, pool, fn "function() end").message)
+      pool:shutdown()
+      assert.is_true(par.clock() - t0 < 5)
+    end)
+
+    it("refuses a bad start_timeout", function()
+      assert.matches("field 'start_timeout' must be a positive number",
+        errof(par.pool, {kind = "processes", start_timeout = 0}))
+      assert.matches("start_timeout applies to kind processes",
+        errof(par.pool, {kind = "states", start_timeout = 1}))
+    end)
+
     it("refuses a bad message_timeout", function()
       assert.matches("field 'message_timeout' must be a positive number",
         errof(par.pool, {kind = "processes", message_timeout = 0}))

@@ -24,6 +24,17 @@ int pl_spin_peer_here(const atomic_int *peer_cpu) {
   return cpu >= 0 && cpu == sched_getcpu();
 }
 
+int pl_spin_mutex_init(pthread_mutex_t *mu) {
+  pthread_mutexattr_t attr;
+  if (pthread_mutexattr_init(&attr) != 0) return -1;
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+  (void)pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+#endif
+  int rc = pthread_mutex_init(mu, &attr);
+  pthread_mutexattr_destroy(&attr);
+  return rc == 0 ? 0 : -1;
+}
+
 void pl_spin_gauge_init(pl_spin_gauge *g) {
   atomic_init(&g->skip, 0);
   atomic_init(&g->backoff, 1);

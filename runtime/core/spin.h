@@ -20,6 +20,7 @@
 #ifndef PL_SPIN_H
 #define PL_SPIN_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -67,6 +68,12 @@ static inline int pl_spin_until(int (*done)(const void *arg), const void *arg, i
   }
   return pl_now_ns() - start <= PL_SPIN_NS;
 }
+
+/* A mutex whose waiters spin a little before they sleep (glibc's adaptive
+ * kind), for one held only for a few instructions by threads on other
+ * cores: a taker that found it held then gets it without a futex call,
+ * and the holder's unlock wakes nobody.  0, or -1 as pthread_mutex_init. */
+int pl_spin_mutex_init(pthread_mutex_t *mu);
 
 /* Whether spinning pays, learnt from the spins themselves.  A spin pays
  * when what it waits for happens within its budget; it does not when the

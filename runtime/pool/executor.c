@@ -6,7 +6,10 @@
  * when the looking ones cannot take every queued task; a worker that finds
  * the queue empty spins on the `queued` word before it sleeps.  In a loop
  * of submit and result one worker thus does all the work, never sleeps,
- * and the submitter never signals a condition variable.  The count of
+ * and the submitter never signals a condition variable.  When it does
+ * (a batch of submits outruns the looking workers), it signals after
+ * letting mu go, and mu spins briefly before it sleeps: the submitter
+ * and the workers then meet on it without futex calls.  The count of
  * looking workers may be stale in either direction for an instant; that
  * only costs a spurious wake-up or a sleeper left asleep while a looking
  * worker takes the task, never a lost task: a worker looks at the queue
@@ -45,7 +48,10 @@ pl_executor *pl_executor_new(const pl_kind_ops *kind, pl_family *fam, int max_wo
                              const char *name) {
   pl_executor *e = calloc(1, sizeof *e);
   if (e == NULL) return NULL;
-  if (pthread_mutex_init(&e->mu, NULL) != 0) goto no_mu;
+  /* Held for a few instructions by the submitter and every worker: a
+   * thread that finds it taken spins instead of sleeping (a batch of
+   * submits then costs no futex calls for it). */
+  if (pl_spin_mutex_init(&e->mu) != 0) goto no_mu;
   if (pthread_mutex_init(&e->list_mu, NULL) != 0) goto no_list_mu;
   if (pl_cond_init(&e->work) != 0) goto no_work;
   if (pl_cond_init(&e->gone) != 0) goto no_gone;
@@ -437,7 +443,7 @@ int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, const pl_l
   long queued = atomic_load(&e->queued) + 1;
   atomic_store_explicit(&e->queued, queued, memory_order_release);
   int looking = atomic_load(&e->looking);
-  if (e->sleeping > 0 && queued > looking) pthread_cond_signal(&e->work);
+  int wake = e->sleeping > 0 && queued > looking;
   int spawn = queued > looking + e->sleeping && e->looping < e->max_workers;
   int index = 0;
   if (spawn) {
@@ -447,6 +453,9 @@ int pl_executor_submit(pl_executor *e, lua_State *L, int mode, int n, const pl_l
     index = ++e->started;
   }
   pthread_mutex_unlock(&e->mu);
+  /* Signalled after the unlock: the worker woken does not find mu still
+   * held and sleep again on it (a second wake-up, by our unlock). */
+  if (wake) pthread_cond_signal(&e->work);
   atomic_fetch_add(&e->submitted, 1);
 
   if (spawn && (err = start_worker(e, L, index)) != 0) {

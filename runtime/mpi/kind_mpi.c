@@ -34,9 +34,9 @@
  * shared object crosses machines)").  The same holds for results.
  *
  * Waiting.  A worker thread waits for its rank's reply by polling
- * (MPI_Improbe) -- at once for a short while, then with naps up to a
- * millisecond (pl_mpi_backoff) -- so an idle pool costs no core, which
- * Open MPI's own blocking receive would (it spins).
+ * (MPI_Improbe) -- pausing, then yielding, then napping (backoff.h) -- so
+ * an idle pool costs no core, which Open MPI's own blocking receive would
+ * (it spins).
  *
  * Faults.  Open MPI 4.1 cannot survive a lost rank: there is no way to
  * replace it, and MPI_Finalize or MPI_Comm_disconnect would wait for it
@@ -76,6 +76,7 @@
 #include "core/errors.h"
 #include "core/enter.h"
 #include "core/gil.h"
+#include "mpi/backoff.h"
 #include "mpi/kind_mpi.h"
 #include "mpi/mpi.h"
 #include "mpi/mpiwire.h"
@@ -270,7 +271,7 @@ static int await_reply(pl_worker *w, int want, void **buf, size_t *len, int task
   pl_mpi_backoff b;
   pl_mpi_backoff_start(&b);
   int64_t heard = pl_now_ns();
-  for (;;) {
+  for (int napped = 0;; napped = pl_mpi_backoff_wait(&b, mw->pidfd)) {
     int tag = 0;
     int r = me->t->poll(mw->comm, mw->rank, -1, &tag, buf, len, err);
     if (r < 0) return -1;
@@ -293,9 +294,10 @@ static int await_reply(pl_worker *w, int want, void **buf, size_t *len, int task
       int r2 = me->t->send(mw->comm, mw->rank, PL_MPI_TAG_INTERRUPT, &h, sizeof h, NULL, NULL, err);
       if (r2 != 0) return r2 < 0 ? -1 : 0;
     }
-    if (rank_gone(mw)) return 0;
+    /* Only after a nap (a syscall a round would slow the spin; a death
+     * also ends the nap, which polls the pidfd). */
+    if (napped && rank_gone(mw)) return 0;
     if (mw->pidfd < 0 && pl_now_ns() - heard > LOST_NS) return 0;  /* on another machine */
-    pl_mpi_backoff_wait(&b, mw->pidfd);
   }
 }
 

@@ -3,7 +3,6 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -21,8 +20,6 @@
 #include "pool/executor.h"
 
 #define MISSING "kind mpi needs Open MPI: apt-get install libopenmpi-dev openmpi-bin"
-#define SPIN_NS (50 * 1000LL)
-#define MAX_NAP_NS (1000 * 1000LL)
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static const pl_mpi_transport *transport;  /* guarded by mu; set once */
@@ -125,29 +122,6 @@ static int spawn_with_deadline(const pl_mpi_transport *t, const char *prog, int 
            "stuck, and kind mpi is given up in this process", (int)(SPAWN_NS / 1000000000));
   snprintf(err, PL_MPI_ERRLEN, "%s", spawn_stuck);
   return -1;
-}
-
-/* ---- waiting ---------------------------------------------------------- */
-
-void pl_mpi_backoff_start(pl_mpi_backoff *b) {
-  b->since = pl_now_ns();
-  b->nap = 10 * 1000;
-}
-
-void pl_mpi_backoff_wait(pl_mpi_backoff *b, int fd) {
-  if (pl_now_ns() - b->since < SPIN_NS) {
-    pl_cpu_relax();
-    return;
-  }
-  struct timespec ts = pl_timespec_of(b->nap);
-  if (fd >= 0) {
-    struct pollfd p = {fd, POLLIN, 0};
-    (void)ppoll(&p, 1, &ts, NULL);
-  } else {
-    nanosleep(&ts, NULL);
-  }
-  if (b->nap < MAX_NAP_NS) b->nap *= 2;
-  if (b->nap > MAX_NAP_NS) b->nap = MAX_NAP_NS;
 }
 
 /* ---- loading ---------------------------------------------------------- */

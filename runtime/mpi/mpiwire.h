@@ -74,19 +74,6 @@ typedef struct mpi_result {
   uint64_t tblen;
 } mpi_result;
 
-/* Waiting for a message without burning a core: poll at once for a short
- * while (a round trip of trivial tasks never sleeps), then sleep longer
- * and longer, up to a millisecond. */
-typedef struct pl_mpi_backoff {
-  int64_t since;  /* when the wait began */
-  int64_t nap;    /* the next sleep, ns */
-} pl_mpi_backoff;
-
-void pl_mpi_backoff_start(pl_mpi_backoff *b);
-/* Wait a little; `fd` (>= 0) ends the sleep when it becomes readable (a
- * pidfd, an eventfd). */
-void pl_mpi_backoff_wait(pl_mpi_backoff *b, int fd);
-
 /* A server rank's loop: serve the master (rank `master` of communicator
  * `comm`) until STOP; the exit status. */
 int pl_mpi_serve(const pl_mpi_transport *t, int comm, int master, int thread_level,

@@ -1,8 +1,8 @@
 /* A rank that serves a pool of kind mpi (see kind_mpi.c for the whole
  * design; the messages are mpiwire.h).
  *
- * The loop waits for the master's next message (pl_mpi_backoff: a short
- * spin, then naps) and serves it: OPEN makes a fresh runtime and state
+ * The loop waits for the master's next message (backoff.h: a pause, a
+ * yield, then naps) and serves it: OPEN makes a fresh runtime and state
  * (pl_child_rt, as a worker process of kind processes has), with the
  * master's codec key so that functions cross both ways; TASK runs a call
  * or a map chunk and sends RESULT -- the results, or the error value with
@@ -32,6 +32,7 @@
 #include "codec/codec.h"
 #include "core/clock.h"
 #include "core/errors.h"
+#include "mpi/backoff.h"
 #include "mpi/mpiwire.h"
 #include "mpi/transport.h"
 #include "pool/executor.h"

@@ -43,8 +43,8 @@
  *     collection -- possibly a task of this very pool, which would then
  *     wait for itself.
  *   - kind "mpi" loads Open MPI on demand (runtime/mpi/mpi.h); its
- *     options `hosts` and `hostfile` (strings, for MPI_Comm_spawn) are
- *     refused for the other kinds.  Under mpiexec `workers` defaults to the
+ *     options `hosts` and `hostfile` (strings, for MPI_Comm_spawn) and
+ *     `spawn_timeout` are refused for the other kinds.  Under mpiexec `workers` defaults to the
  *     ranks that serve pools, and may not exceed them.
  *   - stats(): workers (the maximum), alive, idle, submitted, completed
  *     (returned normally), failed (raised), cancelled, queued (waiting,
@@ -226,7 +226,8 @@ static const char *opt_string(lua_State *L, int idx, const char *name, const pl_
 static int pool_new(lua_State *L) {
   static const char *const names[] = {"workers", "kind", "init", "max_tasks_per_worker",
                                       "message_timeout", "start_timeout", "time_limit", "soft_time_limit",
-                                      "max_restarts", "restart_window", "hosts", "hostfile", NULL};
+                                      "max_restarts", "restart_window", "hosts", "hostfile",
+                                      "spawn_timeout", NULL};
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   const char *kind = "threads";
   if (!lua_isnoneornil(L, 1)) {
@@ -279,6 +280,9 @@ static int pool_new(lua_State *L) {
   }
   lua_pop(L, 1);
   int64_t restart_window = opt_processes_seconds(L, ops, "restart_window", DEFAULT_RESTART_WINDOW);
+  double spawn_timeout = opt_timeout_field(L, 1, "spawn_timeout");
+  if (spawn_timeout == 0) field_error(L, 1, "spawn_timeout", "must be a positive number");
+  if (spawn_timeout > 0 && ops != &pl_kind_mpi) return luaL_error(L, "spawn_timeout applies to kind mpi only");
   static const pl_limits none = {0, 0};
   pl_limits limits = opt_limits(L, 1, &none);
   int init = lua_getfield(L, 1, "init");        /* [3] */
@@ -304,7 +308,7 @@ static int pool_new(lua_State *L) {
   e->message_timeout_ns = message_timeout;
   e->start_timeout_ns = start_timeout;
   *box = e;  /* the reference pl_executor_new gives the caller */
-  if (ops == &pl_kind_mpi && pl_mpi_configure(e, hosts, hostfile) != 0) return luaL_error(L, "not enough memory");
+  if (ops == &pl_kind_mpi && pl_mpi_configure(e, hosts, hostfile, spawn_timeout) != 0) return luaL_error(L, "not enough memory");
   if (init != LUA_TNIL) {
     lua_pushvalue(L, 3);
     pl_executor_set_init(e, L);

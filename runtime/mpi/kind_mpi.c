@@ -68,6 +68,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lauxlib.h"
@@ -89,8 +90,15 @@
 typedef struct merr {
   const char *kind;
   int rank, pid;
-  char message[];
+  char message[400];
 } merr;
+
+/* Out of memory, a task still fails with an error: this one, never freed. */
+static merr no_memory = {PL_OS_ERROR, 0, 0, "mpi: not enough memory for the task's outcome"};
+
+static void merr_free(merr *m) {
+  if (m != &no_memory) free(m);
+}
 
 /* Bytes a rank sent: one codec message. */
 typedef struct mbytes {
@@ -102,6 +110,7 @@ typedef struct mexec {
   const pl_mpi_transport *t;
   int spawn;             /* dynamic mode */
   char *hosts, *hostfile;
+  int64_t spawn_timeout_ns;
   pthread_mutex_t mu;
   int attached;          /* guarded by mu: workers that hold a rank */
   atomic_int broken;
@@ -149,47 +158,63 @@ static int merr_push(lua_State *L, const pl_value *v) {
   return 1;
 }
 
-static void data_free(lua_State *L, pl_value *v) {
+static void bytes_free(lua_State *L, pl_value *v) {
   (void)L;
   free(v->data);
   v->data = NULL;
   v->ops = NULL;
 }
 
-static const pl_value_ops bytes_ops = {bytes_push, data_free};
-static const pl_value_ops merr_ops = {merr_push, data_free};
+static void merr_value_free(lua_State *L, pl_value *v) {
+  (void)L;
+  merr_free(v->data);
+  v->data = NULL;
+  v->ops = NULL;
+}
+
+static const pl_value_ops bytes_ops = {bytes_push, bytes_free};
+static const pl_value_ops merr_ops = {merr_push, merr_value_free};
 
 static merr *merr_new(const char *kind, int rank, int pid, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 static merr *merr_new(const char *kind, int rank, int pid, const char *fmt, ...) {
-  char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  merr *m = malloc(sizeof *m + strlen(msg) + 1);
-  if (m == NULL) abort();  /* a failing future needs its error */
+  merr *m = malloc(sizeof *m);
+  if (m == NULL) return &no_memory;
   m->kind = kind;
   m->rank = rank;
   m->pid = pid;
-  strcpy(m->message, msg);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(m->message, sizeof m->message, fmt, ap);
+  va_end(ap);
   return m;
 }
 
-static void *dup_mem(const void *p, size_t n) {
-  void *c = malloc(n);
-  if (c == NULL) abort();
-  memcpy(c, p, n);
+static merr *merr_copy(const merr *m) {
+  merr *c = malloc(sizeof *c);
+  if (c == NULL) return &no_memory;
+  *c = *m;
   return c;
 }
 
+/* NULL when out of memory. */
 static mbytes *bytes_new(const unsigned char *p, size_t n) {
   mbytes *b = malloc(sizeof *b + n);
-  if (b == NULL) abort();
+  if (b == NULL) return NULL;
   b->len = n;
   memcpy(b->data, p, n);
   return b;
+}
+
+/* A string of n bytes; NULL when out of memory (a traceback is then left
+ * out, the outcome still stored). */
+static char *text_new(const void *p, size_t n) {
+  char *s = malloc(n + 1);
+  if (s == NULL) return NULL;
+  memcpy(s, p, n);
+  s[n] = '\0';
+  return s;
 }
 
 static void set_value(pl_value *v, const pl_value_ops *ops, void *data) {
@@ -198,12 +223,22 @@ static void set_value(pl_value *v, const pl_value_ops *ops, void *data) {
   v->data = data;
 }
 
+/* The bytes a rank sent as the value, or the error of no memory. */
+static int set_bytes(pl_value *v, const unsigned char *p, size_t n) {
+  mbytes *b = bytes_new(p, n);
+  if (b != NULL) set_value(v, &bytes_ops, b);
+  else set_value(v, &merr_ops, &no_memory);
+  return b != NULL;
+}
+
 /* ---- the pool broken ------------------------------------------------- */
 
-/* Break the pool with the error a rank made (b) or this one (m); both taken. */
+/* Break the pool with the error a rank made (b) or this one (m); both taken.
+ * Neither (b could not be copied): the error of no memory. */
 static void break_pool(pl_executor *e, mbytes *b, merr *m, char *tb) {
   mexec *me = e->kind_data;
   char msg[512];
+  if (b == NULL && m == NULL) m = &no_memory;
   if (m != NULL) snprintf(msg, sizeof msg, "%s", m->message);
   else snprintf(msg, sizeof msg, "pool init failed: %.*s", (int)(tb != NULL ? strcspn(tb, "\n") : 0),
                 tb != NULL ? tb : "");
@@ -221,16 +256,14 @@ static void break_pool(pl_executor *e, mbytes *b, merr *m, char *tb) {
   pthread_mutex_unlock(&me->mu);
   if (first) pl_executor_break(e, msg);
   free(b);
-  free(m);
+  merr_free(m);
   free(tb);
 }
 
 static void broken_value(mexec *me, pl_value *v, char **tb) {
   pthread_mutex_lock(&me->mu);
-  if (me->berr != NULL)
-    set_value(v, &merr_ops, dup_mem(me->berr, sizeof *me->berr + strlen(me->berr->message) + 1));
-  else
-    set_value(v, &bytes_ops, bytes_new(me->bbytes->data, me->bbytes->len));
+  if (me->berr != NULL) set_value(v, &merr_ops, merr_copy(me->berr));
+  else (void)set_bytes(v, me->bbytes->data, me->bbytes->len);
   *tb = me->btb != NULL ? strdup(me->btb) : NULL;
   pthread_mutex_unlock(&me->mu);
 }
@@ -245,7 +278,7 @@ static merr *lose_rank(pl_worker *w, const char *doing) {
                      "mpi worker rank %d (pid %d on %s) died %s; Open MPI cannot go on without "
                      "a rank, so the pool is broken",
                      mw->rank, mw->pid, mw->host[0] != '\0' ? mw->host : "?", doing);
-  break_pool(w->e, NULL, merr_new(m->kind, m->rank, m->pid, "%s", m->message), NULL);
+  break_pool(w->e, NULL, merr_copy(m), NULL);
   if (mw->pidfd >= 0) close(mw->pidfd);
   mw->pidfd = -1;
   mw->open = 0;
@@ -320,7 +353,7 @@ static merr *attach(pl_worker *w) {
   pthread_mutex_lock(&me->mu);
   int want = w->e->max_workers - me->attached;
   pthread_mutex_unlock(&me->mu);
-  if (pl_mpi_claim(me->spawn, me->hosts, me->hostfile, want, &mw->comm, &mw->rank, err) != 0) {
+  if (pl_mpi_claim(me->spawn, me->hosts, me->hostfile, want, me->spawn_timeout_ns, &mw->comm, &mw->rank, err) != 0) {
     mw->rank = -1;
     return merr_new(PL_OS_ERROR, 0, 0, "cannot start an mpi worker: %s", err);
   }
@@ -394,10 +427,7 @@ static merr *open_state(pl_worker *w) {
     return NULL;
   }
   size_t tbl = h.tblen <= len - sizeof h ? (size_t)h.tblen : len - sizeof h;
-  char *tb = malloc(tbl + 1);
-  if (tb == NULL) abort();
-  memcpy(tb, (unsigned char *)buf + sizeof h, tbl);
-  tb[tbl] = '\0';
+  char *tb = text_new((unsigned char *)buf + sizeof h, tbl);
   break_pool(e, bytes_new((unsigned char *)buf + sizeof h + tbl, len - sizeof h - tbl), NULL, tb);
   free(buf);
   return NULL;  /* the task fails with the pool's error */
@@ -442,9 +472,14 @@ static void mpi_drop(pl_executor *e, lua_State *L, pl_task *t) {
   t->data = NULL;
 }
 
+/* Callbacks must run: out of memory for a tstate, try again shortly
+ * (the next completions free memory, or the program fails elsewhere). */
 static pl_tstate *owner_enter(mworker *mw, pl_executor *e) {
-  pl_tstate *ots = pl_enter(e->fam, mw->co, mw->name);
-  if (ots == NULL) abort();  /* callbacks must run */
+  pl_tstate *ots;
+  while ((ots = pl_enter(e->fam, mw->co, mw->name)) == NULL) {
+    struct timespec ms = {0, 1000 * 1000};
+    nanosleep(&ms, NULL);
+  }
   return ots;
 }
 
@@ -533,19 +568,13 @@ static void mpi_run(pl_worker *w, pl_task *t) {
   }
   memcpy(&rh, buf, sizeof rh);
   size_t tbl = rh.tblen <= len - sizeof rh ? (size_t)rh.tblen : len - sizeof rh;
-  char *tb = NULL;
-  if (tbl > 0) {
-    tb = malloc(tbl + 1);
-    if (tb == NULL) abort();
-    memcpy(tb, (unsigned char *)buf + sizeof rh, tbl);
-    tb[tbl] = '\0';
-  }
+  char *tb = tbl > 0 ? text_new((unsigned char *)buf + sizeof rh, tbl) : NULL;
   pl_value v;
-  set_value(&v, &bytes_ops, bytes_new((unsigned char *)buf + sizeof rh + tbl, len - sizeof rh - tbl));
+  int failed = !set_bytes(&v, (unsigned char *)buf + sizeof rh + tbl, len - sizeof rh - tbl) || rh.failed;
   free(buf);
   mw->ntasks++;
   if (e->max_tasks_per_worker > 0 && mw->ntasks >= e->max_tasks_per_worker) close_state(w);
-  complete(w, f, rh.failed ? PL_TASK_FAILED : PL_TASK_OK, &v, tb);
+  complete(w, f, failed ? PL_TASK_FAILED : PL_TASK_OK, &v, tb);
 }
 
 static int mpi_worker_new(pl_worker *w, lua_State *L) {
@@ -611,6 +640,7 @@ static int mpi_setup(pl_executor *e) {
   atomic_init(&me->broken, 0);
   me->t = pl_mpi_loaded();
   me->spawn = pl_mpi_world_servers() == 0;
+  me->spawn_timeout_ns = PL_MPI_SPAWN_TIMEOUT_NS;
   e->kind_data = me;
   return 0;
 }
@@ -627,7 +657,7 @@ static void mpi_destroy(pl_executor *e) {
   free(me->hosts);
   free(me->hostfile);
   free(me->bbytes);
-  free(me->berr);
+  merr_free(me->berr);
   free(me->btb);
   pthread_mutex_destroy(&me->mu);
   free(me);
@@ -641,8 +671,9 @@ const pl_kind_ops pl_kind_mpi = {
     mpi_worker_stop, mpi_release,        mpi_destroy,
 };
 
-int pl_mpi_configure(pl_executor *e, const char *hosts, const char *hostfile) {
+int pl_mpi_configure(pl_executor *e, const char *hosts, const char *hostfile, double spawn_timeout) {
   mexec *me = e->kind_data;
+  if (spawn_timeout > 0) me->spawn_timeout_ns = spawn_timeout > 1e9 ? INT64_MAX / 2 : (int64_t)(spawn_timeout * 1e9);
   if (hosts != NULL && (me->hosts = strdup(hosts)) == NULL) return -1;
   if (hostfile != NULL && (me->hostfile = strdup(hostfile)) == NULL) return -1;
   if (hosts != NULL || hostfile != NULL) me->spawn = 1;  /* ranks on those hosts, not the job's */

@@ -41,10 +41,10 @@ static char spawn_stuck[PL_MPI_ERRLEN];  /* guarded by spawn_mu: a spawn never r
 
 /* A spawn runs on a thread of its own, so that one that never returns
  * (seen here: a spawned process stuck in PMIx_Init, now and then, on a
- * loaded machine) cannot hang its pool: after SPAWN_NS the pool gets an
+ * loaded machine) cannot hang its pool: after the pool's spawn_timeout
+ * (PL_MPI_SPAWN_TIMEOUT_NS unless it says otherwise) the pool gets an
  * error, MPI is given up (it could not be finalised) and no other spawn
  * is tried.  The job is shared with that thread, which frees it. */
-#define SPAWN_NS (60 * 1000 * 1000000LL)
 typedef struct spawn_job {
   pthread_mutex_t mu;
   pthread_cond_t cv;
@@ -84,13 +84,16 @@ static void *spawn_main(void *ud) {
 
 /* spawn_mu held: spawn n servers; the handle, or -1 with err. */
 static int spawn_with_deadline(const pl_mpi_transport *t, const char *prog, int n, const char *hosts,
-                               const char *hostfile, char *err) {
+                               const char *hostfile, int64_t timeout_ns, char *err) {
   if (spawn_stuck[0] != '\0') {
     snprintf(err, PL_MPI_ERRLEN, "%s", spawn_stuck);
     return -1;
   }
   spawn_job *j = calloc(1, sizeof *j);
-  if (j == NULL) abort();
+  if (j == NULL) {
+    snprintf(err, PL_MPI_ERRLEN, "not enough memory to spawn the mpi workers");
+    return -1;
+  }
   pthread_mutex_init(&j->mu, NULL);
   pl_cond_init(&j->cv);
   j->t = t;
@@ -105,7 +108,7 @@ static int spawn_with_deadline(const pl_mpi_transport *t, const char *prog, int 
     snprintf(err, PL_MPI_ERRLEN, "cannot start a thread to spawn the mpi workers");
     return -1;
   }
-  struct timespec until = pl_timespec_of(pl_now_ns() + SPAWN_NS);
+  struct timespec until = pl_timespec_of(pl_now_ns() + timeout_ns);
   pthread_mutex_lock(&j->mu);
   while (!j->done && pthread_cond_timedwait(&j->cv, &j->mu, &until) == 0) {
   }
@@ -118,8 +121,9 @@ static int spawn_with_deadline(const pl_mpi_transport *t, const char *prog, int 
     return h;
   }
   pl_mpi_mark_lost();
-  snprintf(spawn_stuck, sizeof spawn_stuck, "MPI_Comm_spawn did not finish within %d s: Open MPI is "
-           "stuck, and kind mpi is given up in this process", (int)(SPAWN_NS / 1000000000));
+  snprintf(spawn_stuck, sizeof spawn_stuck, "MPI_Comm_spawn did not finish within %g s (the pool's "
+           "spawn_timeout): Open MPI is stuck, and kind mpi is given up in this process",
+           (double)timeout_ns / 1e9);
   snprintf(err, PL_MPI_ERRLEN, "%s", spawn_stuck);
   return -1;
 }
@@ -173,20 +177,28 @@ static int module_path(lua_State *L, char *path, size_t n) {
 }
 
 /* mu held: a new group of n ranks of comm, all free (rank 0 too, unless
- * it is COMM_WORLD's, which runs the script). */
-static void add_group_locked(int comm, int n, const char *hosts, const char *hostfile) {
+ * it is COMM_WORLD's, which runs the script).  0, or -1 out of memory
+ * (nothing added). */
+static int add_group_locked(int comm, int n, const char *hosts, const char *hostfile) {
   group *g = realloc(groups, (size_t)(ngroups + 1) * sizeof *g);
-  if (g == NULL) abort();
+  if (g == NULL) return -1;
   groups = g;
-  g = &groups[ngroups++];
+  g = &groups[ngroups];
   g->comm = comm;
   g->n = n;
   g->state = malloc((size_t)n + 1);
   g->hosts = hosts != NULL ? strdup(hosts) : NULL;
   g->hostfile = hostfile != NULL ? strdup(hostfile) : NULL;
-  if (g->state == NULL) abort();
+  if (g->state == NULL || (hosts != NULL && g->hosts == NULL) || (hostfile != NULL && g->hostfile == NULL)) {
+    free(g->state);
+    free(g->hosts);
+    free(g->hostfile);
+    return -1;
+  }
   memset(g->state, R_FREE, (size_t)n);
   if (comm == PL_MPI_WORLD) g->state[0] = R_TAKEN;
+  ngroups++;
+  return 0;
 }
 
 static int same(const char *a, const char *b) {
@@ -278,8 +290,8 @@ static int take_locked(int spawn, const char *hosts, const char *hostfile, int *
   return 0;
 }
 
-int pl_mpi_claim(int spawn, const char *hosts, const char *hostfile, int want, int *comm, int *rank,
-                 char *err) {
+int pl_mpi_claim(int spawn, const char *hosts, const char *hostfile, int want, int64_t timeout_ns,
+                 int *comm, int *rank, char *err) {
   const pl_mpi_transport *t = pl_mpi_loaded();
   if (t == NULL) {
     snprintf(err, PL_MPI_ERRLEN, "MPI is not initialised");
@@ -302,12 +314,17 @@ int pl_mpi_claim(int spawn, const char *hosts, const char *hostfile, int want, i
     char prog[PATH_MAX];
     int h = -1;
     if (pl_mpi_server_program(prog, sizeof prog, err) == 0)
-      h = spawn_with_deadline(t, prog, want > 0 ? want : 1, hosts, hostfile, err);
+      h = spawn_with_deadline(t, prog, want > 0 ? want : 1, hosts, hostfile, timeout_ns, err);
     if (h >= 0) {
       pthread_mutex_lock(&mu);
-      add_group_locked(h, want > 0 ? want : 1, hosts, hostfile);
-      got = take_locked(spawn, hosts, hostfile, comm, rank);
+      int added = add_group_locked(h, want > 0 ? want : 1, hosts, hostfile) == 0;
+      got = added && take_locked(spawn, hosts, hostfile, comm, rank);
       pthread_mutex_unlock(&mu);
+      if (!added) {  /* they are told to leave, as at exit */
+        for (int r = 0; r < (want > 0 ? want : 1); r++) (void)t->send(h, r, PL_MPI_TAG_STOP, "", 0, NULL, NULL, err);
+        t->release(h, 1);
+        snprintf(err, PL_MPI_ERRLEN, "not enough memory to keep the spawned mpi workers");
+      }
     }
   }
   pthread_mutex_unlock(&spawn_mu);
@@ -373,7 +390,11 @@ int pl_mpi_serve_if_worker(const luaL_Reg *modules) {
    * they run this same function.  (Only then: under mpiexec, a stock
    * lua5.4 runs the script on every rank, and its pools spawn.) */
   pthread_mutex_lock(&mu);
-  if (in.size > 1 && ngroups == 0) add_group_locked(PL_MPI_WORLD, in.size, NULL, NULL);
+  int failed = in.size > 1 && ngroups == 0 && add_group_locked(PL_MPI_WORLD, in.size, NULL, NULL) != 0;
   pthread_mutex_unlock(&mu);
+  if (failed) {
+    fprintf(stderr, "parlua: not enough memory to keep mpiexec's %d server ranks\n", in.size - 1);
+    return 1;
+  }
   return -1;
 }

@@ -28,6 +28,8 @@
 #ifndef PL_MPI_H
 #define PL_MPI_H
 
+#include <stdint.h>
+
 #include "lua.h"
 #include "lauxlib.h"
 #include "mpi/transport.h"
@@ -38,13 +40,18 @@ const pl_mpi_transport *pl_mpi_get(lua_State *L, pl_mpi_info *info, char *err);
 /* The transport when MPI is already initialised, else NULL. */
 const pl_mpi_transport *pl_mpi_loaded(void);
 
+/* A spawn that has not returned after this long is given up (the pool's
+ * spawn_timeout changes it). */
+#define PL_MPI_SPAWN_TIMEOUT_NS (60 * 1000 * 1000000LL)
+
 /* A server rank for one pool worker.  With `spawn` 0, a free rank of
  * COMM_WORLD (static mode); else a free spawned rank placed by `hosts` and
- * `hostfile` (either NULL), spawning `want` more first when none is free.
- * Spawned ranks outlive their pool: later pools reuse them, and they
- * leave at exit.  0 with *comm and *rank set, or -1 with err. */
-int pl_mpi_claim(int spawn, const char *hosts, const char *hostfile, int want, int *comm, int *rank,
-                 char *err);
+ * `hostfile` (either NULL), spawning `want` more first when none is free,
+ * waiting at most timeout_ns for the spawn.  Spawned ranks outlive their
+ * pool: later pools reuse them, and they leave at exit.  0 with *comm and
+ * *rank set, or -1 with err. */
+int pl_mpi_claim(int spawn, const char *hosts, const char *hostfile, int want, int64_t timeout_ns,
+                 int *comm, int *rank, char *err);
 /* Give the rank back; `dead`: it died, and is never handed out again. */
 void pl_mpi_release(int comm, int rank, int dead);
 /* Server ranks COMM_WORLD has: size - 1 when the parlua program started

@@ -229,6 +229,9 @@ describe("kind mpi pools (" .. mode .. " mode)", function()
   it("reject bad options with clear messages", function()
     assert.equal("hosts applies to kind mpi only", errof(par.pool, {hosts = "a,b"}))
     assert.matches("field 'hostfile' must be a string", errof(par.pool, {kind = "mpi", hostfile = 3}))
+    -- a lost rank breaks the pool for good (Open MPI cannot replace it): nothing to restart
+    assert.equal("max_restarts applies to kind processes", errof(par.pool, {kind = "mpi", max_restarts = 3}))
+    assert.equal("restart_window applies to kind processes", errof(par.pool, {kind = "mpi", restart_window = 5}))
     if mode == "static" then
       assert.equal("workers=3, but mpiexec started 2 ranks to serve pools (mpiexec -n 4)",
         errof(par.pool, {kind = "mpi", workers = 3}))

@@ -1,5 +1,6 @@
 -- Kind mpi from outside: a missing Open MPI, a killed rank in both launch
--- modes, and the price example under mpiexec.  The pool cases themselves
+-- modes, a spawn that outlasts its deadline, Ctrl-C, and the price example
+-- under mpiexec.  The pool cases themselves
 -- are tests/mpi/pool_spec.lua, which tests/run-all.sh runs in both modes.
 local support = dofile("tests/spec/support.lua")
 local build = support.build_dir()
@@ -58,6 +59,41 @@ describe("kind mpi", function()
 
   it("a rank killed between tasks: the next task, a big one, ends with BrokenPool", function()
     killed(MPIENV .. "timeout 60", "idle")
+  end)
+
+  it("a spawn that outlasts spawn_timeout fails its task at once, gives kind mpi up, and the program ends", function()
+    local out, status = sh(MPIENV .. "timeout 60 " .. build .. "/parlua tests/mpi/spawn_timeout.lua")
+    assert.equal(0, status, out)
+    assert.matches("first: false OSError after 0%.%d%d s", out)
+    assert.matches("message: cannot start an mpi worker: MPI_Comm_spawn did not finish within 0%.001 s " ..
+      "%(the pool's spawn_timeout%): Open MPI is stuck, and kind mpi is given up in this process", out)
+    assert.matches("next pool: false cannot start an mpi worker: MPI_Comm_spawn did not finish", out)
+    assert.matches("bad: [^\n]*field 'spawn_timeout' must be a positive number", out)
+    assert.matches("bad kind: spawn_timeout applies to kind mpi only", out)
+    assert.matches("shut down", out)
+  end)
+
+  it("Ctrl-C of a script running endless mpi tasks exits 130 and leaves no rank running", function()
+    if not sh("command -v setsid"):match("setsid") then return pending("setsid is not installed") end
+    local out, pidfile = os.tmpname(), os.tmpname()
+    -- a rank that ended may stay a zombie of Open MPI's orted for a while: not running
+    local res = sh(table.concat({
+      "export " .. MPIENV,
+      "setsid " .. build .. "/parlua tests/mpi/interrupted.lua " .. pidfile .. " > " .. out .. " 2>&1 & pid=$!",
+      "( sleep 60; kill -9 -$pid ) > /dev/null 2>&1 & dog=$!",
+      "i=0; while [ $i -lt 600 ] && ! grep -q ready " .. out .. "; do sleep 0.05; i=$((i+1)); done",
+      "kill -INT -$pid",
+      "wait $pid; status=$?",
+      "kill $dog 2>/dev/null",
+      "running() { for p in $(cat " .. pidfile .. "); do s=$(ps -o stat= -p $p); [ -n \"$s\" ] && [ \"${s#Z}\" = \"$s\" ] && echo $p; done; }",
+      "i=0; while [ $i -lt 100 ] && [ -n \"$(running)\" ]; do sleep 0.05; i=$((i+1)); done",
+      "echo status $status ranks $(wc -l < " .. pidfile .. ") running $(running | wc -l)",
+    }, "\n"))
+    local text = io.open(out):read("a")
+    os.remove(out)
+    os.remove(pidfile)
+    assert.matches("status 130 ranks 2 running 0", res, res .. text)
+    assert.matches("interrupted", text)
   end)
 
   it("under mpiexec in a stock lua5.4 (every rank runs the script), spawns its ranks", function()

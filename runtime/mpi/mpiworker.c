@@ -112,30 +112,6 @@ static int c_encode_error(lua_State *L) {
   return 0;
 }
 
-/* The error value on top (popped), encoded: itself, or a Transfer error
- * with its text, or at worst a plain string. */
-static pl_msg *encode_error(lua_State *L) {
-  int err = lua_gettop(L);
-  pl_msg *m = NULL;
-  lua_pushcfunction(L, c_encode_error);
-  lua_pushvalue(L, err);
-  lua_pushlightuserdata(L, &m);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {  /* [err, why] */
-    lua_pushcfunction(L, pl_task_unsendable_error);
-    lua_insert(L, err);
-    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-      lua_settop(L, err - 1);
-      lua_pushliteral(L, "an error that cannot be sent back");
-    }
-    lua_pushcfunction(L, c_encode_error);
-    lua_insert(L, -2);
-    lua_pushlightuserdata(L, &m);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
-  }
-  lua_settop(L, err - 1);
-  return m;
-}
-
 static void run_task(server *s, const unsigned char *buf, size_t len) {
   lua_State *L = s->c.L;
   mpi_task h;
@@ -159,16 +135,9 @@ static void run_task(server *s, const unsigned char *buf, size_t len) {
   } else {  /* [error value] */
     if (c.out != NULL) pl_msg_free(c.out);
     char *tb = pl_take_traceback(L, SLOT_TRACEBACK);
-    if (h.mode == PL_TASK_INIT) {  /* the error becomes the pool's BrokenPool error */
-      lua_pushcfunction(L, pl_task_broken_init);
-      lua_insert(L, -2);
-      lua_pushstring(L, tb != NULL ? tb : "(no message)");
-      if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-        lua_pop(L, 1);
-        pl_error_push(L, PL_BROKEN_POOL, "pool init failed");
-      }
-    }
-    pl_msg *m = encode_error(L);
+    if (h.mode == PL_TASK_INIT) pl_task_init_error(L, tb);  /* the error becomes the pool's BrokenPool error */
+    pl_msg *m = NULL;
+    pl_task_encode_error(L, c_encode_error, &m);
     send_result(s, h.seq, 1, tb, m);
     if (m != NULL) pl_msg_free(m);
     free(tb);

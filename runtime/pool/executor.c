@@ -669,6 +669,36 @@ int pl_task_unsendable_error(lua_State *L) {
   return 1;
 }
 
+void pl_task_encode_error(lua_State *L, lua_CFunction encode, void *ud) {
+  int err = lua_gettop(L);
+  lua_pushcfunction(L, encode);
+  lua_pushvalue(L, err);
+  lua_pushlightuserdata(L, ud);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {  /* [err, why] */
+    lua_pushcfunction(L, pl_task_unsendable_error);
+    lua_insert(L, err);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+      lua_settop(L, err - 1);
+      lua_pushliteral(L, "an error that cannot be sent back");
+    }
+    lua_pushcfunction(L, encode);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, ud);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+  }
+  lua_settop(L, err - 1);
+}
+
+void pl_task_init_error(lua_State *L, const char *tb) {
+  lua_pushcfunction(L, pl_task_broken_init);
+  lua_insert(L, -2);
+  lua_pushstring(L, tb != NULL ? tb : "(no message)");
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    pl_error_push(L, PL_BROKEN_POOL, "pool init failed");
+  }
+}
+
 /* ---- state ----------------------------------------------------------- */
 
 void pl_executor_stats_get(pl_executor *e, pl_executor_stats *out) {

@@ -269,6 +269,15 @@ int pl_task_broken_init(lua_State *L);
 /* [-2, +1] (protected) for a task's error value (1) that could not be
  * encoded because of `why` (2): a Transfer error carrying the text of both. */
 int pl_task_unsendable_error(lua_State *L);
+/* For the serving loops of worker processes and ranks (procworker.c,
+ * mpiworker.c), which send a failed task's error back encoded:
+ * [-1, +0] encode the error value on top (popped) by calling
+ * encode(value, ud) protected -- the value itself, else a Transfer error
+ * carrying its text, else at worst a plain string -- and
+ * [-1, +1] replace a failed init's error value on top with the pool's
+ * BrokenPool error (pl_task_broken_init; tb its traceback). */
+void pl_task_encode_error(lua_State *L, lua_CFunction encode, void *ud);
+void pl_task_init_error(lua_State *L, const char *tb);
 static inline int pl_executor_has_work(pl_executor *e) {
   return atomic_load_explicit(&e->queued, memory_order_relaxed) > 0;
 }

@@ -72,28 +72,6 @@ static int c_encode_error(lua_State *L) {
   return 0;
 }
 
-/* Encode the error value on top (popped) into c->out: itself, or a
- * Transfer error with its text, or at worst a plain string. */
-static void encode_error(lua_State *L, ccall *c) {
-  int err = lua_gettop(L);
-  lua_pushcfunction(L, c_encode_error);
-  lua_pushvalue(L, err);
-  lua_pushlightuserdata(L, c);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {          /* [err, why] */
-    lua_pushcfunction(L, pl_task_unsendable_error);
-    lua_insert(L, err);
-    if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-      lua_settop(L, err - 1);
-      lua_pushliteral(L, "an error that cannot be sent back");
-    }
-    lua_pushcfunction(L, c_encode_error);
-    lua_insert(L, -2);
-    lua_pushlightuserdata(L, c);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
-  }
-  lua_settop(L, err - 1);
-}
-
 static int send_all_blocking(int sock, const pl_obuf *b, const pl_fdlist *fds) {
   size_t off = 0;
   for (;;) {
@@ -136,19 +114,11 @@ static void child_serve(lua_State *L, pl_frame *f, pl_obuf *out, pl_fdlist *fds)
     out->data[2] = init ? F_INIT_FAILED : F_RESULT;
     uint32_t failed = 1;
     memcpy(out->data + 4, &failed, 4);
-    if (init) {  /* the error becomes the pool's BrokenPool error */
-      lua_pushcfunction(L, pl_task_broken_init);
-      lua_insert(L, -2);
-      lua_pushstring(L, tb != NULL ? tb : "(no message)");
-      if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
-        lua_pop(L, 1);
-        pl_error_push(L, PL_BROKEN_POOL, "pool init failed");
-      }
-    }
+    if (init) pl_task_init_error(L, tb);  /* the error becomes the pool's BrokenPool error */
     tblen = tb != NULL ? strlen(tb) : 0;
     if (pl_obuf_put(out, &tblen, sizeof tblen) != 0 || pl_obuf_put(out, tb, (size_t)tblen) != 0) _exit(71);
     free(tb);
-    encode_error(L, &c);
+    pl_task_encode_error(L, c_encode_error, &c);
   }
   pl_obuf_frame_end(out, 0);
   out->data[3] = (unsigned char)fds->n;

@@ -10,6 +10,10 @@ local function burn(k)
   return x
 end
 
+-- MPI initialised first, as mpi4py.futures has it at import (rates.py):
+-- start-up is the pool's, in both, not MPI_Init's (a singleton's costs
+-- about 0.3 s, mostly starting Open MPI's orted).
+par.mpi_info()
 local t0 = par.clock()
 local pool = par.pool{kind = "mpi", workers = 2}
 pool:submit(function() return 1 end):result()

@@ -59,8 +59,9 @@
  * does, so the rank and its state are kept.  A rank is never killed for it: that
  * would take the job down.
  *
- * Done callbacks run in the owning state on a coroutine of it made when
- * the worker started, as with kind processes.
+ * Done callbacks run in the owning state on the worker's seat there
+ * (seat.h: a tstate and a coroutine made when the worker started), as
+ * with kind processes.
  */
 #include <errno.h>
 #include <poll.h>
@@ -68,20 +69,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "lauxlib.h"
 #include "codec/codec.h"
 #include "core/clock.h"
 #include "core/errors.h"
-#include "core/enter.h"
 #include "core/gil.h"
 #include "mpi/backoff.h"
 #include "mpi/kind_mpi.h"
 #include "mpi/mpi.h"
 #include "mpi/mpiwire.h"
 #include "pool/executor.h"
+#include "pool/seat.h"
 #include "proc/fork.h"
 
 #define LOST_NS (10 * 1000 * 1000000LL)  /* no word from a busy rank this long: lost */
@@ -133,8 +133,7 @@ typedef struct mworker {
   _Atomic double limit_seconds;
   int dead;              /* the rank died */
   char name[64];
-  lua_State *co;         /* a coroutine of the owning state, for callbacks */
-  int co_ref;
+  pl_seat seat;          /* in the owning state, for callbacks */
 } mworker;
 
 /* ---- values ---------------------------------------------------------- */
@@ -472,21 +471,9 @@ static void mpi_drop(pl_executor *e, lua_State *L, pl_task *t) {
   t->data = NULL;
 }
 
-/* Callbacks must run: out of memory for a tstate, try again shortly
- * (the next completions free memory, or the program fails elsewhere). */
-static pl_tstate *owner_enter(mworker *mw, pl_executor *e) {
-  pl_tstate *ots;
-  while ((ots = pl_enter(e->fam, mw->co, mw->name)) == NULL) {
-    struct timespec ms = {0, 1000 * 1000};
-    nanosleep(&ms, NULL);
-  }
-  return ots;
-}
-
 /* Store the outcome, count it, finish the future, run its callbacks. */
 static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char *tb) {
   mworker *mw = w->kind;
-  pl_executor *e = w->e;
   if (!pl_future_store(f, outcome == PL_TASK_OK ? PL_OUTCOME_OK : PL_OUTCOME_ERROR, v, tb)) {
     v->ops->free(NULL, v);  /* nobody holds the future any more */
     free(tb);
@@ -494,14 +481,7 @@ static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char 
   int has_callbacks = pl_future_has_callbacks(f);
   pl_executor_task_done(w, outcome, !has_callbacks);
   pl_future_cb *cbs = pl_future_finish(f);
-  if (cbs != NULL) {
-    pl_tstate *ots = owner_enter(mw, e);
-    pl_executor_set_tstate(w, ots);  /* a callback's shutdown{wait} is refused */
-    pl_future_run_callbacks(mw->co, f, cbs);
-    lua_settop(mw->co, 0);
-    pl_executor_set_tstate(w, NULL);
-    pl_leave(ots);
-  }
+  if (cbs != NULL) pl_seat_run_callbacks(&mw->seat, w, f, cbs, NULL);
   if (has_callbacks) pl_executor_looking(w);
 }
 
@@ -584,15 +564,17 @@ static int mpi_worker_new(pl_worker *w, lua_State *L) {
   mw->pidfd = -1;
   atomic_init(&mw->interrupt, 0);
   snprintf(mw->name, sizeof mw->name, "%s-Worker-%d", w->e->name, w->index);
-  mw->co = lua_newthread(L);
-  mw->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (pl_seat_init(&mw->seat, w->e->fam, L, mw->name) != 0) {
+    free(mw);
+    return -1;
+  }
   w->kind = mw;
   return 0;
 }
 
 static void mpi_worker_abandon(pl_worker *w, lua_State *L) {
   mworker *mw = w->kind;
-  luaL_unref(L, LUA_REGISTRYINDEX, mw->co_ref);
+  pl_seat_abandon(&mw->seat, L);
   free(mw);
   w->kind = NULL;
 }
@@ -623,9 +605,7 @@ static void mpi_worker_stop(pl_worker *w, int release) {
   if (!mw->dead) close_state(w);
   detach(w, mw->dead);
   if (mw->pidfd >= 0) close(mw->pidfd);
-  pl_tstate *ots = owner_enter(mw, e);
-  luaL_unref(mw->co, LUA_REGISTRYINDEX, mw->co_ref);
-  pl_leave(ots);
+  pl_seat_free(&mw->seat);
   if (release) pl_executor_release(e, NULL);
   free(mw);
   w->kind = NULL;

@@ -33,6 +33,16 @@
  * task is submitted ("argument 1: cannot send a queue to an mpi worker (no
  * shared object crosses machines)").  The same holds for results.
  *
+ * A short pipeline, as kind processes has (kind_processes.c): while many
+ * tasks wait, no other worker is free to take them and this rank's tasks
+ * are short (under SHORT_NS), the worker thread sends a task and goes
+ * back for the next at once, keeping up to DEPTH in flight on its rank
+ * (MPI keeps the messages of one sender in order), and collects the
+ * results in order when the pipeline is full or no task is left
+ * (kind->idle).  The rank then never waits between tasks.  A task with
+ * time limits runs alone; an interrupt goes to each task in flight in
+ * turn, as its result is awaited.
+ *
  * Waiting.  A worker thread waits for its rank's reply by polling
  * (MPI_Improbe) -- pausing, then yielding, then napping (backoff.h) -- so
  * an idle pool costs no core, which Open MPI's own blocking receive would
@@ -85,6 +95,8 @@
 #include "proc/fork.h"
 
 #define LOST_NS (10 * 1000 * 1000000LL)  /* no word from a busy rank this long: lost */
+#define DEPTH 6                          /* tasks a worker keeps in flight */
+#define SHORT_NS (1000 * 1000LL)         /* tasks shorter than this are pipelined */
 
 /* An error made here, not by a rank (a lost rank, a spawn that failed). */
 typedef struct merr {
@@ -125,13 +137,19 @@ typedef struct mworker {
   int open;              /* a state is open on it */
   int pid, pidfd;        /* as the rank said; pidfd -1 on another machine */
   char host[64];
-  int ntasks;            /* tasks run in the open state */
-  uint64_t seq;          /* of the task that runs */
+  int ntasks;            /* tasks sent to the open state */
+  uint64_t seq;          /* of the task whose reply is awaited */
   atomic_int interrupt;  /* an interrupt came for it */
   int interrupt_sent;
   atomic_int limit;      /* a time limit ran out: PL_MPI_SOFT_LIMIT or _HARD_LIMIT, or 0 */
   _Atomic double limit_seconds;
   int dead;              /* the rank died */
+  int limited;           /* the task in flight has time limits: nothing more is sent */
+  pl_future *flight[DEPTH];  /* worker thread only: sent, not yet complete */
+  uint64_t fseq[DEPTH];      /* ... their numbers */
+  int64_t sent_at[DEPTH];    /* ... and when each was sent */
+  int fhead, flen;
+  int64_t last_ns;       /* how long the last task took, send to result */
   char name[64];
   pl_seat seat;          /* in the owning state, for callbacks */
 } mworker;
@@ -471,24 +489,115 @@ static void mpi_drop(pl_executor *e, lua_State *L, pl_task *t) {
   t->data = NULL;
 }
 
-/* Store the outcome, count it, finish the future, run its callbacks. */
-static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char *tb) {
+/* ---- running tasks: a short pipeline per rank ----------------------- */
+
+/* Complete future f (the flight's reference, dropped here): store the
+ * outcome, count it, finish it, run its callbacks.  `last`: the worker
+ * goes back to looking for work now (executor.h on `looking`).  While
+ * tasks are still in flight it stays busy, so that an interrupt reaches
+ * them. */
+static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char *tb, int last) {
   mworker *mw = w->kind;
+  pl_executor *e = w->e;
   if (!pl_future_store(f, outcome == PL_TASK_OK ? PL_OUTCOME_OK : PL_OUTCOME_ERROR, v, tb)) {
     v->ops->free(NULL, v);  /* nobody holds the future any more */
     free(tb);
   }
   int has_callbacks = pl_future_has_callbacks(f);
-  pl_executor_task_done(w, outcome, !has_callbacks);
+  unsigned seen = atomic_load(&e->interrupts);
+  pl_executor_task_done(w, outcome, last && !has_callbacks);
+  if (mw->flen > 0) {
+    pthread_mutex_lock(&w->cancel_mu);
+    atomic_store(&w->busy, 1);
+    if (atomic_load(&e->interrupts) != seen) e->kind->interrupt(w);
+    pthread_mutex_unlock(&w->cancel_mu);
+  }
   pl_future_cb *cbs = pl_future_finish(f);
   if (cbs != NULL) pl_seat_run_callbacks(&mw->seat, w, f, cbs, NULL);
-  if (has_callbacks) pl_executor_looking(w);
+  if (last && has_callbacks) pl_executor_looking(w);
+  pl_future_decref(f);
 }
 
-static void fail_task(pl_worker *w, pl_future *f, merr *m) {
+static void fail_task(pl_worker *w, pl_future *f, merr *m, int last) {
   pl_value v;
   set_value(&v, &merr_ops, m);
-  complete(w, f, PL_TASK_FAILED, &v, NULL);
+  complete(w, f, PL_TASK_FAILED, &v, NULL, last);
+}
+
+static pl_future *pop_flight(mworker *mw) {
+  pl_future *f = mw->flight[mw->fhead];
+  mw->last_ns = pl_now_ns() - mw->sent_at[mw->fhead];
+  mw->fhead = (mw->fhead + 1) % DEPTH;
+  mw->flen--;
+  return f;
+}
+
+/* The rank is lost: every task in flight fails with m (taken). */
+static void fail_flight(pl_worker *w, merr *m, int looking_after) {
+  mworker *mw = w->kind;
+  while (mw->flen > 0) {
+    pl_future *f = pop_flight(mw);
+    fail_task(w, f, mw->flen > 0 ? merr_copy(m) : m, mw->flen == 0 && looking_after);
+  }
+}
+
+/* Wait for the result of the oldest task in flight and complete it. */
+static void collect_one(pl_worker *w, int looking_after) {
+  mworker *mw = w->kind;
+  pl_executor *e = w->e;
+  char err[PL_MPI_ERRLEN];
+  void *buf = NULL;
+  size_t len = 0;
+  mw->seq = mw->fseq[mw->fhead];  /* what an interrupt is for now */
+  mw->interrupt_sent = 0;
+  int r = await_reply(w, PL_MPI_TAG_RESULT, &buf, &len, 1, err);
+  mpi_result rh;
+  if (r == 1 && len < sizeof rh) {
+    free(buf);
+    fail_flight(w, lose_rank(w, "while running the task (a malformed reply)"), looking_after);
+    return;
+  }
+  if (r == 0) {
+    fail_flight(w, lose_rank(w, "while running the task"), looking_after);
+    return;
+  }
+  pl_future *f = pop_flight(mw);
+  int last = mw->flen == 0 && looking_after;
+  if (r < 0) {
+    fail_task(w, f, merr_new(PL_OS_ERROR, mw->rank, mw->pid, "mpi: %s", err), last);
+    return;
+  }
+  memcpy(&rh, buf, sizeof rh);
+  size_t tbl = rh.tblen <= len - sizeof rh ? (size_t)rh.tblen : len - sizeof rh;
+  char *tb = tbl > 0 ? text_new((unsigned char *)buf + sizeof rh, tbl) : NULL;
+  pl_value v;
+  int failed = !set_bytes(&v, (unsigned char *)buf + sizeof rh + tbl, len - sizeof rh - tbl) || rh.failed;
+  free(buf);
+  if (mw->flen == 0 && e->max_tasks_per_worker > 0 && mw->ntasks >= e->max_tasks_per_worker) close_state(w);
+  complete(w, f, failed ? PL_TASK_FAILED : PL_TASK_OK, &v, tb, last);
+}
+
+/* Complete everything in flight (before waiting for work, or stopping). */
+static void drain(pl_worker *w, int looking_after) {
+  while (((mworker *)w->kind)->flen > 0) collect_one(w, looking_after);
+}
+
+/* Whether to leave the task just sent in flight and take another one at
+ * once, as kind processes does (kind_processes.c, keep_going): only while
+ * many tasks wait and no other worker is free to take them -- so a rank
+ * never holds tasks that an idle rank could start -- and only while tasks
+ * are short, so that none waits behind a long one. */
+static int keep_going(pl_worker *w) {
+  mworker *mw = w->kind;
+  pl_executor *e = w->e;
+  long threshold = e->max_workers > 2 ? e->max_workers : 2;
+  return mw->flen < DEPTH && mw->open && !atomic_load(&mw->interrupt) && !mw->limited &&
+         mw->last_ns > 0 && mw->last_ns < SHORT_NS &&
+         pl_now_ns() - mw->sent_at[mw->fhead] < SHORT_NS &&  /* the oldest is not a long one */
+         atomic_load_explicit(&e->queued, memory_order_relaxed) >= threshold &&
+         atomic_load_explicit(&e->looking, memory_order_relaxed) == 0 &&
+         atomic_load_explicit(&e->sleeping, memory_order_relaxed) == 0 &&
+         (e->max_tasks_per_worker == 0 || mw->ntasks < e->max_tasks_per_worker);
 }
 
 static void mpi_run(pl_worker *w, pl_task *t) {
@@ -499,24 +608,36 @@ static void mpi_run(pl_worker *w, pl_task *t) {
   char err[PL_MPI_ERRLEN];
   if (!pl_future_set_running_or_notify_cancel(f)) {
     mpi_drop(e, NULL, t);
+    unsigned seen = atomic_load(&e->interrupts);
     pl_executor_task_done(w, PL_TASK_CANCELLED, 1);
+    if (mw->flen > 0) {  /* still busy with those */
+      pthread_mutex_lock(&w->cancel_mu);
+      atomic_store(&w->busy, 1);
+      if (atomic_load(&e->interrupts) != seen) e->kind->interrupt(w);
+      pthread_mutex_unlock(&w->cancel_mu);
+    }
     return;
   }
+  pl_future_incref(f);  /* the flight's, or complete's */
+  /* A task with time limits runs alone: its clock starts as it is sent. */
+  int limited = pl_limits_any(&t->limits);
   merr *why = NULL;
+  if (limited || atomic_load(&me->broken) || !mw->open) drain(w, 0);
   if (!atomic_load(&me->broken) && !mw->open) why = open_state(w);
   if (why == NULL && atomic_load(&me->broken)) {
     pl_value v;
     char *tb;
     broken_value(me, &v, &tb);
     mpi_drop(e, NULL, t);
-    complete(w, f, PL_TASK_FAILED, &v, tb);
+    complete(w, f, PL_TASK_FAILED, &v, tb, 1);
     return;
   }
   if (why != NULL) {
     mpi_drop(e, NULL, t);
-    fail_task(w, f, why);
+    fail_task(w, f, why, 1);
     return;
   }
+  mw->limited = limited;
   mbytes *b = t->data;
   mpi_task h;
   memcpy(&h, b->data, sizeof h);
@@ -524,37 +645,29 @@ static void mpi_run(pl_worker *w, pl_task *t) {
   h.seq = (uint64_t)++me->seq;
   pthread_mutex_unlock(&me->mu);
   memcpy(b->data, &h, sizeof h);
-  mw->seq = h.seq;
-  mw->interrupt_sent = 0;
   int r = send_to(w, PL_MPI_TAG_TASK, b->data, b->len, err);
-  if (r == 0) pl_executor_arm_limits(w, t);  /* its clock starts as it is sent */
-  mpi_drop(e, NULL, t);
-  void *buf = NULL;
-  size_t len = 0;
-  if (r >= 0) r = r == 0 ? await_reply(w, PL_MPI_TAG_RESULT, &buf, &len, 1, err) : 0;
   if (r < 0) {
-    fail_task(w, f, merr_new(PL_OS_ERROR, mw->rank, mw->pid, "mpi: %s", err));
+    mpi_drop(e, NULL, t);
+    fail_task(w, f, merr_new(PL_OS_ERROR, mw->rank, mw->pid, "mpi: %s", err), mw->flen == 0);
+    drain(w, 1);
     return;
   }
-  if (r == 0) {
-    fail_task(w, f, lose_rank(w, "while running the task"));
-    return;
-  }
-  mpi_result rh;
-  if (len < sizeof rh) {
-    free(buf);
-    fail_task(w, f, lose_rank(w, "while running the task (a malformed reply)"));
-    return;
-  }
-  memcpy(&rh, buf, sizeof rh);
-  size_t tbl = rh.tblen <= len - sizeof rh ? (size_t)rh.tblen : len - sizeof rh;
-  char *tb = tbl > 0 ? text_new((unsigned char *)buf + sizeof rh, tbl) : NULL;
-  pl_value v;
-  int failed = !set_bytes(&v, (unsigned char *)buf + sizeof rh + tbl, len - sizeof rh - tbl) || rh.failed;
-  free(buf);
+  int at = (mw->fhead + mw->flen) % DEPTH;
+  mw->flight[at] = f;
+  mw->fseq[at] = h.seq;
+  mw->sent_at[at] = pl_now_ns();
+  mw->flen++;
   mw->ntasks++;
-  if (e->max_tasks_per_worker > 0 && mw->ntasks >= e->max_tasks_per_worker) close_state(w);
-  complete(w, f, failed ? PL_TASK_FAILED : PL_TASK_OK, &v, tb);
+  if (r == 0 && limited) pl_executor_arm_limits(w, t);
+  mpi_drop(e, NULL, t);
+  if (r == 0 && keep_going(w)) {
+    /* Back for the next task while this one runs: the oldest is collected
+     * when the pipeline is full, or by idle when no task comes. */
+    if (mw->flen == DEPTH) collect_one(w, 0);
+    pl_executor_looking(w);
+    return;
+  }
+  drain(w, 1);  /* (a rank that died during the send is found lost here) */
 }
 
 static int mpi_worker_new(pl_worker *w, lua_State *L) {
@@ -582,7 +695,12 @@ static void mpi_worker_abandon(pl_worker *w, lua_State *L) {
 /* The state is opened by the first task (so its error reaches a future). */
 static void mpi_worker_start(pl_worker *w) { (void)w; }
 
-static void mpi_idle(pl_worker *w) { (void)w; }
+/* No task is waiting: complete what is in flight before sleeping; the
+ * tasks that come next are measured anew (as kind processes does). */
+static void mpi_idle(pl_worker *w) {
+  drain(w, 0);
+  ((mworker *)w->kind)->last_ns = 0;
+}
 
 static void mpi_interrupt_task(pl_worker *w) { atomic_store(&((mworker *)w->kind)->interrupt, 1); }
 
@@ -593,8 +711,11 @@ static void mpi_time_limit(pl_worker *w, int hard, double seconds) {
   atomic_store(&mw->limit, hard ? PL_MPI_HARD_LIMIT : PL_MPI_SOFT_LIMIT);
 }
 
+/* An interrupt stays meant for the tasks still in flight. */
 static void mpi_reset(pl_worker *w) {
   mworker *mw = w->kind;
+  if (mw->flen > 0) return;
+  mw->limited = 0;
   atomic_store(&mw->interrupt, 0);
   atomic_store(&mw->limit, 0);
 }
@@ -602,6 +723,7 @@ static void mpi_reset(pl_worker *w) {
 static void mpi_worker_stop(pl_worker *w, int release) {
   mworker *mw = w->kind;
   pl_executor *e = w->e;
+  drain(w, 0);
   if (!mw->dead) close_state(w);
   detach(w, mw->dead);
   if (mw->pidfd >= 0) close(mw->pidfd);

@@ -219,6 +219,24 @@ describe("kind mpi pools (" .. mode .. " mode)", function()
     assert.equal("Shutdown", errof(pool.submit, pool, print).kind)
   end)
 
+  it("spread equal tasks evenly over a warm pool of 2: no rank idles while another holds tasks", function()
+    -- after many trivial tasks (which a worker keeps several of in flight
+    -- on its rank) the long ones that follow must not be queued on one
+    local pool <close> = par.pool{kind = "mpi", workers = 2}
+    local whoami = function(s) par.sleep(s) return par.pid() end
+    pool:map(whoami, (function() local t = {} for i = 1, 300 do t[i] = 0 end return t end)())
+    for _, n in ipairs{4, 8} do
+      local long = {}
+      for i = 1, n do long[i] = 0.25 end
+      local count = {}
+      for _, who in ipairs(pool:map(whoami, long)) do count[who] = (count[who] or 0) + 1 end
+      local shares = {}
+      for _, k in pairs(count) do shares[#shares + 1] = k end
+      table.sort(shares)
+      assert.are.equal(("%d+%d"):format(n / 2, n / 2), table.concat(shares, "+"))
+    end
+  end)
+
   it("are made one after another on the same ranks", function()
     for _ = 1, 3 do
       local pool <close> = par.pool{kind = "mpi", workers = 2}

@@ -106,7 +106,7 @@ typedef struct merr {
 } merr;
 
 /* Out of memory, a task still fails with an error: this one, never freed. */
-static merr no_memory = {PL_OS_ERROR, 0, 0, "mpi: not enough memory for the task's outcome"};
+static merr no_memory = {PL_OS_ERROR, 0, 0, "not enough memory"};
 
 static void merr_free(merr *m) {
   if (m != &no_memory) free(m);

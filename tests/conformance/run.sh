@@ -58,7 +58,15 @@ run_file() {  # mode file: run it, exit status of the interpreter
   else
     args+=("$f.lua")
   fi
-  timeout 300 "$PARLUA" "${args[@]}" > "$log" 2>&1 < /dev/null
+  # Its own session, so that what it leaves behind can be killed: a try of
+  # main.lua's Ctrl-C part that fails leaves its `while true do end` child
+  # running, reparented, burning a CPU for good.
+  setsid timeout 300 "$PARLUA" "${args[@]}" > "$log" 2>&1 < /dev/null &
+  local session=$! rc
+  wait "$session"
+  rc=$?
+  kill -KILL -- "-$session" 2>/dev/null
+  return $rc
 }
 
 for mode in plain busy; do

@@ -186,7 +186,8 @@ static int raise_called_process_error(lua_State *L, int p, int rc, int output, i
 
 enum { MODE_POPEN, MODE_RUN, MODE_CHECK_OUTPUT };
 
-static const char *const popen_opts[] = {"stdin", "stdout", "stderr", "cwd", "env", "shell", NULL};
+static const char *const popen_opts[] = {"stdin", "stdout", "stderr", "cwd", "env", "shell",
+                                         "new_session", "process_group", NULL};
 static const char *const run_opts[] = {"input", "capture", "check", "timeout", NULL};
 static const char *const mode_names[] = {"popen", "run", "check_output"};
 
@@ -351,13 +352,42 @@ static void get_stream(lua_State *L, int opts, int i, int force_pipe, pl_io *io,
   lua_pop(L, 1);
 }
 
-static int push_spawn_error(lua_State *L, int err, const char *program, const char *cwd) {
+/* opts.new_session and opts.process_group into req->group (and pgid). */
+static void get_group(lua_State *L, int opts, pl_spawn_req *req) {
+  req->group = PL_GROUP_INHERIT;
+  if (opts == 0) return;
+  int t = lua_getfield(L, opts, "new_session");
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+    opt_error(L, "option 'new_session' must be a boolean, got %s", luaL_typename(L, -1));
+  int session = lua_toboolean(L, -1);
+  t = lua_getfield(L, opts, "process_group");
+  if (t != LUA_TNIL) {
+    lua_Integer g = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : -1;
+    if (g < 0 || g > INT_MAX)
+      opt_error(L, "option 'process_group' must be a non-negative integer (0: a new group led by the child), got %s",
+                lua_type(L, -1) == LUA_TNUMBER ? luaL_tolstring(L, -1, NULL) : luaL_typename(L, -1));
+    if (session)
+      opt_error(L, "options 'new_session' and 'process_group' cannot both be used (a new session is a new process group)");
+    req->group = g == 0 ? PL_GROUP_NEW : PL_GROUP_JOIN;
+    req->pgid = (pid_t)g;
+  } else if (session) {
+    req->group = PL_GROUP_SESSION;
+  }
+  lua_pop(L, 2);
+}
+
+static int push_spawn_error(lua_State *L, int err, const char *program, const pl_spawn_req *req) {
+  const char *cwd = req->cwd;
   int cwd_err = cwd != NULL ? pl_spawn_check_cwd(cwd) : 0;
   const char *file = program;
   if (cwd_err != 0) {
     err = cwd_err;
     file = cwd;
     pl_error_push(L, PL_OS_ERROR, "cannot change directory to '%s': %s", cwd, strerror(err));
+  } else if (req->group == PL_GROUP_JOIN && err == EPERM) {
+    /* setpgid's answer for a group that is not in our session (or none) */
+    pl_error_push(L, PL_OS_ERROR, "cannot run '%s' in process group %d: %s (no such group in this session)",
+                  program, (int)req->pgid, strerror(err));
   } else {
     pl_error_push(L, PL_OS_ERROR, "cannot run '%s': %s", program, strerror(err));
   }
@@ -402,6 +432,7 @@ static popen_ud *spawn_popen(lua_State *L, int cmd, int opts, int mode, int pipe
       envp = string_array(L, lua_gettop(L));
     }
   }
+  get_group(L, opts, &req);
   for (int i = 0; i < 3; i++) get_stream(L, opts, i, (pipes >> i) & 1, &req.io[i], &lent[i]);
 
   /* Everything that can fail with a Lua error is made before the child
@@ -461,8 +492,9 @@ static popen_ud *spawn_popen(lua_State *L, int cmd, int opts, int mode, int pipe
     if (held[i] != NULL) pl_pipe_end_release(held[i], 0);
     if (own[i] >= 0) close(own[i]);
   }
-  if (err != 0) push_spawn_error(L, err, argv[0], cwd);
+  if (err != 0) push_spawn_error(L, err, argv[0], &req);
   pl_proc_init(&p->proc, res.pid, res.pidfd);
+  p->proc.leads_group = req.group == PL_GROUP_SESSION || req.group == PL_GROUP_NEW;
   p->started = 1;
   p->reaper = r;
   pl_reaper_incref(r);
@@ -547,9 +579,29 @@ static int send_signal(lua_State *L, popen_ud *p, int sig) {
   return 0;
 }
 
+/* p:send_signal(sig [, {group = true}]): the group form is os.killpg's,
+ * for a child that leads its group; it reaches the group also after the
+ * child has ended (see child.c). */
 static int popen_send_signal(lua_State *L) {
   popen_ud *p = check_live(L);
-  return send_signal(L, p, check_signal(L, 2));
+  int sig = check_signal(L, 2);
+  if (lua_isnoneornil(L, 3)) return send_signal(L, p, sig);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, 3) != 0) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "group") != 0)
+      return luaL_argerror(L, 3, lua_pushfstring(L, "unknown option '%s' for send_signal", luaL_tolstring(L, -1, NULL)));
+  }
+  int t = lua_getfield(L, 3, "group");
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+    return luaL_argerror(L, 3, lua_pushfstring(L, "option 'group' must be a boolean, got %s", luaL_typename(L, -1)));
+  if (!lua_toboolean(L, -1)) return send_signal(L, p, sig);
+  if (!p->proc.leads_group)
+    return luaL_argerror(L, 3, "the process does not lead its own process group (start it with new_session = true or process_group = 0)");
+  int err = pl_proc_signal_group(&p->proc, sig);
+  if (err != 0) return pl_error_raise_os(L, err, "cannot send the signal");
+  return 0;
 }
 
 static int popen_terminate(lua_State *L) {
@@ -705,7 +757,7 @@ static int popen_gc(lua_State *L) {
   if (!p->started) return 0;
   p->started = 0;
   pl_reaper_watch_remove(p->reaper, &p->watch);
-  if (!pl_proc_poll(&p->proc)) pl_reaper_add(p->reaper, p->proc.pid);
+  if (!pl_proc_poll(&p->proc)) pl_reaper_add(p->reaper, (pl_orphan){p->proc.pid, p->proc.leads_group});
   pl_proc_destroy(&p->proc);
   for (int i = 0; i < 3; i++) pl_bytes_free(&p->comm.out[i]);
   pl_reaper_unref(p->reaper);
@@ -737,7 +789,8 @@ static int sp_popen(lua_State *L) {
 }
 
 /* par.run and par.check_output: Popen + communicate, killing the child
- * when communicate fails (timeout, cancel), as Python's run does. */
+ * when communicate fails (timeout, cancel), as Python's run does -- with
+ * its whole group when it leads one. */
 static int run_impl(lua_State *L, int mode) {
   lua_settop(L, 2);
   int opts = 0;
@@ -786,7 +839,7 @@ static int run_impl(lua_State *L, int mode) {
   lua_pushvalue(L, 3);
   lua_pushvalue(L, 6);
   if (lua_pcall(L, 3, 2, 0) != LUA_OK) {
-    send_signal(L, p, SIGKILL);
+    (void)pl_proc_stop(&p->proc, SIGKILL);  /* a failure to signal must not hide the error */
     wait_child(L, p, INT64_MAX, 0);
     close_pipes(L, pidx);
     return pl_error_throw(L);

@@ -17,6 +17,14 @@
  * ignored SIGINT or SIGHUP is how a shell's background job and `nohup` say
  * "do not let a terminal kill this", and that must reach the children too.
  *
+ * Groups.  A child may start in a new session (setsid) or process group
+ * (setpgid), as Python's start_new_session and process_group do.  One that
+ * leads its own group is stopped with its group -- by a timeout's kill and
+ * by Ctrl-C -- so what it started (`sh -c 'sleep 100 & sleep 100'`) goes
+ * too.  The group is signalled even after its leader was reaped: Linux
+ * gives out no pid that is still some group's id, so while any member
+ * lives the number is theirs, and an empty group only gives ESRCH.
+ *
  * Waiting.  Only for our own pid: waitpid(pid), never waitpid(-1) or a
  * SIGCHLD handler, so a host's children are left to the host.  Where the
  * kernel has pidfd_open (Linux 5.3) the wait is a poll on the pidfd;
@@ -151,7 +159,11 @@ int pl_spawn(const pl_spawn_req *req, pl_spawn_res *res) {
     sigset_t none, defaults;
     sigemptyset(&none);
     default_signals(&defaults);
-    if (err == 0) err = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
+    if (req->group == PL_GROUP_SESSION) flags |= POSIX_SPAWN_SETSID;
+    if (req->group == PL_GROUP_NEW || req->group == PL_GROUP_JOIN) flags |= POSIX_SPAWN_SETPGROUP;
+    if (err == 0 && req->group == PL_GROUP_JOIN) err = posix_spawnattr_setpgroup(&attr, req->pgid);
+    if (err == 0) err = posix_spawnattr_setflags(&attr, flags);
     if (err == 0) err = posix_spawnattr_setsigmask(&attr, &none);
     if (err == 0) err = posix_spawnattr_setsigdefault(&attr, &defaults);
     if (err == 0) {
@@ -282,6 +294,34 @@ int pl_proc_signal(pl_proc *p, int sig) {
   if (!p->reaped && kill(p->pid, sig) != 0) err = errno;
   pthread_mutex_unlock(&p->mu);
   return err;
+}
+
+int pl_proc_signal_group(pl_proc *p, int sig) {
+  PL_ASSERT(p->leads_group);
+  if (kill(-p->pid, sig) == 0 || errno == ESRCH) return 0;
+  return errno;
+}
+
+int pl_proc_stop(pl_proc *p, int sig) {
+  return p->leads_group ? pl_proc_signal_group(p, sig) : pl_proc_signal(p, sig);
+}
+
+/* Whether the group of the child p leads still has a member (a zombie
+ * its new parent has not reaped yet counts). */
+static int group_alive(const pl_proc *p) {
+  return kill(-p->pid, 0) == 0 || errno == EPERM;
+}
+
+void pl_proc_finish_stop(pl_proc *p, int64_t deadline_ns) {
+  pl_poller w;
+  pl_poller_begin(&w, NULL, 0);
+  int ended = pl_proc_wait(p, &w, deadline_ns) == PL_OK;
+  while (ended && p->leads_group && group_alive(p) && pl_now_ns() < deadline_ns)
+    (void)pl_poller_poll(&w, NULL, 0, pl_now_ns() + 10000000);  /* 10 ms */
+  if (!ended) (void)pl_proc_signal(p, SIGKILL);
+  if (p->leads_group && group_alive(p)) (void)pl_proc_signal_group(p, SIGKILL);
+  if (!ended) pl_proc_wait(p, &w, INT64_MAX);
+  pl_poller_end(&w);
 }
 
 int pl_proc_returncode(const pl_proc *p) {

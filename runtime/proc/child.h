@@ -4,7 +4,8 @@
  *   - pl_spawn starts a program with posix_spawn (glibc: clone(CLONE_VFORK),
  *     so starting stays fast however large the parent is), wiring its
  *     stdin/stdout/stderr to new pipes, /dev/null or given descriptors, in a
- *     given directory and environment.  The child gets an empty signal mask,
+ *     given directory and environment, optionally in a new session or
+ *     process group.  The child gets an empty signal mask,
  *     default dispositions for the signals a host or the runtime changes for
  *     its own reasons, and no descriptor but 0, 1 and 2.
  *   - pl_proc waits for one specific child (waitpid on its pid, never -1;
@@ -40,11 +41,22 @@ typedef struct pl_io {
   int fd;   /* PL_IO_FD: the descriptor the child gets (not taken over) */
 } pl_io;
 
+/* Where the child's process group is (Python's start_new_session and
+ * process_group). */
+enum {
+  PL_GROUP_INHERIT,      /* ours */
+  PL_GROUP_SESSION,      /* a new session, so a new group, both led by the child */
+  PL_GROUP_NEW,          /* a new group led by the child (process_group = 0) */
+  PL_GROUP_JOIN          /* the existing group `pgid` of our session */
+};
+
 typedef struct pl_spawn_req {
   char *const *argv;     /* argv[0] is looked up in this process's PATH */
   char *const *envp;     /* NULL: inherit the environment */
   const char *cwd;       /* NULL: inherit */
   pl_io io[3];
+  int group;             /* PL_GROUP_* */
+  pid_t pgid;            /* PL_GROUP_JOIN only */
 } pl_spawn_req;
 
 typedef struct pl_spawn_res {
@@ -68,6 +80,7 @@ typedef struct pl_proc {
   int reaped;
   int status;            /* the waitpid status; 0 when someone else reaped it */
   int waiters;           /* threads polling pidfd: it is closed after the last */
+  int leads_group;       /* its pid is also its process group's id (set once, at the start) */
 } pl_proc;
 
 void pl_proc_init(pl_proc *p, pid_t pid, int pidfd);
@@ -81,6 +94,17 @@ int pl_proc_wait(pl_proc *p, pl_poller *w, int64_t deadline_ns);
 /* Send `sig` unless the child is already reaped (its pid may be reused
  * then).  0, or an errno. */
 int pl_proc_signal(pl_proc *p, int sig);
+/* Send `sig` to the child's whole process group; only for a child that
+ * leads one, and also once it has ended (its group's other members live
+ * on).  0 (an empty group included), or an errno. */
+int pl_proc_signal_group(pl_proc *p, int sig);
+/* Stop the child the runtime's way: its whole group when it leads one
+ * (a timeout's kill, Ctrl-C), else the child alone.  0, or an errno. */
+int pl_proc_stop(pl_proc *p, int sig);
+/* After pl_proc_stop: until deadline_ns, wait for the child to end and,
+ * when it leads a group, for the group to empty; then SIGKILL what is
+ * left and reap the child.  Nothing can cancel it. */
+void pl_proc_finish_stop(pl_proc *p, int64_t deadline_ns);
 /* Python's convention: exit status, or minus the signal number. */
 int pl_proc_returncode(const pl_proc *p);
 

@@ -11,7 +11,7 @@ void pl_reaper_incref(pl_reaper *r) { atomic_fetch_add(&r->refs, 1); }
 
 void pl_reaper_unref(pl_reaper *r) {
   if (atomic_fetch_sub(&r->refs, 1) != 1) return;
-  free(r->pids);
+  free(r->orphans);
   pthread_mutex_destroy(&r->mu);
   free(r);
 }
@@ -20,7 +20,7 @@ void pl_reaper_sweep(pl_reaper *r) {
   pthread_mutex_lock(&r->mu);
   size_t live = 0;
   for (size_t i = 0; i < r->n; i++)
-    if (!pl_reap_nohang(r->pids[i])) r->pids[live++] = r->pids[i];
+    if (!pl_reap_nohang(r->orphans[i].pid)) r->orphans[live++] = r->orphans[i];
   r->n = live;
   pthread_mutex_unlock(&r->mu);
 }
@@ -28,36 +28,38 @@ void pl_reaper_sweep(pl_reaper *r) {
 /* Give every orphan still running to a background thread. */
 static void hand_over(pl_reaper *r, int finished) {
   pthread_mutex_lock(&r->mu);
-  pid_t *pids = r->pids;
+  pl_orphan *orphans = r->orphans;
   size_t n = r->n;
-  r->pids = NULL;
+  r->orphans = NULL;
   r->n = r->cap = 0;
   if (finished) r->finished = 1;
   pthread_mutex_unlock(&r->mu);
-  if (n > 0) pl_reap_in_background(pids, n);
-  else free(pids);
+  pid_t *pids = n > 0 ? malloc(n * sizeof *pids) : NULL;
+  for (size_t i = 0; pids != NULL && i < n; i++) pids[i] = orphans[i].pid;
+  free(orphans);
+  if (pids != NULL) pl_reap_in_background(pids, n);  /* no memory: they stay zombies */
 }
 
-void pl_reaper_add(pl_reaper *r, pid_t pid) {
-  if (pl_reap_nohang(pid)) return;
+void pl_reaper_add(pl_reaper *r, pl_orphan child) {
+  if (pl_reap_nohang(child.pid)) return;
   pthread_mutex_lock(&r->mu);
   int direct = r->finished;
   if (!direct && r->n == r->cap) {
     size_t cap = r->cap > 0 ? r->cap * 2 : 16;
-    pid_t *pids = realloc(r->pids, cap * sizeof *pids);
-    if (pids != NULL) {
-      r->pids = pids;
+    pl_orphan *orphans = realloc(r->orphans, cap * sizeof *orphans);
+    if (orphans != NULL) {
+      r->orphans = orphans;
       r->cap = cap;
     } else {
       direct = 1;
     }
   }
-  if (!direct) r->pids[r->n++] = pid;
+  if (!direct) r->orphans[r->n++] = child;
   pthread_mutex_unlock(&r->mu);
   if (direct) {
     pid_t *one = malloc(sizeof *one);
     if (one != NULL) {
-      *one = pid;
+      *one = child.pid;
       pl_reap_in_background(one, 1);
     }
   }
@@ -80,17 +82,6 @@ void pl_reaper_watch_remove(pl_reaper *r, pl_reaper_watch *w) {
   pthread_mutex_unlock(&r->mu);
 }
 
-/* Wait for one stopped child until the grace period ends, then kill it. */
-static void finish_stopped(pl_proc *proc, int64_t grace_end) {
-  pl_poller w;
-  pl_poller_begin(&w, NULL, 0);
-  if (pl_proc_wait(proc, &w, grace_end) == PL_ETIMEOUT) {
-    pl_proc_signal(proc, SIGKILL);
-    pl_proc_wait(proc, &w, INT64_MAX);
-  }
-  pl_poller_end(&w);
-}
-
 /* After an interrupt (see reaper.h).  The threads that used the children
  * are joined by now (their closers come first); without the lock
  * meanwhile. */
@@ -105,7 +96,8 @@ static void stop_children(pl_reaper *r, lua_State *L) {
   if (procs != NULL && orphans != NULL) {
     for (pl_reaper_watch *w = r->live; w != NULL; w = w->next) procs[k++] = w->proc;
     for (size_t i = 0; i < r->n; i++) {
-      pl_proc_init(&orphans[i], r->pids[i], -1);
+      pl_proc_init(&orphans[i], r->orphans[i].pid, -1);
+      orphans[i].leads_group = r->orphans[i].leads_group;
       procs[k++] = &orphans[i];
     }
     r->n = 0;  /* reaped here, not handed over */
@@ -113,9 +105,9 @@ static void stop_children(pl_reaper *r, lua_State *L) {
   pthread_mutex_unlock(&r->mu);
   pl_tstate *ts = pl_unlock(L, PL_GIL_POPEN);
   for (size_t i = 0; i < k; i++)
-    if (!pl_proc_poll(procs[i])) pl_proc_signal(procs[i], SIGTERM);
+    if (procs[i]->leads_group || !pl_proc_poll(procs[i])) pl_proc_stop(procs[i], SIGTERM);
   int64_t grace_end = pl_now_ns() + PL_STOP_GRACE_NS;
-  for (size_t i = 0; i < k; i++) finish_stopped(procs[i], grace_end);
+  for (size_t i = 0; i < k; i++) pl_proc_finish_stop(procs[i], grace_end);
   pl_lock(L, ts);
   for (size_t i = n; i < k; i++) pl_proc_destroy(procs[i]);
   free(procs);

@@ -9,7 +9,8 @@
  * After an interrupt (Ctrl-C) the closer stops every child instead, the
  * live Popens' and the orphans alike: SIGTERM, SIGKILL after
  * PL_STOP_GRACE_NS, each reaped before the runtime goes on -- the
- * contract's "Ctrl-C stops children".
+ * contract's "Ctrl-C stops children".  A child that leads its own process
+ * group is stopped with its group (pl_proc_stop).
  *
  * Owners, counted in `refs`: the state's box, the runtime's closer, each
  * Popen that may hand a child over.
@@ -41,11 +42,17 @@ typedef struct pl_reaper_watch {
   struct pl_reaper_watch *next, **prevp;  /* guarded by the reaper's mu */
 } pl_reaper_watch;
 
+/* A child whose Popen is gone. */
+typedef struct pl_orphan {
+  pid_t pid;
+  int leads_group;
+} pl_orphan;
+
 typedef struct pl_reaper {
   atomic_int refs;
   pthread_mutex_t mu;
   pl_reaper_watch *live;  /* guarded by mu: every Popen not yet collected */
-  pid_t *pids;         /* guarded by mu */
+  pl_orphan *orphans;  /* guarded by mu */
   size_t n, cap;       /* guarded by mu */
   int finished;        /* guarded by mu: the state is gone, orphans go at once */
   pl_closer *closer;   /* guarded by the runtime's mu */
@@ -59,8 +66,8 @@ void pl_reaper_incref(pl_reaper *r);
 void pl_reaper_unref(pl_reaper *r);
 /* Reap the children that have ended meanwhile. */
 void pl_reaper_sweep(pl_reaper *r);
-/* Look after pid, a child still running nobody will wait for. */
-void pl_reaper_add(pl_reaper *r, pid_t pid);
+/* Look after a child still running nobody will wait for. */
+void pl_reaper_add(pl_reaper *r, pl_orphan child);
 /* A Popen's child, from its start until the Popen is collected. */
 void pl_reaper_watch_add(pl_reaper *r, pl_reaper_watch *w, struct pl_proc *proc);
 void pl_reaper_watch_remove(pl_reaper *r, pl_reaper_watch *w);

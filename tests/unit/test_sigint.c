@@ -386,6 +386,19 @@ static void test_run_children(void) {
   parlua_case(PRELUDE "par.run({'sh', '-c', 'echo pid $$; echo ready; exec sleep 60'})", &e, 0);
 }
 
+/* A child that leads its own group is stopped with it: the shells'
+ * background sleeps would be left running otherwise (the harness, a
+ * subreaper, sees them).  One Popen kept, one collected, one run. */
+static void test_group_children(void) {
+  expect e = ONE("interrupted!");
+  parlua_case(PRELUDE
+              "local sh = {'sh', '-c', 'sleep 60 & echo pid $!; echo pid $$; exec sleep 60'}\n"
+              "local kept = par.popen(sh, {new_session = true})\n"
+              "par.popen(sh, {process_group = 0}) collectgarbage()\n"
+              "par.run({'sh', '-c', 'sleep 60 & echo pid $!; echo pid $$; echo ready; wait'}, {process_group = 0})",
+              &e, 0);
+}
+
 static void test_communicate_at_end(void) {
   expect e = ONE("interrupted!");
   parlua_case(PRELUDE
@@ -447,6 +460,7 @@ int main(void) {
       {"Ctrl-C: popen children stopped", test_popen_children},
       {"Ctrl-C: popen children of threads stopped", test_popen_in_threads},
       {"Ctrl-C: a run child stopped", test_run_children},
+      {"Ctrl-C: children leading their groups stopped with them", test_group_children},
       {"Ctrl-C: communicate at the end of the script", test_communicate_at_end},
       {"Ctrl-C: a nogil call at the end of the script", test_nogil_at_end},
       {"Ctrl-C twice: a long C call ends", test_second_ends_long_c_call},

@@ -33,4 +33,5 @@ void pl_blockio_install(lua_State *L) {
   pthread_once(&once, attach_interposers);
   pl_iolib_install(L);
   pl_oslib_install(L);
+  pl_print_install(L);
 }

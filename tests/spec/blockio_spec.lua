@@ -258,3 +258,50 @@ describe("the io library stays Lua 5.4's", function()
     os.execute("rm -rf " .. d)
   end)
 end)
+
+describe("print", function()
+  -- In a program of its own whose stdout is a pipe we never read: the
+  -- printing thread fills it and waits, the main thread must go on.
+  it("lets the other threads run while it waits on a full stdout", function()
+    local code = [[
+      local par = require "parlua"
+      local line = ("x"):rep(1000)
+      par.thread(function() while true do print(line, 1, 2.5) end end):start()
+      for _ = 1, 20 do par.sleep(0.01) end  -- each wake-up takes the lock back
+      io.stderr:write("the main thread went on\n")
+      par.sleep(60)
+    ]]
+    local lua = os.getenv("PARLUA_LUA") or "lua5.4"
+    local p = par.popen({lua, "-e", code}, {stdout = "pipe", stderr = "pipe",
+                        env = {LUA_CPATH = support.build_dir() .. "/?.so;;", PATH = os.getenv("PATH")}})
+    local reader = support.go(function() return p.stderr:read("l") end)
+    local finished = reader:join(20)
+    p:kill()
+    p:wait()
+    reader:join()
+    assert.is_true(finished, "the main thread was stopped behind print")
+    assert.equal("the main thread went on", reader:result())
+  end)
+
+  -- Each line prints a result or an error message; stock lua5.4 and
+  -- lua5.4 with parlua must print the same bytes in the same order.
+  it("prints what, and in the order, stock Lua 5.4 does", function()
+    local chunk = [[
+      local function T(s) return setmetatable({}, {__tostring = s}) end
+      print()
+      print(nil, true, false, 1, 2.5, -0.0, 1e100, 2^63, math.mininteger, "s", "a\0b", "")
+      print(T(function() return "T" end), T(function() return "U" end))
+      print(pcall(print, 1, T(function() error("boom") end), 3))
+      print(pcall(print, "before", T(function() return 1 end), T(function() return {} end)))
+      print(1, T(function() io.write("[inner]") print("[nested]") return "x" end), 2)
+      io.write("a") print("b") io.write("c\n")
+      print(select("#", print("returns nothing")))
+      print(debug.getinfo(print, "u").nups, debug.getinfo(print, "S").what, debug.getinfo(print, "u").isvararg)
+      print(("y"):rep(10000))
+    ]]
+    local stock = support.lua_cmd(chunk, "lua5.4")
+    local ours = support.lua_cmd("require 'parlua' " .. chunk)
+    assert.is_truthy(stock:find("'__tostring' must return a string", 1, true))
+    assert.equal(stock, ours)
+  end)
+end)

@@ -367,7 +367,48 @@ static int wait_fd(pl_pchan *c, pl_poller *w, int fd, int64_t deadline) {
   return r;
 }
 
+/* One try of a wait: 1 done, 0 not yet, or an error code. */
+typedef int (*attempt_fn)(pl_pchan *c, void *ud);
+
+/* Try until done, waiting for fd (or the queue's closing) between tries,
+ * the thread's poller armed only once a try failed.  Put and get share
+ * it.  0, PL_ETIMEOUT, PL_ECANCELLED, or the try's error. */
+static int wait_for(pl_pchan *c, pl_tstate *ts, int fd, int64_t deadline, attempt_fn attempt, void *ud) {
+  pl_poller w;
+  int armed = 0, rc;
+  for (;;) {
+    rc = attempt(c, ud);
+    if (rc != 0) break;
+    if (deadline != INT64_MAX && pl_now_ns() >= deadline) {
+      rc = PL_ETIMEOUT;
+      break;
+    }
+    if (!armed) {
+      pl_poller_begin(&w, ts, 0);
+      armed = 1;
+    }
+    int r = wait_fd(c, &w, fd, deadline);
+    if (r < 0) {
+      rc = r;
+      break;
+    }
+    if (r == 0) deadline = 0;  /* one last try, then give up */
+  }
+  if (armed) pl_poller_end(&w);
+  return rc == 1 ? 0 : rc;
+}
+
 /* ---- put ------------------------------------------------------------- */
+
+/* A free place of a bounded queue (its slots eventfd), unless closed. */
+static int take_slot(pl_pchan *c, void *ud) {
+  (void)ud;
+  uint64_t v;
+  if (read(c->fd[FD_SLOTS], &v, sizeof v) == (ssize_t)sizeof v) return 1;
+  if (errno != EAGAIN && errno != EINTR) return -errno;
+  return atomic_load(&c->page->closed) ? PL_ECLOSED : 0;
+}
+
 
 int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl_fdlist *fds) {
   unsigned char *buf = item->data;
@@ -391,37 +432,9 @@ int pl_pchan_put(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_obuf *item, pl
   }
   int slot = 0;
   if (c->fd[FD_SLOTS] >= 0) {
-    pl_poller w;
-    int armed = 0;
-    for (;;) {
-      uint64_t v;
-      if (read(c->fd[FD_SLOTS], &v, sizeof v) == (ssize_t)sizeof v) {
-        slot = 1;
-        break;
-      }
-      if (errno != EAGAIN && errno != EINTR) {
-        rc = -errno;
-        break;
-      }
-      if (atomic_load(&c->page->closed)) {
-        rc = PL_ECLOSED;
-        break;
-      }
-      if (deadline != INT64_MAX && pl_now_ns() >= deadline) {
-        rc = PL_ETIMEOUT;
-        break;
-      }
-      if (!armed) {
-        pl_poller_begin(&w, ts, 0);
-        armed = 1;
-      }
-      int r = wait_fd(c, &w, c->fd[FD_SLOTS], deadline);
-      if (r == 0) rc = PL_ETIMEOUT;
-      else if (r < 0) rc = r;
-      if (rc != 0) break;
-    }
-    if (armed) pl_poller_end(&w);
+    rc = wait_for(c, ts, c->fd[FD_SLOTS], deadline, take_slot, NULL);
     if (rc != 0) goto fail;
+    slot = 1;
   }
   page_lock(c->page);
   if (atomic_load(&c->page->closed)) {
@@ -528,52 +541,29 @@ static int recv_dgram(pl_pchan *c, pl_frame *f) {
   return rc;
 }
 
-int pl_pchan_get(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_frame *f) {
-  pl_poller w;
-  int armed = 0, rc;
-  wait_ready(c);
-  for (;;) {
-    int r = recv_dgram(c, f);
-    if (r == 1) {
-      page_lock(c->page);
-      c->page->len--;
-      page_unlock(c->page);
-      if (c->fd[FD_SLOTS] >= 0) efd_add(c->fd[FD_SLOTS], 1);
-      rc = 0;
-      break;
-    }
-    if (r < 0) {
-      rc = r == -ENOMEM ? PL_ENOMEM : r;
-      break;
-    }
-    if (atomic_load(&c->page->closed)) {
-      page_lock(c->page);
-      long long left = c->page->len;
-      page_unlock(c->page);
-      if (left <= 0) {
-        rc = PL_ECLOSED;
-        break;
-      }
-    }
-    if (deadline != INT64_MAX && pl_now_ns() >= deadline) {
-      rc = PL_ETIMEOUT;
-      break;
-    }
-    if (!armed) {
-      pl_poller_begin(&w, ts, 0);
-      armed = 1;
-    }
-    r = wait_fd(c, &w, c->fd[FD_R], deadline);
-    if (r < 0) {
-      rc = r;
-      break;
-    }
-    if (r == 0) {  /* one last look, then give up */
-      deadline = 0;
-    }
+/* An item into the frame ud, unless the queue is closed and empty. */
+static int take_item(pl_pchan *c, void *ud) {
+  int r = recv_dgram(c, ud);
+  if (r == 1) {
+    page_lock(c->page);
+    c->page->len--;
+    page_unlock(c->page);
+    if (c->fd[FD_SLOTS] >= 0) efd_add(c->fd[FD_SLOTS], 1);
+    return 1;
   }
-  if (armed) pl_poller_end(&w);
-  return rc;
+  if (r < 0) return r == -ENOMEM ? PL_ENOMEM : r;
+  if (atomic_load(&c->page->closed)) {
+    page_lock(c->page);
+    long long left = c->page->len;
+    page_unlock(c->page);
+    if (left <= 0) return PL_ECLOSED;
+  }
+  return 0;
+}
+
+int pl_pchan_get(pl_pchan *c, pl_tstate *ts, int64_t deadline, pl_frame *f) {
+  wait_ready(c);
+  return wait_for(c, ts, c->fd[FD_R], deadline, take_item, f);
 }
 
 /* ---- the rest of the queue ------------------------------------------- */

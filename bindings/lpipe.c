@@ -106,6 +106,9 @@ static int recv_error(lua_State *L, int rc, pl_tstate *ts, double timeout) {
   case PL_ECANCELLED: return pl_error_raise_cancelled(L, ts);
   case PL_ECLOSED: return luaL_error(L, "attempt to use a closed pipe connection");
   case PL_EEOF: return pl_error_raise(L, PL_SHUTDOWN, "recv on a pipe whose other end is closed");
+  case PL_ESTALLED:
+    return pl_error_raise(L, PL_SHUTDOWN, "recv on a pipe whose other end closed in the middle of a message "
+                                          "(its sender died or was cancelled while sending)");
   case PL_EMALFORMED: return pl_error_raise(L, PL_TRANSFER, "malformed message: the pipe does not carry parlua messages");
   case PL_ENOTREAD: return luaL_error(L, "this end of the pipe only sends");
   default: return pl_error_raise_os(L, -rc, "recv");

@@ -165,8 +165,7 @@ int pl_conn_send(pl_conn *c, pl_tstate *ts, const unsigned char *buf, size_t len
       rc = r;
       break;
     }
-    /* Once a byte is out the frame must be finished: no cancel then. */
-    pl_poller_begin(&w, off == 0 ? ts : NULL, 0);
+    pl_poller_begin(&w, ts, 0);
     r = wait_io(c, &w, POLLOUT, INT64_MAX);
     pl_poller_end(&w);
     if (r != 1) {  /* cancelled, closed, or an error */
@@ -175,6 +174,11 @@ int pl_conn_send(pl_conn *c, pl_tstate *ts, const unsigned char *buf, size_t len
     }
   }
   give_turn(c, &c->sending);
+  /* Cancelled with part of the frame out (a receiver that stopped reading
+   * must not make a sender uncancellable): no frame can follow half of
+   * one, so this process's end is closed, and the receiver hears of a
+   * message cut short. */
+  if (rc == PL_ECANCELLED && off > 0) pl_conn_close(c);
   return rc;
 }
 
@@ -238,7 +242,7 @@ int pl_conn_recv(pl_conn *c, pl_tstate *ts, int64_t deadline, pl_frame *f) {
   if (rc == 1) {
     int n = pl_rbuf_next(&c->rb, f);
     if (n == 1) rc = 0;
-    else if (n == 0) rc = c->rb.end > c->rb.start ? PL_EMALFORMED : PL_EEOF;  /* a cut frame */
+    else if (n == 0) rc = c->rb.end > c->rb.start ? PL_ESTALLED : PL_EEOF;  /* a cut frame, or none */
     else rc = n == -EPROTO ? PL_EMALFORMED : n;
   } else if (rc == 0) {
     rc = PL_ETIMEOUT;

@@ -61,14 +61,15 @@ void pl_conn_incref(pl_conn *c);
 void pl_conn_decref(pl_conn *c);
 
 /* Send one frame (buf holds header and payload) carrying fds.  Blocks
- * until it is all written.  A forced cancel stops it only before the
- * first byte, so a frame is never left half-sent.  0, PL_ECANCELLED,
- * PL_ECLOSED, PL_ENOTWRITE, or -errno (-EPIPE: nobody can read). */
+ * until it is all written.  A forced cancel stops it at any point; once
+ * part of the frame is out, that also closes this process's end, as no
+ * frame can follow half of one.  0, PL_ECANCELLED, PL_ECLOSED,
+ * PL_ENOTWRITE, or -errno (-EPIPE: nobody can read). */
 int pl_conn_send(pl_conn *c, pl_tstate *ts, const unsigned char *buf, size_t len,
                  const int *fds, int nfds);
 /* Receive one frame until the deadline.  0 (f filled), PL_ETIMEOUT,
- * PL_ECANCELLED, PL_ECLOSED, PL_EEOF, PL_EMALFORMED,
- * PL_ENOTREAD, or -errno. */
+ * PL_ECANCELLED, PL_ECLOSED, PL_EEOF, PL_ESTALLED (the stream ended in
+ * the middle of a frame), PL_EMALFORMED, PL_ENOTREAD, or -errno. */
 int pl_conn_recv(pl_conn *c, pl_tstate *ts, int64_t deadline, pl_frame *f);
 /* 1 when recv would not block (a frame is there, or the end of the
  * stream), 0 at the deadline, or an error code as for recv. */

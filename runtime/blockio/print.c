@@ -26,8 +26,9 @@
 static const char STDOUT_IS_DISK = 0;  /* registry key, by its address */
 
 /* lua_writestring of `sep` (may be empty) and then `s`, as one call. */
-static void write_out(lua_State *L, const char *sep, size_t seplen, const char *s, size_t len) {
-  pl_tstate *ts = pl_write_may_block(stdout, seplen + len) ? pl_blocking_begin(L, PL_GIL_IO) : NULL;
+static void write_out(lua_State *L, int disk, const char *sep, size_t seplen, const char *s, size_t len) {
+  int may_block = !disk && pl_write_may_block(stdout, seplen + len);
+  pl_tstate *ts = may_block ? pl_blocking_begin(L, PL_GIL_IO) : NULL;
   fwrite(sep, 1, seplen, stdout);
   fwrite(s, 1, len, stdout);
   pl_blocking_end(ts);
@@ -35,17 +36,16 @@ static void write_out(lua_State *L, const char *sep, size_t seplen, const char *
 
 static int print(lua_State *L) {
   int n = lua_gettop(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &STDOUT_IS_DISK);
+  int disk = lua_toboolean(L, -1);  /* a disk file never waits the way a pipe does */
+  lua_pop(L, 1);
   for (int i = 1; i <= n; i++) {
     size_t len;
     const char *s = luaL_tolstring(L, i, &len);  /* anchored on the stack while written */
-    write_out(L, "\t", i > 1 ? 1 : 0, s, len);
+    write_out(L, disk, "\t", i > 1 ? 1 : 0, s, len);
     lua_pop(L, 1);
   }
-  /* lua_writeline: the flush writes what is buffered, and may wait unless
-   * stdout is a disk file. */
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &STDOUT_IS_DISK);
-  int disk = lua_toboolean(L, -1);
-  lua_pop(L, 1);
+  /* lua_writeline: the flush writes what is buffered. */
   pl_tstate *ts = disk ? NULL : pl_blocking_begin(L, PL_GIL_IO);
   fwrite("\n", 1, 1, stdout);
   fflush(stdout);

@@ -208,7 +208,7 @@ fuzz: $(EMBED_SRC)
 	@mkdir -p build-fuzz/cdecl_corpus build-fuzz/ffi_args_corpus build-fuzz/codec_corpus
 	$(FUZZ_CC) tests/fuzz/fuzz_cdecl.c runtime/ffi/cdecl.c -o build-fuzz/fuzz_cdecl
 	$(FUZZ_CC) tests/fuzz/fuzz_ffi_args.c $(SRC) $(EMBED_SRC) -o build-fuzz/fuzz_ffi_args $(LUA_LIBS) $(SYSLIBS)
-	$(FUZZ_CC) tests/fuzz/fuzz_codec.c runtime/codec/codec.c runtime/codec/decode.c runtime/codec/bytecode.c runtime/codec/siphash.c runtime/core/errors.c -o build-fuzz/fuzz_codec $(LUA_LIBS) -pthread
+	$(FUZZ_CC) tests/fuzz/fuzz_codec.c $(SRC) $(EMBED_SRC) -o build-fuzz/fuzz_codec $(LUA_LIBS) $(SYSLIBS)
 	build-fuzz/fuzz_cdecl -max_total_time=$(FUZZ_SECONDS) -max_len=512 build-fuzz/cdecl_corpus tests/fuzz/cdecl_corpus
 	build-fuzz/fuzz_ffi_args -max_total_time=$(FUZZ_SECONDS) -max_len=64 build-fuzz/ffi_args_corpus
 	build-fuzz/fuzz_codec -max_total_time=$(FUZZ_SECONDS) build-fuzz/codec_corpus tests/fuzz/codec_corpus

@@ -257,14 +257,18 @@ static inline void put_string(encoder *e, lua_State *L, const char *s, size_t n)
   e->len += n;
 }
 
+static inline uint64_t zigzag(lua_Integer i) {
+  uint64_t u = (uint64_t)i;
+  return (u << 1) ^ (uint64_t)-(int64_t)(u >> 63);
+}
+
 static inline void put_integer(encoder *e, lua_State *L, lua_Integer i) {
   reserve(e, L, 11);
   if (i >= 0 && i < 64) {
     e->buf[e->len++] = (unsigned char)(T_SMALLINT + i);
   } else {
-    uint64_t u = (uint64_t)i;
     e->buf[e->len++] = T_INT;
-    put_varint_nocheck(e, (u << 1) ^ (uint64_t)-(int64_t)(u >> 63));  /* zigzag */
+    put_varint_nocheck(e, zigzag(i));
   }
 }
 
@@ -830,6 +834,79 @@ static inline int plain_value(encoder *e, lua_State *L, int idx, int t) {
   }
 }
 
+/* Runs.  Consecutive floats of a table's array part go as one FLOATS
+ * record (a tag, a count, 8 bytes each), consecutive integers as one INTS
+ * record (zigzag varints; not the integers 0..63, whose SMALLINT tag
+ * holds the value): a tag and a bounds check less per value on both
+ * sides.  A value is first written plain; the next one of its kind
+ * rewrites it as a run of two (so a lone number costs what it did).  The
+ * count is written when the run ends (run_end). */
+typedef struct run {
+  int tag;             /* T_FLOATS or T_INTS: the kind of the last value, */
+  size_t at;           /* ... written plain or as a run from here */
+  uint32_t n;          /* values in the run; 1: the plain value */
+  uint64_t first;      /* the plain value's bits (zigzag for an integer) */
+} run;
+
+static inline void run_end(encoder *e, run *r) {
+  if (r->n >= 2) put_u32_at(e, r->at + 1, r->n);
+  r->tag = 0;
+  r->n = 0;
+}
+
+/* 1 when the value (bits, of kind tag) joins the run r, with room made
+ * for it; 0 when it starts a new one, to be written plain. */
+static inline int run_joins(encoder *e, lua_State *L, run *r, int tag, uint64_t bits) {
+  if (r->tag == tag && r->n < UINT32_MAX) {
+    reserve(e, L, 5 + 2 * 10);
+    if (r->n == 1) {  /* the plain value becomes the run's first */
+      e->len = r->at;
+      e->buf[e->len++] = (unsigned char)tag;
+      e->len += 4;
+      if (tag == T_INTS) {
+        put_varint_nocheck(e, r->first);
+      } else {
+        memcpy(e->buf + e->len, &r->first, 8);
+        e->len += 8;
+      }
+    }
+    r->n++;
+    return 1;
+  }
+  run_end(e, r);
+  r->tag = tag;
+  r->at = e->len;
+  r->n = 1;
+  r->first = bits;
+  return 0;
+}
+
+static inline void run_float(encoder *e, lua_State *L, run *r, lua_Number d) {
+  double x = (double)d;
+  uint64_t bits;
+  memcpy(&bits, &x, 8);
+  if (!run_joins(e, L, r, T_FLOATS, bits)) {
+    put_float(e, L, d);
+    return;
+  }
+  memcpy(e->buf + e->len, &bits, 8);
+  e->len += 8;
+}
+
+static inline void run_integer(encoder *e, lua_State *L, run *r, lua_Integer i) {
+  if (i >= 0 && i < 64) {  /* a SMALLINT is one byte already: a run would only add its header */
+    run_end(e, r);
+    put_integer(e, L, i);
+    return;
+  }
+  uint64_t z = zigzag(i);
+  if (!run_joins(e, L, r, T_INTS, z)) {
+    put_integer(e, L, i);
+    return;
+  }
+  put_varint_nocheck(e, z);
+}
+
 static void enc_table(encoder *e, lua_State *L, int idx, int is_mt) {
   const void *p = lua_topointer(L, idx);
   if (p == e->globals) {
@@ -848,20 +925,26 @@ static void enc_table(encoder *e, lua_State *L, int idx, int is_mt) {
   uint64_t narr = 0, nhash = 0;
   int k = lua_gettop(L) + 1, v = k + 1;  /* where lua_next puts the key and the value */
   int more;
+  run r = {0, 0, 0, 0};
   lua_pushnil(L);
-  while ((more = lua_next(L, idx)) != 0) {  /* the array run: keys 1, 2, 3... in order */
+  while ((more = lua_next(L, idx)) != 0) {  /* the array part: keys 1, 2, 3... in order */
     if (!lua_isinteger(L, k) || (uint64_t)lua_tointeger(L, k) != narr + 1) break;
     narr++;
     int vt = lua_type(L, v);
-    if (vt == LUA_TNUMBER) {  /* arrays of numbers: without the switch */
-      put_number(e, L, v);
-    } else if (!plain_value(e, L, v, vt)) {
-      push_seg(e, SEG_INDEX, 0, (lua_Integer)narr, NULL);
-      enc_value(e, L, v);
-      e->nseg--;
+    if (vt == LUA_TNUMBER) {
+      if (lua_isinteger(L, v)) run_integer(e, L, &r, lua_tointeger(L, v));
+      else run_float(e, L, &r, lua_tonumber(L, v));
+    } else {
+      run_end(e, &r);
+      if (!plain_value(e, L, v, vt)) {
+        push_seg(e, SEG_INDEX, 0, (lua_Integer)narr, NULL);
+        enc_value(e, L, v);
+        e->nseg--;
+      }
     }
     lua_settop(L, k);
   }
+  run_end(e, &r);
   for (; more; more = lua_next(L, idx)) {  /* the rest, from the pair that ended the run */
     int kt = lua_type(L, k), vt = lua_type(L, v);
     nhash++;

@@ -31,12 +31,16 @@
  * *described* type (ffi functions) travels as a few plain values from which
  * the receiver rebuilds its own object.
  *
- * The wire format (version 2), little-endian, every length a varint:
- *   message  := 'L' 0x02 flags:u8 nkept:u32 count:varint value*count
+ * The wire format (version 3), little-endian, every length a varint:
+ *   message  := 'L' 0x03 flags:u8 nkept:u32 count:varint value*count
  *   value    := NIL | FALSE | TRUE | INT zigzag | SMALLINT(0..63 in the tag)
  *             | FLOAT 8 bytes | STR len bytes | SSTR(len 0..31 in the tag) bytes
  *             | MSTR len bytes (a table key that later REFs repeat)
- *             | TABLE narr:u32 nhash:u32 value*narr (key value)*nhash
+ *             | TABLE narr:u32 nhash:u32 item* (key value)*nhash
+ *               where the items make narr values: a value, or a run of
+ *               k >= 2 of them, FLOATS k:u32 8-bytes*k | INTS k:u32 zigzag*k
+ *               (consecutive floats, or integers beyond 0..63, of the
+ *               array part)
  *             | TABLE_MT (as TABLE) metatable-value
  *             | REF id | GLOBALS | REGMT name-string
  *             | NAMED module-string has_field:u8 [field-string] kind:u8

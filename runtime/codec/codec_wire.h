@@ -20,12 +20,13 @@
 #endif
 
 #define PL_WIRE_MAGIC 'L'
-#define PL_WIRE_VERSION 2
+#define PL_WIRE_VERSION 3  /* 3: FLOATS and INTS runs in a table's array part */
 #define PL_WIRE_F_REFS 1  /* flags: some REF or JOIN follows */
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT, T_REF,
   T_FUNC, T_GLOBALS, T_NAMED, T_REGMT, T_OBJ, T_DESC, T_JOIN, T_MSTR,
+  T_FLOATS, T_INTS,   /* runs of array values: only inside a TABLE's narr values */
   T_SSTR = 0x20,      /* 0x20..0x3f: a string of 0..31 bytes */
   T_SMALLINT = 0x40,  /* 0x40..0x7f: the integers 0..63 */
   T_KEEP = 0x80       /* on the tag of an object that gets an id: a later

@@ -222,6 +222,33 @@ static inline int dec_key(lua_State *L, decoder *d) {
   return 0;
 }
 
+/* A FLOATS or INTS run (codec_wire.h) at array index i of table t, which
+ * has narr array values: its k >= 2 values set; the next index returned. */
+static uint32_t dec_run(lua_State *L, decoder *d, int t, uint32_t i, uint32_t narr) {
+  unsigned tag = *d->p++;
+  uint32_t k = get_u32(L, d);
+  size_t left = (size_t)(d->end - d->p);
+  if (k < 2) bad(L, d, "a run of fewer than two values");
+  if (k > narr - i + 1) bad(L, d, "a run longer than the table's array part");
+  if (k > (tag == T_FLOATS ? left / 8 : left)) bad(L, d, "count larger than the message");
+  uint32_t last = i + (k - 1);
+  if (tag == T_FLOATS) {
+    for (; i <= last; i++, d->p += 8) {
+      double x;
+      memcpy(&x, d->p, 8);
+      lua_pushnumber(L, (lua_Number)x);
+      lua_rawseti(L, t, (lua_Integer)i);
+    }
+  } else {
+    for (; i <= last; i++) {
+      uint64_t z = get_varint(L, d);
+      lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (uint64_t)-(int64_t)(z & 1)));
+      lua_rawseti(L, t, (lua_Integer)i);
+    }
+  }
+  return i;
+}
+
 static void dec_table(lua_State *L, decoder *d, int has_mt, int kept) {
   dec_enter(L, d);
   uint32_t narr = get_u32(L, d), nhash = get_u32(L, d);
@@ -230,9 +257,13 @@ static void dec_table(lua_State *L, decoder *d, int has_mt, int kept) {
   lua_createtable(L, (int)narr, (int)nhash);
   int t = lua_gettop(L);
   assign_id(L, d, t, kept);
-  for (uint32_t i = 1; i <= narr; i++) {
+  for (uint32_t i = 1; i <= narr;) {
+    if (d->p < d->end && (*d->p == T_FLOATS || *d->p == T_INTS)) {
+      i = dec_run(L, d, t, i, narr);
+      continue;
+    }
     if (!dec_plain(L, d)) dec_value(L, d);
-    lua_rawseti(L, t, (lua_Integer)i);
+    lua_rawseti(L, t, (lua_Integer)i++);
   }
   for (uint32_t i = 0; i < nhash; i++) {
     if (!dec_key(L, d)) dec_value(L, d);

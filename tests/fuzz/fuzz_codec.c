@@ -1,10 +1,7 @@
 /* libFuzzer target for the value codec's decoder (runtime/decode.c).
  *
- * Build and run (`make fuzz` builds it and runs it FUZZ_SECONDS, after the
- * other targets):
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -Iruntime -Iinclude \
- *     $(pkg-config --cflags lua5.4) tests/fuzz/fuzz_codec.c runtime/codec.c runtime/decode.c \
- *     runtime/errors.c $(pkg-config --libs lua5.4) -o build-fuzz/fuzz_codec
+ * Build and run: `make fuzz` builds it (with the whole runtime: the error
+ * objects need it) and runs it FUZZ_SECONDS after the other targets, as
  *   build-fuzz/fuzz_codec -max_total_time=600 build-fuzz/codec_corpus tests/fuzz/codec_corpus
  * The seeds are real encodings made by tests/fuzz/gen_codec_corpus.lua.
  *

@@ -54,6 +54,11 @@ seed("deep", deep)
 local big = {}
 for i = 1, 1000 do big[i] = i * 1.25 end
 seed("big array", big)
+local ints, mixed = {}, {}
+for i = 1, 300 do ints[i] = i * (i % 2 == 0 and -1000003 or 7) end
+for i = 1, 200 do mixed[i] = i % 5 == 0 and "s" .. i or i % 3 == 0 and i or i + 0.5 end
+seed("integer run", ints)
+seed("mixed runs", mixed, {1.5, 2.5, nil, 4, 5, x = 6.5})
 
 os.execute("mkdir -p '" .. dir .. "'")
 for i, s in ipairs(seeds) do

@@ -172,6 +172,32 @@ describe("the codec", function()
       assert.is_true(same(t, c))
     end)
 
+    it("keeps arrays of numbers exact: floats and integers mixed, -0.0, NaN, holes, a hash part, a metatable", function()
+      local nan = string.unpack("<d", "\1\0\0\0\0\0\xf8\x7f")
+      local mixed = {1, 2.0, 3, 4.5, 5.5, -0.0, nan, 1 / 0, math.mininteger, math.maxinteger, 2 ^ 63, 0, 64, -1,
+                     nil, 7, 8.5, 9.5, "x", 10, 11, {12.5, 13.5}, 14.5, 15, x = 1.5, [100] = 2.5}
+      local floats, ints, alternating = {}, {}, {}
+      for i = 1, 100000 do
+        floats[i] = i * 0.5 + 0.25
+        ints[i] = (i % 3 == 0 and -i or i) * 1000003
+        alternating[i] = i % 2 == 0 and i or i + 0.5
+      end
+      local with_mt = setmetatable({1.5, 2.5, 3, 4}, {__index = function() return "mt" end})
+      for _, v in ipairs{mixed, floats, ints, alternating, with_mt, {1.5}, {7}, {1.5, 2}, {}} do
+        assert.is_true(same(v, (through(v))))
+        assert.is_true(same(v, (par._roundtrip(v))))
+      end
+      assert.equal("mt", through(with_mt).missing)
+    end)
+
+    it("writes the floats and integers of an array part as runs, a tag for each run only", function()
+      local floats, ints, small = {}, {}, {}
+      for i = 1, 1000 do floats[i], ints[i], small[i] = i + 0.5, 100 + i, i % 64 end
+      assert.is_true(#par._encode(floats) < 1000 * 8 + 32)  -- a FLOAT each would be 9 bytes
+      assert.is_true(#par._encode(ints) < 1000 * 2 + 32)    -- an INT each would be 3 (a tag, 2 varint bytes)
+      assert.is_true(#par._encode(small) < 1000 + 32)       -- SMALLINTs, 1 byte each, stay as they are
+    end)
+
     it("round-trips random nested values (fixed seed)", function()
       local gen = generator(20240517)
       for i = 1, 200 do
@@ -495,7 +521,7 @@ describe("the codec", function()
         local t = {}
         for i = 1, rand(64) do t[i] = string.char(rand(256)) end
         check(table.concat(t))
-        check("L\2\0" .. ("\0"):rep(4) .. table.concat(t))
+        check("L\3\0" .. ("\0"):rep(4) .. table.concat(t))
       end
       local gen = generator(7)
       local samples = {par._encode(function(x) return x + 1 end), par._encode({1, {2, {3}}, s = "str"})}
@@ -530,7 +556,7 @@ describe("the codec", function()
 
     it("decodes a hand-written message with a kept object and a reference to it", function()
       local u32 = function(n) return string.pack("<I4", n) end
-      local t = par._decode("L\2\1" .. u32(1) .. "\1" .. "\6" .. u32(2) .. u32(0) .. "\x86" .. u32(0) .. u32(0) .. "\8\1")
+      local t = par._decode("L\3\1" .. u32(1) .. "\1" .. "\6" .. u32(2) .. u32(0) .. "\x86" .. u32(0) .. u32(0) .. "\8\1")
       assert.same({}, t[1])
       assert.equal(t[1], t[2])
     end)
@@ -547,18 +573,29 @@ describe("the codec", function()
       local u32 = function(n) return string.pack("<I4", n) end
       assert.matches("not a parlua message", tostring(errof(par._decode, "hello")))
       assert.matches("unknown version", tostring(errof(par._decode, "L\1\0\1\0")))
-      assert.matches("truncated", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\x25ab")))
-      assert.matches("count larger than the message", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\5\10ab")))
-      assert.matches("trailing bytes", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\0\0")))
-      assert.matches("an object that the message does not hold", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\13\0")))
-      assert.matches("a reference in a message without references", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\8\0")))
+      assert.matches("truncated", tostring(errof(par._decode, "L\3\0" .. u32(0) .. "\1\x25ab")))
+      assert.matches("count larger than the message", tostring(errof(par._decode, "L\3\0" .. u32(0) .. "\1\5\10ab")))
+      assert.matches("trailing bytes", tostring(errof(par._decode, "L\3\0" .. u32(0) .. "\1\0\0")))
+      assert.matches("an object that the message does not hold", tostring(errof(par._decode, "L\3\0" .. u32(0) .. "\1\13\0")))
+      assert.matches("a reference in a message without references", tostring(errof(par._decode, "L\3\0" .. u32(0) .. "\1\8\0")))
       local two = "\6" .. u32(2) .. u32(0)
       assert.matches("a reference to an object not marked as kept", tostring(errof(par._decode,
-        "L\2\1" .. u32(1) .. "\1" .. two .. "\6" .. u32(0) .. u32(0) .. "\8\1")))
-      assert.matches("count larger than the message", tostring(errof(par._decode, "L\2\1" .. u32(1000) .. "\1\0")))
+        "L\3\1" .. u32(1) .. "\1" .. two .. "\6" .. u32(0) .. u32(0) .. "\8\1")))
+      assert.matches("count larger than the message", tostring(errof(par._decode, "L\3\1" .. u32(1000) .. "\1\0")))
       assert.matches("more objects marked as kept than the message says", tostring(errof(par._decode,
-        "L\2\1" .. u32(0) .. "\1" .. "\x86" .. u32(0) .. u32(0))))
-      assert.matches("unknown tag", tostring(errof(par._decode, "L\2\0" .. u32(0) .. "\1\x88\0")))
+        "L\3\1" .. u32(0) .. "\1" .. "\x86" .. u32(0) .. u32(0))))
+      assert.matches("unknown tag", tostring(errof(par._decode, "L\3\0" .. u32(0) .. "\1\x88\0")))
+      local three = "L\3\0" .. u32(0) .. "\1\6" .. u32(3) .. u32(0)  -- a table of three array values, then:
+      assert.matches("a run longer than the table's array part", tostring(errof(par._decode,
+        three .. "\17" .. u32(4) .. ("\0"):rep(32))))
+      assert.matches("count larger than the message", tostring(errof(par._decode, three .. "\17" .. u32(3) .. ("\0"):rep(16))))
+      assert.matches("count larger than the message", tostring(errof(par._decode, three .. "\18" .. u32(3) .. "\0\0")))
+      assert.matches("a run of fewer than two values", tostring(errof(par._decode, three .. "\18" .. u32(1) .. "\0\0\0")))
+      assert.matches("unknown tag", tostring(errof(par._decode, "L\3\0" .. u32(0) .. "\1\17" .. u32(2) .. ("\0"):rep(16))))
+      local t = par._decode(three .. "\17" .. u32(2) .. string.pack("<dd", 1.5, -0.0) .. "\x40")  -- a run, then 0
+      assert.same({1.5, -0.0, 0}, t)
+      assert.equal(-math.huge, 1 / t[2])
+
     end)
   end)
 end)

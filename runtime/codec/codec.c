@@ -30,6 +30,7 @@
 #include "codec/siphash.h"
 #include "codec/codec.h"
 #include "codec/codec_wire.h"
+#include "core/bigmem.h"
 #include "core/errors.h"
 
 /* Registry keys (their addresses). */
@@ -95,6 +96,23 @@ enum { S_GLOBALS = 1, S_NAMES, S_SNAP, S_LOADED, S_DUMPS, S_TYPES, NSLOTS = S_TY
 /* User values of the encoder userdata: the caches. */
 enum { UV_DUMPS = 1, UV_NAMES, UV_NAMESET, UV_LOADED, NUV = UV_LOADED };
 
+/* The encoder's buffer, which a big message takes over: malloc's while
+ * small, a big block (core/bigmem.h: no page-fault storm for a 64 MiB
+ * string) from PL_BIGMEM_MIN bytes on.  NULL when out of memory (p kept). */
+static void *buf_resize(void *p, size_t cap, size_t ncap, size_t len) {
+  if (ncap < PL_BIGMEM_MIN) return realloc(p, ncap);
+  if (cap >= PL_BIGMEM_MIN) return pl_bigmem_realloc(p, cap, ncap);
+  void *np = pl_bigmem_alloc(ncap);
+  if (np != NULL && len > 0) memcpy(np, p, len);
+  if (np != NULL) free(p);
+  return np;
+}
+
+static void buf_free(void *p, size_t cap) {
+  if (cap >= PL_BIGMEM_MIN) pl_bigmem_free(p, cap);
+  else free(p);
+}
+
 static void release_objs(encoder *e) {
   for (int i = 0; i < e->nobjs; i++) e->objs[i].type->release(e->objs[i].obj);
   e->nobjs = 0;
@@ -103,7 +121,7 @@ static void release_objs(encoder *e) {
 static int encoder_gc(lua_State *L) {
   encoder *e = lua_touserdata(L, 1);
   release_objs(e);
-  free(e->buf);
+  buf_free(e->buf, e->cap);
   free(e->objs);
   free(e->map);
   free(e->dump);
@@ -205,11 +223,12 @@ static void encoder_close(encoder *e, lua_State *L) {
 
 static void grow(encoder *e, lua_State *L, size_t need) {
   size_t ncap = e->cap != 0 ? e->cap : 256;
-  while (ncap - e->len < need) {
-    if (ncap > SIZE_MAX / 2) luaL_error(L, "not enough memory");
-    ncap *= 2;
-  }
-  unsigned char *nb = realloc(e->buf, ncap);
+  if (need > SIZE_MAX / 2 - e->len) luaL_error(L, "not enough memory");
+  if (ncap - e->len < need) ncap *= 2;
+  /* A big string alone gets what it needs, not twice that: the block is
+   * then of the size the receiver's string takes, and reused for it. */
+  if (ncap - e->len < need) ncap = e->len + need;
+  unsigned char *nb = buf_resize(e->buf, e->cap, ncap, e->len);
   if (nb == NULL) luaL_error(L, "not enough memory");
   e->buf = nb;
   e->cap = ncap;
@@ -1252,6 +1271,7 @@ static pl_msg *finish(encoder *e, lua_State *L) {
   e->nobjs = 0;  /* the message owns those references now */
   if (big) {
     m->data = e->buf;
+    m->cap = e->cap;
     e->buf = NULL;
     e->cap = 0;
   } else {
@@ -1293,6 +1313,7 @@ static pl_msg *encode_plain(lua_State *L, int first, int n) {
   m->len = e.len;
   m->nobjs = 0;
   m->big = 0;
+  m->cap = 0;
   m->objs = NULL;
   m->data = e.buf;
   return m;
@@ -1357,7 +1378,8 @@ pl_msg *pl_msg_copy(const pl_msg *m) {
   *c = *m;
   c->objs = (pl_msgobj *)(c + 1);
   if (m->big) {
-    unsigned char *d = malloc(m->len > 0 ? m->len : 1);
+    c->cap = m->len > 0 ? m->len : 1;
+    unsigned char *d = buf_resize(NULL, 0, c->cap, 0);
     if (d == NULL) {
       free(c);
       return NULL;
@@ -1379,7 +1401,7 @@ pl_msg *pl_msg_copy(const pl_msg *m) {
 void pl_msg_free(pl_msg *m) {
   if (m == NULL) return;
   for (int i = 0; i < m->nobjs; i++) m->objs[i].type->release(m->objs[i].obj);
-  if (m->big) free((void *)m->data);
+  if (m->big) buf_free((void *)m->data, m->cap);
   free(m);
 }
 

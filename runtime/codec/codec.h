@@ -123,7 +123,8 @@ typedef struct pl_msgobj {
 struct pl_msg {
   size_t len;
   int nobjs;
-  int big;             /* data is a separate allocation */
+  int big;             /* data is a separate allocation, */
+  size_t cap;          /* ... of cap bytes (codec.c: malloc's or a big block) */
   const unsigned char *data;
   pl_msgobj *objs;
 };

@@ -12,7 +12,7 @@
 
 #define PAGE ((size_t)4096)
 #define KEPT_SLOTS 4
-#define KEPT_NS 1000000000LL  /* a block kept longer, unused, is unmapped */
+#define KEPT_NS 2000000000LL  /* a block kept longer, unused, is unmapped */
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) & ~(to - 1); }
 
@@ -30,10 +30,20 @@ static size_t kept_total;             /* guarded by kept_mu */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* A fork while another thread holds kept_mu would leave the child's copy
- * locked forever: forks wait for it. */
+ * locked forever: forks wait for it.  The child lets go of the kept
+ * blocks: they are copy-on-write pages shared with the parent, so a write
+ * to them would cost a fault and a copy per page in both. */
 static void fork_prepare(void) { pthread_mutex_lock(&kept_mu); }
-static void fork_release(void) { pthread_mutex_unlock(&kept_mu); }
-static void register_atfork(void) { (void)pthread_atfork(fork_prepare, fork_release, fork_release); }
+static void fork_parent(void) { pthread_mutex_unlock(&kept_mu); }
+static void fork_child(void) {
+  for (int i = 0; i < KEPT_SLOTS; i++) {
+    if (kept_blocks[i].p != NULL) (void)munmap(kept_blocks[i].p, kept_blocks[i].size);
+    kept_blocks[i].p = NULL;
+  }
+  kept_total = 0;
+  pthread_mutex_unlock(&kept_mu);
+}
+static void register_atfork(void) { (void)pthread_atfork(fork_prepare, fork_parent, fork_child); }
 
 /* Unmap the blocks kept longer than KEPT_NS (kept_mu held): memory a
  * program no longer sends big values with goes back to the system. */

@@ -8,7 +8,7 @@
  * apiece, which cost three times the copy itself (perf: 75% of a `states`
  * round trip in the kernel's fault path and page clearing).  Blocks of
  * PL_BIGMEM_MIN bytes and more are mapped here, and the last few given
- * back are kept (up to PL_BIGMEM_KEEP bytes, for a second at most) for the
+ * back are kept (up to PL_BIGMEM_KEEP bytes, for two seconds at most) for the
  * next big value, which then pays no fault and no clearing at all: the
  * 64 MiB `states` round trip went from ~0.46 to ~3.1 GB/s (1 MiB, which
  * malloc serves from memory it reuses, is left to malloc).  Tried and
@@ -17,11 +17,12 @@
  * madvise(MADV_FREE) on kept ones (their reuse went back to faulting:
  * 0.8-1.2 GB/s).  So a kept block stays resident; a program that stops
  * sending big values gets it unmapped at its next big allocation or
- * release after a second, and one that goes quiet keeps at most
+ * release after two seconds, and one that goes quiet keeps at most
  * PL_BIGMEM_KEEP.
  *
  * Thread-safe (one mutex, held only to take or give a kept block; a fork
- * waits for it, pthread_atfork, so a child never inherits it locked).
+ * waits for it, pthread_atfork, so a child never inherits it locked; the
+ * child lets go of the kept blocks, copy-on-write pages of the parent's).
  * The main state of a stock lua5.4 (require "parlua") keeps lua5.4's
  * allocator: its big strings are malloc's.
  */

@@ -326,7 +326,9 @@ int pl_port_unpack_frame(pl_frame *f, size_t offset, pl_pmsg *out, char *err, si
   else rc = pl_port_unpack(f->data + offset, f->len - offset, f->fds, f->nfds, &used, out, err, errlen);
   if (rc == 0) {
     out->mem = f->mem;
+    out->memcap = f->memcap;
     f->mem = NULL;
+    f->memcap = 0;
     f->data = NULL;
   }
   pl_frame_free(f);  /* closes the descriptors nobody took */
@@ -406,6 +408,6 @@ int pl_pmsg_copy(const pl_pmsg *m, pl_pmsg *out) {
 void pl_pmsg_free(pl_pmsg *m) {
   for (int i = 0; i < m->nobjs; i++) pl_portobj_release(m->objs[i].kind, m->objs[i].obj);
   free(m->objs);
-  free(m->mem);
+  pl_frame_mem_free(m->mem, m->memcap);
   memset(m, 0, sizeof *m);
 }

@@ -54,7 +54,8 @@ typedef struct pl_portobj {
 
 /* A message ready to decode in any state of this process. */
 typedef struct pl_pmsg {
-  void *mem;                 /* what to free */
+  void *mem;                 /* what to free (pl_frame_mem_free) */
+  size_t memcap;
   const unsigned char *data; /* the codec bytes, inside mem */
   size_t len;
   int nobjs;

@@ -2,7 +2,9 @@
  *
  * Reading.  pl_rbuf keeps what recvmsg gave: bytes in a buffer that grows
  * to hold the whole frame at its head (so a 50 MB result is read in place,
- * into memory the frame then owns, with no second copy), and descriptors
+ * into memory the frame then owns, with no second copy; from 32 MiB on a
+ * big block, core/bigmem.h, which the next big frame reuses once this one
+ * is freed, instead of faulting in fresh pages), and descriptors
  * in arrival order.  A frame takes the first `nfds` pending descriptors
  * once its header is complete: they came with its first byte.  So
  * descriptors still pending once the last buffered frame has taken its
@@ -16,6 +18,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/bigmem.h"
 #include "proc/wire.h"
 
 #define MAGIC0 'p'
@@ -29,11 +32,17 @@ static void close_fds(int *fds, int n) {
     if (fds[i] >= 0) (void)close(fds[i]);
 }
 
+void pl_frame_mem_free(void *mem, size_t cap) {
+  if (cap >= PL_BIGMEM_MIN) pl_bigmem_free(mem, cap);
+  else free(mem);
+}
+
 void pl_frame_free(pl_frame *f) {
   close_fds(f->fds, f->nfds);
   f->nfds = 0;
-  free(f->mem);
+  pl_frame_mem_free(f->mem, f->memcap);
   f->mem = NULL;
+  f->memcap = 0;
   f->data = NULL;
   f->len = 0;
 }
@@ -140,9 +149,22 @@ void pl_rbuf_init(pl_rbuf *b) { memset(b, 0, sizeof *b); }
 void pl_rbuf_free(pl_rbuf *b) {
   close_fds(b->fds, b->nfds);
   b->nfds = 0;
-  free(b->buf);
+  pl_frame_mem_free(b->buf, b->cap);
   b->buf = NULL;
   b->cap = b->start = b->end = 0;
+}
+
+/* The buffer from cap to ncap bytes, its first len kept: malloc's while
+ * small, a big block (core/bigmem.h) from PL_BIGMEM_MIN on, so that the
+ * next big frame reuses the last one's memory instead of faulting in
+ * fresh pages.  NULL (p kept) when out of memory. */
+static unsigned char *resize(unsigned char *p, size_t cap, size_t ncap, size_t len) {
+  if (ncap < PL_BIGMEM_MIN) return realloc(p, ncap);
+  if (cap >= PL_BIGMEM_MIN) return pl_bigmem_realloc(p, cap, ncap);
+  unsigned char *np = pl_bigmem_alloc(ncap);
+  if (np != NULL && len > 0) memcpy(np, p, len);
+  if (np != NULL) free(p);
+  return np;
 }
 
 /* Room for `need` bytes from start, moving what is buffered to the front. */
@@ -158,7 +180,7 @@ static int make_room(pl_rbuf *b, size_t need) {
     if (cap > SIZE_MAX / 2) return -ENOMEM;
     cap *= 2;
   }
-  unsigned char *nb = realloc(b->buf, cap);
+  unsigned char *nb = resize(b->buf, b->cap, cap, b->end);
   if (nb == NULL) return -ENOMEM;
   b->buf = nb;
   b->cap = cap;
@@ -272,6 +294,7 @@ int pl_rbuf_next(pl_rbuf *b, pl_frame *f) {
   memmove(b->fds, b->fds + nfds, sizeof(int) * (size_t)b->nfds);
   if (len >= STEAL_AT && b->start == 0 && b->end == total) {
     f->mem = b->buf;               /* the frame takes the buffer */
+    f->memcap = b->cap;
     f->data = b->buf + PL_WIRE_HEADER;
     b->buf = NULL;
     b->cap = b->start = b->end = 0;

@@ -31,11 +31,13 @@
 #define PL_WIRE_MAX_FDS 64
 #define PL_WIRE_MAX_LEN ((uint64_t)1 << 34)   /* 16 GB: a sanity bound */
 
-/* A received frame.  `mem` is what to free (data points into it). */
+/* A received frame.  `mem` is what to free (data points into it), with
+ * pl_frame_mem_free(mem, memcap): a big frame's is a big block. */
 typedef struct pl_frame {
   int type;
   uint32_t aux;
   void *mem;
+  size_t memcap;
   unsigned char *data;
   size_t len;
   int nfds;
@@ -44,6 +46,8 @@ typedef struct pl_frame {
 
 /* Close the frame's descriptors (those still >= 0) and free its bytes. */
 void pl_frame_free(pl_frame *f);
+/* Free a frame's memory, cap bytes (what pl_frame.mem and memcap say). */
+void pl_frame_mem_free(void *mem, size_t cap);
 
 /* A growable byte buffer; frames to send are built in one, header first. */
 typedef struct pl_obuf {

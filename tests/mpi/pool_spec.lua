@@ -237,6 +237,29 @@ describe("kind mpi pools (" .. mode .. " mode)", function()
     end
   end)
 
+  it("shutdown{interrupt} with many short tasks in flight ends every future", function()
+    local pool = par.pool{kind = "mpi", workers = 2}
+    local fs = {}
+    for i = 1, 3000 do fs[i] = pool:submit(function(x) return x end, i) end
+    par.sleep(0.01)
+    pool:shutdown{cancel_futures = true, interrupt = true}
+    local ran, stopped = 0, 0
+    for i, f in ipairs(fs) do
+      local ok, v = pcall(f.result, f, 30)
+      if ok then
+        assert.equal(i, v)
+        ran = ran + 1
+      else
+        assert.is_true(v.kind == "Cancelled", tostring(v))
+        stopped = stopped + 1
+      end
+    end
+    assert.equal(3000, ran + stopped)
+    -- the ranks serve the next pool
+    local again <close> = par.pool{kind = "mpi", workers = 2}
+    assert.equal(5, again:submit(function() return 5 end):result(30))
+  end)
+
   it("are made one after another on the same ranks", function()
     for _ = 1, 3 do
       local pool <close> = par.pool{kind = "mpi", workers = 2}

@@ -29,8 +29,9 @@
  * A short pipeline.  A round trip per task costs two wake-ups (the
  * process's and the worker thread's), far more than a trivial task.  So
  * while many tasks wait and this worker's tasks are short (the last one
- * took under SHORT_NS, since the worker last found no work, and the oldest
- * one in flight has not run longer), the worker thread sends a task and goes back to
+ * took under SHORT_NS, since the worker last found no work and in the
+ * same batch of submits, and the oldest one in flight has not run
+ * longer), the worker thread sends a task and goes back to
  * the executor for the next one at once, keeping up to DEPTH tasks in
  * flight in its process's socket, and collects results in order when the
  * pipeline is full or when no task is left to take (kind->idle).  The
@@ -156,11 +157,13 @@ typedef struct pexec {
   pl_pmsg *bmsg;         /* guarded by mu: the BrokenPool error, or NULL */
   serr *berr;            /* guarded by mu: ... or this one */
   char *btb;             /* guarded by mu: the failed init's traceback */
+  atomic_uint batch;     /* bumped by a submit to a pool with nothing queued or running */
 } pexec;
 
 typedef struct ptask {
   pl_obuf frame;         /* INIT or TASK: header and payload */
   pl_fdlist fds;
+  unsigned batch;        /* pexec.batch when it was submitted */
 } ptask;
 
 typedef struct pworker {
@@ -173,8 +176,10 @@ typedef struct pworker {
   int ntasks;            /* tasks run by the current process */
   pl_future *flight[DEPTH];  /* worker thread only: sent, not yet completed */
   int64_t sent_at[DEPTH];    /* ... and when each was sent */
+  unsigned sent_batch[DEPTH]; /* ... and the batch it came in */
   int fhead, flen;
   int64_t last_ns;           /* how long the last task took, send to result */
+  unsigned last_batch;       /* ... and the batch it came in */
   char name[64];
   pl_seat seat;          /* in the owning state, for callbacks */
 } pworker;
@@ -560,9 +565,21 @@ static int c_pack(lua_State *L) {
   return 0;
 }
 
+/* The batch a task submitted now belongs to: a new one when the pool has
+ * nothing queued or running (the previous results are all out, so what
+ * comes now says nothing of how long the next tasks take).  A task taken
+ * but not yet counted running makes a new batch early: that only costs
+ * some pipelining. */
+static unsigned batch_of_submit(pl_executor *e) {
+  pexec *pe = e->kind_data;
+  if (atomic_load_explicit(&e->queued, memory_order_relaxed) == 0 &&
+      atomic_load_explicit(&e->running, memory_order_relaxed) == 0)
+    return atomic_fetch_add_explicit(&pe->batch, 1, memory_order_relaxed) + 1;
+  return atomic_load_explicit(&pe->batch, memory_order_relaxed);
+}
+
 /* Submitter, lock held: [fn, v1..vn] -> one INIT or TASK frame. */
 static void processes_pack(pl_executor *e, lua_State *L, pl_task *t) {
-  (void)e;
   ptask *pt = calloc(1, sizeof *pt);
   if (pt == NULL) luaL_error(L, "not enough memory");
   pl_fdlist_init(&pt->fds);
@@ -582,6 +599,7 @@ static void processes_pack(pl_executor *e, lua_State *L, pl_task *t) {
   }
   pl_obuf_frame_end(&pt->frame, 0);
   pt->frame.data[3] = (unsigned char)pt->fds.n;
+  pt->batch = batch_of_submit(e);
   t->data = pt;
 }
 
@@ -637,6 +655,7 @@ static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char 
 static pl_future *pop_flight(pworker *pw) {
   pl_future *f = pw->flight[pw->fhead];
   pw->last_ns = pl_now_ns() - pw->sent_at[pw->fhead];
+  pw->last_batch = pw->sent_batch[pw->fhead];
   pw->fhead = (pw->fhead + 1) % DEPTH;
   pw->flen--;
   return f;
@@ -706,13 +725,18 @@ static void drain(pl_worker *w, int looking_after) {
  * a batch of short tasks must not hoard the long ones after it), and only
  * while tasks are short: a task queued behind a long one in a busy worker
  * could have run elsewhere (20 sleeps of 0.1 s on 4 workers must take 0.5
- * s), while for short ones the hand-offs saved are what counts. */
-static int keep_going(pl_worker *w) {
+ * s), while for short ones the hand-offs saved are what counts.  The
+ * last task's length speaks only for tasks of its own batch: tasks
+ * submitted once the pool had nothing queued or running are a new batch,
+ * of unknown length (8 long tasks submitted on the last short one's
+ * result went 2+6 while the worker that ran it was still busy with its
+ * done callback, so no idle() had reset its measure). */
+static int keep_going(pl_worker *w, unsigned batch) {
   pworker *pw = w->kind;
   pl_executor *e = w->e;
   long threshold = e->max_workers > 2 ? e->max_workers : 2;
   return pw->flen < DEPTH && pw->proc.sock >= 0 && !atomic_load(&pw->proc.interrupted) && !pw->limited &&
-         pw->last_ns > 0 && pw->last_ns < SHORT_NS &&
+         pw->last_ns > 0 && pw->last_ns < SHORT_NS && pw->last_batch == batch &&
          pl_now_ns() - pw->sent_at[pw->fhead] < SHORT_NS &&  /* the oldest is not a long one */
          atomic_load_explicit(&e->queued, memory_order_relaxed) >= threshold &&
          /* another worker is free to take the next task: leave it to it */
@@ -764,9 +788,12 @@ static void run_task(pl_worker *w, pl_task *t) {
   int limited = pl_limits_any(&t->limits);
   if (limited && pw->flen > 0) drain(w, 0);  /* (its completions reset pw->limited) */
   pw->limited = limited;
-  int sent = send_frame(pw, &((ptask *)t->data)->frame, &((ptask *)t->data)->fds) == 0;
+  ptask *pt = t->data;
+  unsigned batch = pt->batch;
+  int sent = send_frame(pw, &pt->frame, &pt->fds) == 0;
   pw->flight[(pw->fhead + pw->flen) % DEPTH] = f;
   pw->sent_at[(pw->fhead + pw->flen) % DEPTH] = pl_now_ns();
+  pw->sent_batch[(pw->fhead + pw->flen) % DEPTH] = batch;
   pw->flen++;
   pw->ntasks++;
   if (sent && limited) {
@@ -778,7 +805,7 @@ static void run_task(pl_worker *w, pl_task *t) {
     drain(w, 1);
     return;
   }
-  if (keep_going(w)) {
+  if (keep_going(w, batch)) {
     /* Back for the next task while this one runs: the oldest one is
      * collected when the pipeline is full (or by idle, when no task
      * comes). */
@@ -904,6 +931,7 @@ static int processes_setup(pl_executor *e) {
   if (pe == NULL) return -1;
   pthread_mutex_init(&pe->mu, NULL);
   atomic_init(&pe->broken, 0);
+  atomic_init(&pe->batch, 0);
   e->kind_data = pe;
   return 0;
 }

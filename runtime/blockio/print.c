@@ -10,11 +10,16 @@
  * (filepeek.h), as io.write does.  stdout is never closed under us: Lua's
  * io.stdout cannot be closed ("cannot close standard file").
  *
- * Two threads that block printing to the same stdout may interleave their
- * pieces, as they may with io.write (and as Python's print does).  A
- * print that is a Lua function (a script's or a test framework's own) is
- * left alone; a C one is taken for the base library's, the only C print
- * the standard libraries set. */
+ * Letting the lock go between pieces would let another thread's print in
+ * between them ("line 1line 2\n\n").  So when no argument can run Lua code
+ * while made a string (none has a __tostring), the line is made whole
+ * first and written by one fwrite, which stdio's own lock keeps whole;
+ * only then can the order of side effects not differ from lbaselib's.
+ * With a __tostring among the arguments, the pieces go one by one as in
+ * lbaselib, and two threads blocked printing may interleave them, as with
+ * io.write (and as Python's print does).  A print that is a Lua function
+ * (a script's or a test framework's own) is left alone; a C one is taken
+ * for the base library's, the only C print the standard libraries set. */
 #include <stdio.h>
 
 #include "lua.h"
@@ -34,11 +39,46 @@ static void write_out(lua_State *L, int disk, const char *sep, size_t seplen, co
   pl_blocking_end(ts);
 }
 
+/* luaL_tolstring of the value at i runs no Lua code: no __tostring (it
+ * reads the metatable raw, and __name is only read). */
+static int plain(lua_State *L, int i) {
+  if (!lua_getmetatable(L, i)) return 1;
+  lua_pushliteral(L, "__tostring");
+  int none = lua_rawget(L, -2) == LUA_TNIL;
+  lua_pop(L, 2);
+  return none;
+}
+
+/* The whole line, then one write: nothing can come between its pieces. */
+static void print_line(lua_State *L, int n, int disk) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = 1; i <= n; i++) {
+    if (i > 1) luaL_addchar(&b, '\t');
+    luaL_tolstring(L, i, NULL);
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, '\n');
+  luaL_pushresult(&b);
+  size_t len;
+  const char *line = lua_tolstring(L, -1, &len);
+  pl_tstate *ts = disk ? NULL : pl_blocking_begin(L, PL_GIL_IO);
+  fwrite(line, 1, len, stdout);
+  fflush(stdout);
+  pl_blocking_end(ts);
+}
+
 static int print(lua_State *L) {
   int n = lua_gettop(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &STDOUT_IS_DISK);
   int disk = lua_toboolean(L, -1);  /* a disk file never waits the way a pipe does */
   lua_pop(L, 1);
+  int all_plain = 1;
+  for (int i = 1; i <= n && all_plain; i++) all_plain = plain(L, i);
+  if (all_plain) {
+    print_line(L, n, disk);
+    return 0;
+  }
   for (int i = 1; i <= n; i++) {
     size_t len;
     const char *s = luaL_tolstring(L, i, &len);  /* anchored on the stack while written */

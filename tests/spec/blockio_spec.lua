@@ -283,6 +283,27 @@ describe("print", function()
     assert.equal("the main thread went on", reader:result())
   end)
 
+  -- Letting the lock go around the write must not let another thread's
+  -- print in between a line's pieces ("A1B1\n\n").
+  it("keeps each line of threads printing into a pipe whole", function()
+    local code = [[
+      local par = require "parlua"
+      local function printer(tag)
+        return par.thread(function() for i = 1, 3000 do print(tag, i, "x") end end)
+      end
+      local a, b = printer("A"), printer("B")
+      a:start() b:start() a:join() b:join()
+    ]]
+    local out = support.lua_cmd(code)
+    local lines, bad = 0, nil
+    for line in out:gmatch("([^\n]*)\n") do
+      lines = lines + 1
+      if not line:match("^[AB]\t%d+\tx$") then bad = bad or line end
+    end
+    assert.is_nil(bad)
+    assert.equal(6000, lines)
+  end)
+
   -- Each line prints a result or an error message; stock lua5.4 and
   -- lua5.4 with parlua must print the same bytes in the same order.
   it("prints what, and in the order, stock Lua 5.4 does", function()
@@ -298,6 +319,10 @@ describe("print", function()
       print(select("#", print("returns nothing")))
       print(debug.getinfo(print, "u").nups, debug.getinfo(print, "S").what, debug.getinfo(print, "u").isvararg)
       print(("y"):rep(10000))
+      print(setmetatable({}, {__tostring = function() return "" end}), "after")
+      local mt = setmetatable({}, {__index = function(_, k) io.write("[read ", k, "]") end})
+      debug.setmetatable(1, mt) print(1, 2.5) debug.setmetatable(1, nil)
+      debug.setmetatable(1, {__name = "N"}) print(3) debug.setmetatable(1, nil)
     ]]
     local stock = support.lua_cmd(chunk, "lua5.4")
     local ours = support.lua_cmd("require 'parlua' " .. chunk)

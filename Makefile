@@ -192,7 +192,7 @@ soak: deps
 # instrumented `parlua` program (host mode).
 sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan SANITIZER=address DEBUG=1 all build-asan/parlua $(UNIT_BIN:$(BUILD)/%=build-asan/%) build-asan/embed_example
-	@BUILD=build-asan MODE=host ASAN_OPTIONS=detect_leaks=1 bash tests/run-all.sh
+	@BUILD=build-asan MODE=host ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 LSAN_OPTIONS="suppressions=$(CURDIR)/tests/lsan.supp print_suppressions=0" bash tests/run-all.sh
 
 tsan: deps
 	@$(MAKE) --no-print-directory BUILD=build-tsan SANITIZER=thread DEBUG=1 all $(UNIT_BIN:$(BUILD)/%=build-tsan/%) build-tsan/embed_example

@@ -34,7 +34,7 @@ trap 'rm -f "$out"' EXIT
 echo "== unit tests"
 for t in "$BUILD"/tests/test_*; do
   [ -x "$t" ] || continue
-  timeout 300 "$t" > "$out" 2>&1
+  PARLUA_BUILD="$BUILD" timeout 300 "$t" > "$out" 2>&1
   rc=$?
   cat "$out"
   count_line "$out" "$(basename "$t")"

@@ -500,7 +500,7 @@ describe("the codec", function()
       -- hundreds of kilobytes that are never given back (any raise does:
       -- queue:get(false) too), so a sanitizer run samples fewer inputs;
       -- the fuzzer (make fuzz) is where the volume is.
-      local scale = (os.getenv("TSAN_OPTIONS") or os.getenv("ASAN_OPTIONS")) and 20 or 1
+      local scale = support.sanitizer() and 20 or 1
       local seed = 12345
       local function rand(n)
         seed = (seed * 1103515245 + 12345) & 0x7fffffff

@@ -45,7 +45,9 @@ describe("packaging", function()
     local src, tree = tmpdir(), tmpdir()
     finally(function() must(("rm -rf %q %q"):format(src, tree)) end)
     must(("tar -cf - --exclude=./.git --exclude='./build*' . | tar -xf - -C %q"):format(src))
-    local out = must(("cd %q && MAKEFLAGS=-j2 luarocks --lua-version 5.4 make --tree %q"):format(src, tree))
+    -- Without the BUILD of the run (tests/run-all.sh exports it): the rock
+    -- builds in its own build/, as a clone would.
+    local out = must(("cd %q && env -u BUILD MAKEFLAGS=-j2 luarocks --lua-version 5.4 make --tree %q"):format(src, tree))
     assert.matches("parlua scm%-1 is now installed", out)
     local script = [[
       local par = require "parlua"
@@ -60,6 +62,13 @@ describe("packaging", function()
 
   describe("make install and make uninstall", function()
     local build = support.build_dir()
+    -- make install would rebuild an instrumented build without its
+    -- sanitizer in the middle of the run, and a host program built without
+    -- the sanitizer cannot load an instrumented libparlua.so.
+    if support.sanitizer() then
+      pending("make install of a sanitizer build: run it in a plain build")
+      return
+    end
     local root, prefix
     before_each(function()
       -- A prefix like Debian's /usr/local, with someone else's file in it.

@@ -12,6 +12,19 @@ function support.build_dir()
   return cpath:match("^([^;]+)/%?%.so") or "build"
 end
 
+-- The sanitizer the build under test was compiled with, "address" or
+-- "thread", or nil for a plain build: read from the compiler line the
+-- Makefile keeps in $BUILD/obj/.flags.  An instrumented parlua.so cannot
+-- be loaded by stock lua5.4, and its code runs several times slower, so
+-- the specs that need either one ask here.
+function support.sanitizer()
+  local f = io.open(support.build_dir() .. "/obj/.flags")
+  if not f then return nil end
+  local flags = f:read("a")
+  f:close()
+  return flags:match("%-fsanitize=(%a+)")
+end
+
 -- Run `code` in a separate interpreter and capture stdout+stderr: stock
 -- lua5.4 with the module, or PARLUA_LUA (the parlua program, for the
 -- sanitizer builds whose module cannot load into lua5.4), or `lua`.

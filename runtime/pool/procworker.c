@@ -82,6 +82,20 @@ static int send_all_blocking(int sock, const pl_obuf *b, const pl_fdlist *fds) {
   }
 }
 
+/* Read more of the parent's frames, waiting for them in poll.  A reader
+ * blocked in recvmsg on a unix stream socket is woken again each time the
+ * parent reads what it wrote (the room to write came back, and that
+ * wake-up does not say for whom), so it slept and woke twice per task;
+ * poll wakes only for what it asked.  Like pl_rbuf_fill. */
+static int fill_when_ready(pl_rbuf *rb, int sock) {
+  for (;;) {
+    struct pollfd pf = {sock, POLLIN, 0};
+    if (poll(&pf, 1, -1) < 0 && errno != EINTR) return -errno;
+    int r = pl_rbuf_fill(rb, sock, 0);
+    if (r != -EAGAIN) return r;
+  }
+}
+
 /* Run one INIT or TASK frame and build the reply in out/fds. */
 static void child_serve(lua_State *L, pl_frame *f, pl_obuf *out, pl_fdlist *fds) {
   int init = f->type == F_INIT;
@@ -197,7 +211,7 @@ int pl_procworker_main(void *ud) {
     if (r < 0) break;
     if (r == 0) {
       pl_child_rt_unlock(&c);
-      r = pl_rbuf_fill(&rb, x->sock, 1);
+      r = fill_when_ready(&rb, x->sock);
       pl_child_rt_lock(&c);
       if (r <= 0) break;  /* the parent closed the socket: time to go */
       continue;

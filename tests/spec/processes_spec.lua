@@ -217,6 +217,25 @@ describe("kind processes", function()
     assert.equal(#s, back)
   end)
 
+  it("sleeps once per task while it waits for the next one, not twice", function()
+    -- A worker blocked in recvmsg was woken again each time the parent read
+    -- its result (the socket's room to write came back): counted by the
+    -- kernel, not timed.
+    local pool <close> = par.pool{kind = "processes", workers = 1}
+    local sleeps = fn [[function()
+      local f = assert(io.open("/proc/self/status"))
+      local n = tonumber(f:read("a"):match("\nvoluntary_ctxt_switches:%s*(%d+)"))
+      f:close()
+      return n
+    end]]
+    local id = fn "function(x) return x end"
+    local n = 200
+    local before = pool:submit(sleeps):result(10)
+    for i = 1, n do pool:submit(id, i):result(10) end
+    local after = pool:submit(sleeps):result(10)
+    assert.is_true(after - before <= n * 1.5, ("%d sleeps for %d tasks"):format(after - before, n))
+  end)
+
   describe("faults", function()
     it("fails the task of a worker killed with SIGKILL, and keeps serving", function()
       local pool <close> = par.pool{kind = "processes", workers = 2}

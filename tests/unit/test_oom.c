@@ -1,6 +1,7 @@
 /* Out of memory on a task's whole path, for each kind of pool: creating the
  * pool, submit, starting the worker (its tstate, its state or process, the
- * pool's init), running the task, its result, a done callback, shutdown;
+ * pool's init), running the task, its result, a done callback, a map on
+ * two workers (the processes kind pipelines it), shutdown;
  * and a par.thread from start to result.  The sweep fails the Nth C
  * allocation of the runtime's own code -- malloc, calloc, realloc, strdup,
  * wrapped at link time (-Wl,--wrap, see the Makefile), so Lua's own
@@ -80,12 +81,15 @@ static const char SCRIPT[] =
     "    if r ~= 42 then error('a wrong result: ' .. tostring(r), 0) end\n"
     "    return\n"
     "  end\n"
-    "  local p = par.pool{kind = KIND, workers = 1, init = function() end}\n"
+    "  local p = par.pool{kind = KIND, workers = 2, init = function() end}\n"
     "  local called = false\n"
     "  local done, r = pcall(function()\n"
     "    local f = p:submit(function(x) return x + 1 end, 41)\n"
     "    f:add_done_callback(function() called = true end)\n"
-    "    return f:result()\n"
+    "    local r = f:result()\n"
+    "    local m = p:map(function(x) return x * 2 end, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, {chunksize = 1})\n"
+    "    if #m ~= 12 or m[1] ~= 2 or m[12] ~= 24 then error('a wrong map', 0) end\n"
+    "    return r\n"
     "  end)\n"
     "  p:shutdown()\n"
     "  if not done then error(r, 0) end\n"

@@ -666,7 +666,7 @@ static int popen_communicate(lua_State *L) {
     /* What a reader left pl_pipe_end_buffered comes first. */
     for (int i = 1; i < 3 && rc == PL_OK; i++) {
       if (!taken[i] || pl_pipe_end_buffered(pe[i]) == 0) continue;
-      if (pl_bytes_reserve(&p->comm.out[i], pl_pipe_end_buffered(pe[i])) != 0) {
+      if (pl_comm_reserve(&p->comm, i, pl_pipe_end_buffered(pe[i])) != 0) {
         rc = -ENOMEM;
         break;
       }
@@ -706,8 +706,7 @@ static int popen_communicate(lua_State *L) {
   lua_pushnil(L);
   lua_setiuservalue(L, 1, UV_INPUT);
   p->comm.input = NULL;
-  pl_bytes_free(&p->comm.out[1]);
-  pl_bytes_free(&p->comm.out[2]);
+  pl_comm_free_outputs(&p->comm);
   p->comm_done = 1;
   return 2;
 }
@@ -759,7 +758,7 @@ static int popen_gc(lua_State *L) {
   pl_reaper_watch_remove(p->reaper, &p->watch);
   if (!pl_proc_poll(&p->proc)) pl_reaper_add(p->reaper, (pl_orphan){p->proc.pid, p->proc.leads_group});
   pl_proc_destroy(&p->proc);
-  for (int i = 0; i < 3; i++) pl_bytes_free(&p->comm.out[i]);
+  pl_comm_free_outputs(&p->comm);
   pl_reaper_unref(p->reaper);
   p->reaper = NULL;
   return 0;

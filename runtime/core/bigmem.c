@@ -57,14 +57,11 @@ static void expire_locked(int64_t now) {
   }
 }
 
-/* A kept block of `size` bytes, or NULL: the one nearest in size from
- * half to twice that, its tail beyond `size` unmapped (so that its owner
- * gives back what it asked for) or grown to `size` (fresh pages for the
- * difference only). */
-static void *take_kept(size_t size) {
+/* A kept block, as it is, or NULL: of those from lo to hi bytes, the one
+ * nearest in size to `size`; *got is its size. */
+static void *take_kept_between(size_t lo, size_t hi, size_t size, size_t *got) {
   pthread_once(&atfork_once, register_atfork);
   void *p = NULL;
-  size_t got = 0;
   pthread_mutex_lock(&kept_mu);
   expire_locked(pl_now_ns());
   int best = -1;
@@ -72,18 +69,28 @@ static void *take_kept(size_t size) {
   for (int i = 0; i < KEPT_SLOTS; i++) {
     size_t s = kept_blocks[i].size;
     size_t gap = s > size ? s - size : size - s;
-    if (kept_blocks[i].p != NULL && s / 2 <= size && size / 2 <= s && gap < best_gap) {
+    if (kept_blocks[i].p != NULL && lo <= s && s <= hi && gap < best_gap) {
       best = i;
       best_gap = gap;
     }
   }
   if (best >= 0) {
     p = kept_blocks[best].p;
-    got = kept_blocks[best].size;
+    *got = kept_blocks[best].size;
     kept_blocks[best].p = NULL;
-    kept_total -= got;
+    kept_total -= *got;
   }
   pthread_mutex_unlock(&kept_mu);
+  return p;
+}
+
+/* A kept block of `size` bytes, or NULL: the one nearest in size from
+ * half to twice that, its tail beyond `size` unmapped (so that its owner
+ * gives back what it asked for) or grown to `size` (fresh pages for the
+ * difference only). */
+static void *take_kept(size_t size) {
+  size_t got = 0;
+  void *p = take_kept_between(size / 2, size > SIZE_MAX / 2 ? SIZE_MAX : size * 2, size, &got);
   if (p != NULL && got > size) (void)munmap((char *)p + size, got - size);
   if (p != NULL && got < size) {
     void *q = mremap(p, got, size, MREMAP_MAYMOVE);
@@ -130,6 +137,16 @@ void *pl_bigmem_alloc(size_t n) {
   size_t size = round_up(n, PAGE);
   void *p = take_kept(size);
   return p != NULL ? p : map_fresh(size);
+}
+
+void *pl_bigmem_alloc_whole(size_t n, size_t *size) {
+  if (n > SIZE_MAX / 4) {
+    errno = ENOMEM;
+    return NULL;
+  }
+  *size = round_up(n, PAGE);
+  void *p = take_kept_between(*size, *size * 4, *size, size);
+  return p != NULL ? p : map_fresh(*size);
 }
 
 void *pl_bigmem_realloc(void *p, size_t n, size_t m) {

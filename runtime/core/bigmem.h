@@ -1,6 +1,7 @@
 /* Private to the parlua runtime: big blocks of memory, for the values that
- * cross between states (codec messages, frame buffers) and for the
- * large objects of the states the runtime makes (a 64 MiB string).
+ * cross between states (codec messages, frame buffers), for the outputs of
+ * communicate, and for the large objects of the states the runtime makes
+ * (a 64 MiB string).
  *
  * Why.  glibc serves every block of 32 MiB and more with a fresh mmap and
  * gives it back with munmap, so a 64 MiB string that goes to a worker and
@@ -38,6 +39,12 @@
 
 /* A block of at least n bytes (n >= PL_BIGMEM_MIN), or NULL (errno). */
 void *pl_bigmem_alloc(size_t n);
+/* For a buffer that grows: a block of at least n bytes (n >=
+ * PL_BIGMEM_MIN), a kept one of up to 4n handed over whole, so that what
+ * the last buffer of its kind faulted in is used again rather than cut
+ * off; *size is its size (what to resize or free it with).  NULL (errno)
+ * when there is no memory. */
+void *pl_bigmem_alloc_whole(size_t n, size_t *size);
 /* Resize block p of n bytes to m bytes (both >= PL_BIGMEM_MIN), keeping
  * its contents: the new address, or NULL (p unchanged). */
 void *pl_bigmem_realloc(void *p, size_t n, size_t m);

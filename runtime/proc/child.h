@@ -136,6 +136,11 @@ typedef struct pl_comm {
  * -errno (ENOMEM included). */
 int pl_communicate(pl_comm *c, pl_poller *w, int64_t deadline_ns);
 
+/* Room for `extra` more bytes in output i (1 stdout, 2 stderr): 0, or
+ * ENOMEM.  The outputs' memory is freed with pl_comm_free_outputs only. */
+int pl_comm_reserve(pl_comm *c, int i, size_t extra);
+void pl_comm_free_outputs(pl_comm *c);
+
 int pl_bytes_reserve(pl_bytes *b, size_t extra);
 void pl_bytes_free(pl_bytes *b);
 

@@ -320,6 +320,42 @@ describe("par.popen", function()
       assert.equal(0, p.returncode)
     end)
 
+    it("grows both outputs past their first big block, then reuses one for a smaller output", function()
+      -- 40 MiB and a few bytes: past the first block (32 MiB) of each output
+      local big = string.rep("0123456789abcdef", 40 * 65536) .. "tail"
+      local p = par.popen({"tee", "/dev/stderr"}, {stdin = "pipe", stdout = "pipe", stderr = "pipe"})
+      local out, err = p:communicate(big)
+      assert.equal(#big, #out)
+      assert.is_true(out == big)
+      assert.is_true(err == big)
+      -- 3 MiB into a block that held 40: exactly what came, no more
+      local small = string.rep("xyz", 1024 * 1024) .. "!"
+      p = par.popen({"cat"}, {stdin = "pipe", stdout = "pipe"})
+      out = p:communicate(small)
+      assert.equal(#small, #out)
+      assert.is_true(out == small)
+    end)
+
+    it("keeps a big output read before a timeout, and the rest after it", function()
+      local flag = os.tmpname()
+      os.remove(flag)
+      local script = ("head -c 5000000 /dev/zero; while [ ! -e %s ]; do sleep 0.01; done; echo tail"):format(flag)
+      local p = par.popen({"sh", "-c", script}, {stdout = "pipe"})
+      local e
+      for _ = 1, 600 do  -- until all 5 MB have come (a loaded machine may take a while)
+        e = errof(p.communicate, p, nil, 0.05)
+        assert.equal("TimeoutExpired", e.kind)
+        if #e.output == 5000000 then break end
+      end
+      assert.equal(5000000, #e.output)
+      assert.is_true(e.output == string.rep("\0", 5000000))
+      assert(io.open(flag, "w")):close()
+      local out = p:communicate()
+      os.remove(flag)
+      assert.equal(5000005, #out)
+      assert.is_true(out == string.rep("\0", 5000000) .. "tail\n")
+    end)
+
     it("drains stdout and stderr flooded at the same time", function()
       local script = "head -c 8000000 /dev/zero >&2 & head -c 8000000 /dev/zero; wait"
       local r = par.run({"sh", "-c", script}, {capture = true, timeout = 60})

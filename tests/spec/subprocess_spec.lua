@@ -356,6 +356,15 @@ describe("par.popen", function()
       assert.is_true(out == string.rep("\0", 5000000) .. "tail\n")
     end)
 
+    it("goes on feeding a child that closed its stdout early", function()
+      local data = string.rep("z", 5 * 1000 * 1000)
+      local p = par.popen({"sh", "-c", "exec >&-; wc -c >&2"}, {stdin = "pipe", stdout = "pipe", stderr = "pipe"})
+      local out, err = p:communicate(data)
+      assert.equal("", out)
+      assert.equal("5000000", err:match("%d+"))
+      assert.equal(0, p.returncode)
+    end)
+
     it("drains stdout and stderr flooded at the same time", function()
       local script = "head -c 8000000 /dev/zero >&2 & head -c 8000000 /dev/zero; wait"
       local r = par.run({"sh", "-c", script}, {capture = true, timeout = 60})

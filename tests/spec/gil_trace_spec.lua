@@ -14,15 +14,9 @@ local function lane_of(summary, name)
   end
 end
 
-local function tmpname(ext)
-  local name = os.tmpname()
-  os.remove(name)
-  return name .. ext
-end
-
 -- Run a Python script on a file; its stdout, or fails with what it printed.
 local function python(script, path)
-  local py = tmpname(".py")
+  local py = support.tmpname(".py")
   local f = assert(io.open(py, "w"))
   f:write(script)
   f:close()
@@ -194,7 +188,7 @@ describe("par.gil_trace", function()
     for i = 1, 3 do ts[i] = support.go(function() burn(0.02); par.sleep(0.01); burn(0.02) end) end
     for i = 1, 3 do ts[i]:join() end
     local trace = par.gil_trace_stop()
-    local path = tmpname(".svg")
+    local path = support.tmpname(".svg")
     trace:svg(path, {title = "three threads & the main one", width = 1000})
     local out = python([[
 import sys, xml.etree.ElementTree as ET
@@ -223,7 +217,7 @@ print(len(lanes), ','.join(sorted(lanes)))
     echo:join()
     local trace = par.gil_trace_stop()
     local half = trace:info().duration / 2
-    local whole, part = tmpname(".svg"), tmpname(".svg")
+    local whole, part = support.tmpname(".svg"), support.tmpname(".svg")
     trace:svg(whole)
     trace:svg(part, {from = half / 2, to = half})
     local script = [[
@@ -253,7 +247,7 @@ print(rects, ticks[0], ticks[-1])
     par.gil_trace()
     support.go(function() burn(0.02); par.sleep(0.005) end):join()
     local trace = par.gil_trace_stop()
-    local path = tmpname(".json")
+    local path = support.tmpname(".json")
     trace:json(path)
     local out = python([[
 import sys, json
@@ -350,7 +344,7 @@ print(len(names), sorted(slices))
     end
 
     it("traces a whole script into an SVG and says what each thread did", function()
-      local script = tmpname(".lua")
+      local script = support.tmpname(".lua")
       local f = assert(io.open(script, "w"))
       f:write([[
 local par = require "parlua"
@@ -359,7 +353,7 @@ t:start(); t:join()
 print("script done")
 ]])
       f:close()
-      local svg = tmpname(".svg")
+      local svg = support.tmpname(".svg")
       local out, status = run(string.format("--gil-trace %s %s", svg, script))
       os.remove(script)
       assert.equal(0, status, out)
@@ -377,7 +371,7 @@ print(sum(1 for g in root.iter('{http://www.w3.org/2000/svg}g') if g.get('class'
     end)
 
     it("writes JSON for a name ending in .json, even when the script fails", function()
-      local json = tmpname(".json")
+      local json = support.tmpname(".json")
       local out, status = run(string.format("--gil-trace %s -e %q", json, "error('boom')"))
       assert.equal(1, status)
       assert.matches("boom", out)

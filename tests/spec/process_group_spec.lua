@@ -3,6 +3,7 @@
 -- what stops a whole group: a timeout's kill, send_signal{group = true}.
 -- Ctrl-C of such a child is in tests/unit/test_sigint.c.
 local par = require "parlua"
+local support = dofile("tests/spec/support.lua")
 
 local function msgof(fn, ...)
   local ok, e = pcall(fn, ...)
@@ -44,12 +45,6 @@ local function pid_in(file)
     par.sleep(0.02)
   until par.clock() > deadline
   error("no pid in " .. file)
-end
-
-local function tmpname()
-  local name = os.tmpname()
-  os.remove(name)
-  return name
 end
 
 -- A shell that starts a grandchild in the background, writes its pid,
@@ -141,7 +136,7 @@ describe("process groups", function()
     -- run(file) times out; the grandchild whose pid its script wrote in
     -- file must be gone.
     local function assert_grandchild_gone(run)
-      local file = tmpname()
+      local file = support.tmpname()
       assert.matches("timed out after 0.5 seconds", msgof(run, file), 1, true)
       local grandchild = pid_in(file)
       os.remove(file)
@@ -165,7 +160,7 @@ describe("process groups", function()
     end)
 
     it("takes the child alone when it does not lead its group (as Python)", function()
-      local file = tmpname()
+      local file = support.tmpname()
       msgof(par.run, family(file), {timeout = 0.5})
       local grandchild = pid_in(file)
       os.remove(file)
@@ -177,7 +172,7 @@ describe("process groups", function()
 
   describe("kill and terminate", function()
     it("signal the child alone, as Python's; send_signal{group = true} the group", function()
-      local file = tmpname()
+      local file = support.tmpname()
       local p = par.popen(family(file), {new_session = true})
       local grandchild = pid_in(file)
       os.remove(file)

@@ -1,5 +1,6 @@
 -- par.popen, par.run, par.check_output: Python's subprocess (API.md 6).
 local par = require "parlua"
+local support = dofile("tests/spec/support.lua")
 
 local function errof(fn, ...)
   local ok, e = pcall(fn, ...)
@@ -10,12 +11,6 @@ end
 -- The message of an error, whatever function name Lua put in front.
 local function msgof(fn, ...)
   return tostring(errof(fn, ...))
-end
-
-local function tmpname()
-  local name = os.tmpname()
-  os.remove(name)
-  return name
 end
 
 -- Our children that are zombies, as ps sees them.
@@ -133,7 +128,7 @@ describe("par.popen", function()
     end)
 
     it("says Permission denied for a file that is not executable", function()
-      local name = tmpname()
+      local name = support.tmpname()
       local f = assert(io.open(name, "w"))
       f:write("#!/bin/sh\necho hi\n")
       f:close()
@@ -209,7 +204,7 @@ describe("par.popen", function()
     end)
 
     it("waits at the end of a <close> scope", function()
-      local name = tmpname()
+      local name = support.tmpname()
       do
         local p <close> = par.popen({"sh", "-c", "sleep 0.1; touch " .. name})
       end
@@ -284,7 +279,7 @@ describe("par.popen", function()
     end)
 
     it("takes a descriptor number", function()
-      local name = tmpname()
+      local name = support.tmpname()
       local f = assert(io.open(name, "w"))
       -- find f's descriptor number the way a user of a C library would
       local fd
@@ -555,7 +550,7 @@ describe("par.popen", function()
     end)
 
     it("kills the child on timeout, waits for it, then raises", function()
-      local name = tmpname()
+      local name = support.tmpname()
       local t0 = par.clock()
       local e = errof(par.run, {"sh", "-c", "echo partial; sleep 0.5; touch " .. name}, {timeout = 0.2, capture = true})
       assert.is_true(par.clock() - t0 < 0.45)
@@ -690,7 +685,7 @@ describe("par.popen", function()
       ]]
       -- the parlua program of the build under test when known (a sanitizer
       -- build cannot be loaded into a plain lua5.4), else lua5.4
-      local script = tmpname()
+      local script = support.tmpname()
       local f = assert(io.open(script, "w"))
       f:write(code)
       f:close()

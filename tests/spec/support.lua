@@ -38,6 +38,13 @@ function support.lua_cmd(code, lua)
   return out, ok and 0 or status
 end
 
+-- A name for a file of our own that does not exist yet, ending in `ext`.
+function support.tmpname(ext)
+  local name = os.tmpname()
+  os.remove(name)
+  return name .. (ext or "")
+end
+
 -- The error fn(...) raises; fails the test when it raises none.
 function support.errof(fn, ...)
   local ok, err = pcall(fn, ...)

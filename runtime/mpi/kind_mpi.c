@@ -33,10 +33,11 @@
  * task is submitted ("argument 1: cannot send a queue to an mpi worker (no
  * shared object crosses machines)").  The same holds for results.
  *
- * A short pipeline, as kind processes has (kind_processes.c): while many
- * tasks wait, no other worker is free to take them and this rank's tasks
- * are short (under SHORT_NS), the worker thread sends a task and goes
- * back for the next at once, keeping up to DEPTH in flight on its rank
+ * A short pipeline, by the rule kind processes shares (pool/pipeline.h):
+ * while many tasks wait, no other worker is free to take them and this
+ * rank's tasks of the same batch are short (under PL_PIPELINE_SHORT_NS),
+ * the worker thread sends a task and goes back for the next at once,
+ * keeping up to PL_PIPELINE_DEPTH in flight on its rank
  * (MPI keeps the messages of one sender in order), and collects the
  * results in order when the pipeline is full or no task is left
  * (kind->idle).  The rank then never waits between tasks.  A task with
@@ -91,12 +92,11 @@
 #include "mpi/mpi.h"
 #include "mpi/mpiwire.h"
 #include "pool/executor.h"
+#include "pool/pipeline.h"
 #include "pool/seat.h"
 #include "proc/fork.h"
 
 #define LOST_NS (10 * 1000 * 1000000LL)  /* no word from a busy rank this long: lost */
-#define DEPTH 6                          /* tasks a worker keeps in flight */
-#define SHORT_NS (1000 * 1000LL)         /* tasks shorter than this are pipelined */
 
 /* An error made here, not by a rank (a lost rank, a spawn that failed). */
 typedef struct merr {
@@ -130,6 +130,7 @@ typedef struct mexec {
   merr *berr;            /*   or this one */
   char *btb;             /* guarded by mu: the failed init's traceback */
   int64_t seq;           /* guarded by mu */
+  atomic_uint batch;     /* of the last submit (pool/pipeline.h) */
 } mexec;
 
 typedef struct mworker {
@@ -145,11 +146,8 @@ typedef struct mworker {
   _Atomic double limit_seconds;
   int dead;              /* the rank died */
   int limited;           /* the task in flight has time limits: nothing more is sent */
-  pl_future *flight[DEPTH];  /* worker thread only: sent, not yet complete */
-  uint64_t fseq[DEPTH];      /* ... their numbers */
-  int64_t sent_at[DEPTH];    /* ... and when each was sent */
-  int fhead, flen;
-  int64_t last_ns;       /* how long the last task took, send to result */
+  pl_pipeline pipe;      /* worker thread only: the tasks in flight */
+  uint64_t fseq[PL_PIPELINE_DEPTH];  /* ... their numbers, by slot */
   char name[64];
   pl_seat seat;          /* in the owning state, for callbacks */
 } mworker;
@@ -462,9 +460,9 @@ static void close_state(pl_worker *w) {
 
 /* ---- the kind -------------------------------------------------------- */
 
-/* Submitter, lock held: [fn, v1..vn] -> TASK header and codec bytes. */
+/* Submitter, lock held: [fn, v1..vn] -> TASK header and codec bytes
+ * (t->data), and the task's batch (t->a, pool/pipeline.h). */
 static void mpi_pack(pl_executor *e, lua_State *L, pl_task *t) {
-  (void)e;
   const char *head = t->mode == PL_TASK_INIT ? "init function" : "function";
   const char *each = t->mode == PL_TASK_CALL ? "argument %d" : t->n == 1 ? "item" : "item %d of a chunk";
   pl_msg *m = pl_codec_encode_remote(L, -(t->n + 1), t->n + 1, head, each);
@@ -480,6 +478,7 @@ static void mpi_pack(pl_executor *e, lua_State *L, pl_task *t) {
   pl_msg_free(m);
   lua_pop(L, t->n + 1);
   t->data = b;
+  t->a = pl_pipeline_batch_of_submit(e, &((mexec *)e->kind_data)->batch);
 }
 
 static void mpi_drop(pl_executor *e, lua_State *L, pl_task *t) {
@@ -506,7 +505,7 @@ static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char 
   int has_callbacks = pl_future_has_callbacks(f);
   unsigned seen = atomic_load(&e->interrupts);
   pl_executor_task_done(w, outcome, last && !has_callbacks);
-  if (mw->flen > 0) {
+  if (mw->pipe.len > 0) {
     pthread_mutex_lock(&w->cancel_mu);
     atomic_store(&w->busy, 1);
     if (atomic_load(&e->interrupts) != seen) e->kind->interrupt(w);
@@ -524,20 +523,12 @@ static void fail_task(pl_worker *w, pl_future *f, merr *m, int last) {
   complete(w, f, PL_TASK_FAILED, &v, NULL, last);
 }
 
-static pl_future *pop_flight(mworker *mw) {
-  pl_future *f = mw->flight[mw->fhead];
-  mw->last_ns = pl_now_ns() - mw->sent_at[mw->fhead];
-  mw->fhead = (mw->fhead + 1) % DEPTH;
-  mw->flen--;
-  return f;
-}
-
 /* The rank is lost: every task in flight fails with m (taken). */
 static void fail_flight(pl_worker *w, merr *m, int looking_after) {
   mworker *mw = w->kind;
-  while (mw->flen > 0) {
-    pl_future *f = pop_flight(mw);
-    fail_task(w, f, mw->flen > 0 ? merr_copy(m) : m, mw->flen == 0 && looking_after);
+  while (mw->pipe.len > 0) {
+    pl_future *f = pl_pipeline_pop(&mw->pipe);
+    fail_task(w, f, mw->pipe.len > 0 ? merr_copy(m) : m, mw->pipe.len == 0 && looking_after);
   }
 }
 
@@ -548,7 +539,7 @@ static void collect_one(pl_worker *w, int looking_after) {
   char err[PL_MPI_ERRLEN];
   void *buf = NULL;
   size_t len = 0;
-  mw->seq = mw->fseq[mw->fhead];  /* what an interrupt is for now */
+  mw->seq = mw->fseq[mw->pipe.head];  /* what an interrupt is for now */
   mw->interrupt_sent = 0;
   int r = await_reply(w, PL_MPI_TAG_RESULT, &buf, &len, 1, err);
   mpi_result rh;
@@ -561,8 +552,8 @@ static void collect_one(pl_worker *w, int looking_after) {
     fail_flight(w, lose_rank(w, "while running the task"), looking_after);
     return;
   }
-  pl_future *f = pop_flight(mw);
-  int last = mw->flen == 0 && looking_after;
+  pl_future *f = pl_pipeline_pop(&mw->pipe);
+  int last = mw->pipe.len == 0 && looking_after;
   if (r < 0) {
     fail_task(w, f, merr_new(PL_OS_ERROR, mw->rank, mw->pid, "mpi: %s", err), last);
     return;
@@ -573,31 +564,22 @@ static void collect_one(pl_worker *w, int looking_after) {
   pl_value v;
   int failed = !set_bytes(&v, (unsigned char *)buf + sizeof rh + tbl, len - sizeof rh - tbl) || rh.failed;
   free(buf);
-  if (mw->flen == 0 && e->max_tasks_per_worker > 0 && mw->ntasks >= e->max_tasks_per_worker) close_state(w);
+  if (mw->pipe.len == 0 && e->max_tasks_per_worker > 0 && mw->ntasks >= e->max_tasks_per_worker) close_state(w);
   complete(w, f, failed ? PL_TASK_FAILED : PL_TASK_OK, &v, tb, last);
 }
 
 /* Complete everything in flight (before waiting for work, or stopping). */
 static void drain(pl_worker *w, int looking_after) {
-  while (((mworker *)w->kind)->flen > 0) collect_one(w, looking_after);
+  while (((mworker *)w->kind)->pipe.len > 0) collect_one(w, looking_after);
 }
 
 /* Whether to leave the task just sent in flight and take another one at
- * once, as kind processes does (kind_processes.c, keep_going): only while
- * many tasks wait and no other worker is free to take them -- so a rank
- * never holds tasks that an idle rank could start -- and only while tasks
- * are short, so that none waits behind a long one. */
-static int keep_going(pl_worker *w) {
+ * once: as pipeline.h says, while a state is open on the rank and no
+ * interrupt or time limit is at hand. */
+static int keep_going(pl_worker *w, unsigned batch) {
   mworker *mw = w->kind;
-  pl_executor *e = w->e;
-  long threshold = e->max_workers > 2 ? e->max_workers : 2;
-  return mw->flen < DEPTH && mw->open && !atomic_load(&mw->interrupt) && !mw->limited &&
-         mw->last_ns > 0 && mw->last_ns < SHORT_NS &&
-         pl_now_ns() - mw->sent_at[mw->fhead] < SHORT_NS &&  /* the oldest is not a long one */
-         atomic_load_explicit(&e->queued, memory_order_relaxed) >= threshold &&
-         atomic_load_explicit(&e->looking, memory_order_relaxed) == 0 &&
-         atomic_load_explicit(&e->sleeping, memory_order_relaxed) == 0 &&
-         (e->max_tasks_per_worker == 0 || mw->ntasks < e->max_tasks_per_worker);
+  return mw->open && !atomic_load(&mw->interrupt) && !mw->limited &&
+         pl_pipeline_keep_going(&mw->pipe, w, batch, mw->ntasks);
 }
 
 static void mpi_run(pl_worker *w, pl_task *t) {
@@ -610,7 +592,7 @@ static void mpi_run(pl_worker *w, pl_task *t) {
     mpi_drop(e, NULL, t);
     unsigned seen = atomic_load(&e->interrupts);
     pl_executor_task_done(w, PL_TASK_CANCELLED, 1);
-    if (mw->flen > 0) {  /* still busy with those */
+    if (mw->pipe.len > 0) {  /* still busy with those */
       pthread_mutex_lock(&w->cancel_mu);
       atomic_store(&w->busy, 1);
       if (atomic_load(&e->interrupts) != seen) e->kind->interrupt(w);
@@ -648,22 +630,19 @@ static void mpi_run(pl_worker *w, pl_task *t) {
   int r = send_to(w, PL_MPI_TAG_TASK, b->data, b->len, err);
   if (r < 0) {
     mpi_drop(e, NULL, t);
-    fail_task(w, f, merr_new(PL_OS_ERROR, mw->rank, mw->pid, "mpi: %s", err), mw->flen == 0);
+    fail_task(w, f, merr_new(PL_OS_ERROR, mw->rank, mw->pid, "mpi: %s", err), mw->pipe.len == 0);
     drain(w, 1);
     return;
   }
-  int at = (mw->fhead + mw->flen) % DEPTH;
-  mw->flight[at] = f;
-  mw->fseq[at] = h.seq;
-  mw->sent_at[at] = pl_now_ns();
-  mw->flen++;
+  unsigned batch = (unsigned)t->a;
+  mw->fseq[pl_pipeline_push(&mw->pipe, f, batch)] = h.seq;
   mw->ntasks++;
   if (r == 0 && limited) pl_executor_arm_limits(w, t);
   mpi_drop(e, NULL, t);
-  if (r == 0 && keep_going(w)) {
+  if (r == 0 && keep_going(w, batch)) {
     /* Back for the next task while this one runs: the oldest is collected
      * when the pipeline is full, or by idle when no task comes. */
-    if (mw->flen == DEPTH) collect_one(w, 0);
+    if (mw->pipe.len == PL_PIPELINE_DEPTH) collect_one(w, 0);
     pl_executor_looking(w);
     return;
   }
@@ -699,7 +678,7 @@ static void mpi_worker_start(pl_worker *w) { (void)w; }
  * tasks that come next are measured anew (as kind processes does). */
 static void mpi_idle(pl_worker *w) {
   drain(w, 0);
-  ((mworker *)w->kind)->last_ns = 0;
+  pl_pipeline_forget(&((mworker *)w->kind)->pipe);
 }
 
 static void mpi_interrupt_task(pl_worker *w) { atomic_store(&((mworker *)w->kind)->interrupt, 1); }
@@ -714,7 +693,7 @@ static void mpi_time_limit(pl_worker *w, int hard, double seconds) {
 /* An interrupt stays meant for the tasks still in flight. */
 static void mpi_reset(pl_worker *w) {
   mworker *mw = w->kind;
-  if (mw->flen > 0) return;
+  if (mw->pipe.len > 0) return;
   mw->limited = 0;
   atomic_store(&mw->interrupt, 0);
   atomic_store(&mw->limit, 0);
@@ -740,6 +719,7 @@ static int mpi_setup(pl_executor *e) {
   if (me == NULL) return -1;
   pthread_mutex_init(&me->mu, NULL);
   atomic_init(&me->broken, 0);
+  atomic_init(&me->batch, 0);
   me->t = pl_mpi_loaded();
   me->spawn = pl_mpi_world_servers() == 0;
   me->spawn_timeout_ns = PL_MPI_SPAWN_TIMEOUT_NS;

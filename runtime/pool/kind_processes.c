@@ -26,13 +26,14 @@
  * come back as one RESULT.  After `max_tasks_per_worker` tasks the worker
  * thread lets its process go and forks a fresh one for the next task.
  *
- * A short pipeline.  A round trip per task costs two wake-ups (the
- * process's and the worker thread's), far more than a trivial task.  So
- * while many tasks wait and this worker's tasks are short (the last one
- * took under SHORT_NS, since the worker last found no work and in the
+ * A short pipeline (pool/pipeline.h, the rule kind mpi shares).  A round
+ * trip per task costs two wake-ups (the process's and the worker
+ * thread's), far more than a trivial task.  So while many tasks wait and
+ * this worker's tasks are short (the last one took under
+ * PL_PIPELINE_SHORT_NS, since the worker last found no work and in the
  * same batch of submits, and the oldest one in flight has not run
- * longer), the worker thread sends a task and goes back to
- * the executor for the next one at once, keeping up to DEPTH tasks in
+ * longer), the worker thread sends a task and goes back to the executor
+ * for the next one at once, keeping up to PL_PIPELINE_DEPTH tasks in
  * flight in its process's socket, and collects results in order when the
  * pipeline is full or when no task is left to take (kind->idle).  The
  * process then never sleeps between tasks, and the thread reads several
@@ -115,6 +116,7 @@
 #include "core/enter.h"
 #include "core/errors.h"
 #include "pool/executor.h"
+#include "pool/pipeline.h"
 #include "pool/seat.h"
 #include "proc/fork.h"
 #include "proc/portable.h"
@@ -128,8 +130,6 @@
 #define INIT_RETRIES 3
 #define STARTUP_NS (5000 * 1000000LL)    /* a new process makes its state within this */
 #define STARTUP_TRIES 3
-#define DEPTH 6                          /* tasks a worker keeps in flight */
-#define SHORT_NS (1000 * 1000LL)         /* tasks shorter than this are pipelined */
 
 /* An error made by the parent itself (a dead worker, an interrupt).  NULL
  * stands for one there was no memory for: the task then fails with "not
@@ -174,12 +174,7 @@ typedef struct pworker {
   atomic_int hard_limit_hit;  /* its hard limit killed the process */
   double hard_limit_s;   /* written before hard_limit_hit */
   int ntasks;            /* tasks run by the current process */
-  pl_future *flight[DEPTH];  /* worker thread only: sent, not yet completed */
-  int64_t sent_at[DEPTH];    /* ... and when each was sent */
-  unsigned sent_batch[DEPTH]; /* ... and the batch it came in */
-  int fhead, flen;
-  int64_t last_ns;           /* how long the last task took, send to result */
-  unsigned last_batch;       /* ... and the batch it came in */
+  pl_pipeline pipe;          /* worker thread only: the tasks in flight */
   char name[64];
   pl_seat seat;          /* in the owning state, for callbacks */
 } pworker;
@@ -267,7 +262,7 @@ static void set_pmsg(pl_value *v, pl_pmsg *m) {
 /* ---- talking to the process ----------------------------------------- */
 
 static int send_frame(pworker *pw, const pl_obuf *b, const pl_fdlist *fds) {
-  return pl_pproc_send(&pw->proc, b, fds, pw->flen > 0);
+  return pl_pproc_send(&pw->proc, b, fds, pw->pipe.len > 0);
 }
 
 static int await_frame(pworker *pw, pl_frame *f) { return pl_pproc_recv(&pw->proc, f, INT64_MAX); }
@@ -455,7 +450,7 @@ static int start_child(pl_worker *w, serr **why) {
       return -1;
     }
     pw->ntasks = 0;
-    pw->last_ns = 0;
+    pl_pipeline_forget(&pw->pipe);
     int64_t now = pl_now_ns(), ready_by = now + e->start_timeout_ns;
 
     /* The process says it has made its state.  One that does not within
@@ -565,19 +560,6 @@ static int c_pack(lua_State *L) {
   return 0;
 }
 
-/* The batch a task submitted now belongs to: a new one when the pool has
- * nothing queued or running (the previous results are all out, so what
- * comes now says nothing of how long the next tasks take).  A task taken
- * but not yet counted running makes a new batch early: that only costs
- * some pipelining. */
-static unsigned batch_of_submit(pl_executor *e) {
-  pexec *pe = e->kind_data;
-  if (atomic_load_explicit(&e->queued, memory_order_relaxed) == 0 &&
-      atomic_load_explicit(&e->running, memory_order_relaxed) == 0)
-    return atomic_fetch_add_explicit(&pe->batch, 1, memory_order_relaxed) + 1;
-  return atomic_load_explicit(&pe->batch, memory_order_relaxed);
-}
-
 /* Submitter, lock held: [fn, v1..vn] -> one INIT or TASK frame. */
 static void processes_pack(pl_executor *e, lua_State *L, pl_task *t) {
   ptask *pt = calloc(1, sizeof *pt);
@@ -599,7 +581,7 @@ static void processes_pack(pl_executor *e, lua_State *L, pl_task *t) {
   }
   pl_obuf_frame_end(&pt->frame, 0);
   pt->frame.data[3] = (unsigned char)pt->fds.n;
-  pt->batch = batch_of_submit(e);
+  pt->batch = pl_pipeline_batch_of_submit(e, &((pexec *)e->kind_data)->batch);
   t->data = pt;
 }
 
@@ -652,23 +634,14 @@ static void complete(pl_worker *w, pl_future *f, int outcome, pl_value *v, char 
   pl_future_decref(f);
 }
 
-static pl_future *pop_flight(pworker *pw) {
-  pl_future *f = pw->flight[pw->fhead];
-  pw->last_ns = pl_now_ns() - pw->sent_at[pw->fhead];
-  pw->last_batch = pw->sent_batch[pw->fhead];
-  pw->fhead = (pw->fhead + 1) % DEPTH;
-  pw->flen--;
-  return f;
-}
-
 /* The process is lost: every task in flight fails with err (taken). */
 static void fail_flight(pl_worker *w, serr *err, int looking_after) {
   pworker *pw = w->kind;
-  while (pw->flen > 0) {
-    pl_future *f = pop_flight(pw);
+  while (pw->pipe.len > 0) {
+    pl_future *f = pl_pipeline_pop(&pw->pipe);
     pl_value v;
-    set_serr(&v, pw->flen > 0 ? serr_copy(err) : err);
-    complete(w, f, PL_TASK_FAILED, &v, NULL, pw->flen == 0 && looking_after);
+    set_serr(&v, pw->pipe.len > 0 ? serr_copy(err) : err);
+    complete(w, f, PL_TASK_FAILED, &v, NULL, pw->pipe.len == 0 && looking_after);
   }
 }
 
@@ -693,14 +666,14 @@ static void collect_one(pl_worker *w, int looking_after) {
                               failed ? "error" : "result", err));
         outcome = PL_TASK_FAILED;
       }
-      pl_future *fut = pop_flight(pw);
-      complete(w, fut, outcome, &v, tb, pw->flen == 0 && looking_after);
+      pl_future *fut = pl_pipeline_pop(&pw->pipe);
+      complete(w, fut, outcome, &v, tb, pw->pipe.len == 0 && looking_after);
       return;
     }
     if (r == -ENOMEM) {  /* the frame was read whole: the process goes on */
       pl_value_no_memory(&v);
-      pl_future *fut = pop_flight(pw);
-      complete(w, fut, PL_TASK_FAILED, &v, NULL, pw->flen == 0 && looking_after);
+      pl_future *fut = pl_pipeline_pop(&pw->pipe);
+      complete(w, fut, PL_TASK_FAILED, &v, NULL, pw->pipe.len == 0 && looking_after);
       return;
     }
     r = -EPROTO;
@@ -715,34 +688,16 @@ static void collect_one(pl_worker *w, int looking_after) {
  * or to stop). */
 static void drain(pl_worker *w, int looking_after) {
   pworker *pw = w->kind;
-  while (pw->flen > 0) collect_one(w, looking_after);
+  while (pw->pipe.len > 0) collect_one(w, looking_after);
 }
 
 /* Whether to leave the task just sent in flight and take another one at
- * once.  Only while many tasks wait and no other worker is free to take
- * them, so that tasks are never kept from idle workers (two tasks on two
- * workers must run side by side, and a worker still busy with the last of
- * a batch of short tasks must not hoard the long ones after it), and only
- * while tasks are short: a task queued behind a long one in a busy worker
- * could have run elsewhere (20 sleeps of 0.1 s on 4 workers must take 0.5
- * s), while for short ones the hand-offs saved are what counts.  The
- * last task's length speaks only for tasks of its own batch: tasks
- * submitted once the pool had nothing queued or running are a new batch,
- * of unknown length (8 long tasks submitted on the last short one's
- * result went 2+6 while the worker that ran it was still busy with its
- * done callback, so no idle() had reset its measure). */
+ * once: as pipeline.h says, while this worker's process is there and no
+ * interrupt or time limit is at hand. */
 static int keep_going(pl_worker *w, unsigned batch) {
   pworker *pw = w->kind;
-  pl_executor *e = w->e;
-  long threshold = e->max_workers > 2 ? e->max_workers : 2;
-  return pw->flen < DEPTH && pw->proc.sock >= 0 && !atomic_load(&pw->proc.interrupted) && !pw->limited &&
-         pw->last_ns > 0 && pw->last_ns < SHORT_NS && pw->last_batch == batch &&
-         pl_now_ns() - pw->sent_at[pw->fhead] < SHORT_NS &&  /* the oldest is not a long one */
-         atomic_load_explicit(&e->queued, memory_order_relaxed) >= threshold &&
-         /* another worker is free to take the next task: leave it to it */
-         atomic_load_explicit(&e->looking, memory_order_relaxed) == 0 &&
-         atomic_load_explicit(&e->sleeping, memory_order_relaxed) == 0 &&
-         (e->max_tasks_per_worker == 0 || pw->ntasks < e->max_tasks_per_worker);
+  return pw->proc.sock >= 0 && !atomic_load(&pw->proc.interrupted) && !pw->limited &&
+         pl_pipeline_keep_going(&pw->pipe, w, batch, pw->ntasks);
 }
 
 static void run_task(pl_worker *w, pl_task *t) {
@@ -752,8 +707,8 @@ static void run_task(pl_worker *w, pl_task *t) {
   pl_future *f = t->f;
   if (!pl_future_set_running_or_notify_cancel(f)) {
     processes_drop(e, NULL, t);
-    pl_executor_task_done(w, PL_TASK_CANCELLED, pw->flen == 0);
-    if (pw->flen > 0) pl_executor_looking(w);
+    pl_executor_task_done(w, PL_TASK_CANCELLED, pw->pipe.len == 0);
+    if (pw->pipe.len > 0) pl_executor_looking(w);
     return;
   }
   pl_future_incref(f);  /* the flight's, or complete's */
@@ -770,7 +725,7 @@ static void run_task(pl_worker *w, pl_task *t) {
   } else if (!atomic_load(&pe->broken)) {
     /* A process that ended while idle (killed from outside) held no
      * task: this one does not fail, a fresh process runs it. */
-    if (pw->flen == 0) (void)pl_pproc_ended_idle(&pw->proc);
+    if (pw->pipe.len == 0) (void)pl_pproc_ended_idle(&pw->proc);
     if (pw->proc.sock < 0) failed = start_child(w, &why) != 0;
   }
   if (failed || atomic_load(&pe->broken)) {
@@ -786,15 +741,12 @@ static void run_task(pl_worker *w, pl_task *t) {
   /* A task with time limits runs alone: its clock starts when it is sent,
    * and its hard limit kills the process, which must hold nothing else. */
   int limited = pl_limits_any(&t->limits);
-  if (limited && pw->flen > 0) drain(w, 0);  /* (its completions reset pw->limited) */
+  if (limited && pw->pipe.len > 0) drain(w, 0);  /* (its completions reset pw->limited) */
   pw->limited = limited;
   ptask *pt = t->data;
   unsigned batch = pt->batch;
   int sent = send_frame(pw, &pt->frame, &pt->fds) == 0;
-  pw->flight[(pw->fhead + pw->flen) % DEPTH] = f;
-  pw->sent_at[(pw->fhead + pw->flen) % DEPTH] = pl_now_ns();
-  pw->sent_batch[(pw->fhead + pw->flen) % DEPTH] = batch;
-  pw->flen++;
+  (void)pl_pipeline_push(&pw->pipe, f, batch);
   pw->ntasks++;
   if (sent && limited) {
     atomic_store(&pw->limited_task, (unsigned)pw->ntasks);  /* read by the watcher */
@@ -809,7 +761,7 @@ static void run_task(pl_worker *w, pl_task *t) {
     /* Back for the next task while this one runs: the oldest one is
      * collected when the pipeline is full (or by idle, when no task
      * comes). */
-    if (pw->flen == DEPTH) collect_one(w, 0);
+    if (pw->pipe.len == PL_PIPELINE_DEPTH) collect_one(w, 0);
     pl_executor_looking(w);
     return;
   }
@@ -880,7 +832,7 @@ static void processes_idle(pl_worker *w) {
   pl_fork_guard_enter();
   drain(w, 0);
   pl_fork_guard_leave();
-  pw->last_ns = 0;
+  pl_pipeline_forget(&pw->pipe);
   pl_pproc_idle(&pw->proc);
 }
 
@@ -904,7 +856,7 @@ static void processes_time_limit(pl_worker *w, int hard, double seconds) {
 /* An interrupt stays meant for the tasks still in flight. */
 static void processes_reset(pl_worker *w) {
   pworker *pw = w->kind;
-  if (pw->flen > 0) return;
+  if (pw->pipe.len > 0) return;
   pl_pproc_reset(&pw->proc);
   pw->limited = 0;
   atomic_store(&pw->hard_limit_hit, 0);

@@ -237,6 +237,31 @@ describe("kind mpi pools (" .. mode .. " mode)", function()
     end
   end)
 
+  it("spread long tasks evenly though a worker comes back late from a short one", function()
+    -- the short task's done callback holds its worker thread while long
+    -- tasks are submitted on its result: that worker's last task was short,
+    -- but of the previous batch, so the long ones must not be pipelined
+    -- onto it while the other rank runs the first of them (it took 6 of 8)
+    local pool <close> = par.pool{kind = "mpi", workers = 2}
+    local whoami = function(s) par.sleep(s) return par.pid() end
+    pool:map(whoami, (function() local t = {} for i = 1, 20 do t[i] = 0 end return t end)())
+    -- both ranks busy, so the short task waits and its callback is set
+    -- first; the long ones come once nothing else runs
+    local busy = {pool:submit(whoami, 0.2), pool:submit(whoami, 0.2)}
+    local short = pool:submit(function() return par.pid() end)
+    short:add_done_callback(function() par.sleep(0.2) end)  -- holds its worker thread
+    short:result(30)
+    for _, f in ipairs(busy) do f:result(30) end
+    local long = {}
+    for i = 1, 8 do long[i] = 0.25 end
+    local count = {}
+    for _, who in ipairs(pool:map(whoami, long)) do count[who] = (count[who] or 0) + 1 end
+    local shares = {}
+    for _, k in pairs(count) do shares[#shares + 1] = k end
+    table.sort(shares)
+    assert.are.equal("4+4", table.concat(shares, "+"))
+  end)
+
   it("shutdown{interrupt} with many short tasks in flight ends every future", function()
     local pool = par.pool{kind = "mpi", workers = 2}
     local fs = {}

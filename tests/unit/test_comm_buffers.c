@@ -5,18 +5,11 @@
  * time). */
 #include <errno.h>
 #include <stdint.h>
-#include <sys/resource.h>
 
 #include "proc/child.h"
 #include "runner.h"
 
 #define BIG ((size_t)40 << 20)
-
-static long minor_faults(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_minflt;
-}
 
 /* Send `input` through a new `cat` and return its stdout in c->out[1]. */
 static void through_cat(pl_comm *c, const char *input, size_t len) {

@@ -3,19 +3,12 @@
  * big frame is read into the same memory -- no page faults for its bytes
  * (malloc would map 40 MiB afresh: 10,240 faults). */
 #include <errno.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "proc/wire.h"
 #include "runner.h"
 
 #define BIG ((size_t)40 << 20)
-
-static long minor_faults(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_minflt;
-}
 
 /* A child that sends two frames of BIG payload bytes (only their first
  * byte differs), then waits for the socket to close. */
